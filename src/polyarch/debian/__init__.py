@@ -1,0 +1,1 @@
+"""Debian archive access: signed repository metadata, dependency resolution, .deb reading."""

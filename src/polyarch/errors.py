@@ -1,0 +1,131 @@
+"""Every way polyarch can fail, one class per kind, each with its own exit code.
+
+The library raises these; only the CLI turns them into one line on stderr and
+an exit code. Messages are written for the user: what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class PolyarchError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(PolyarchError):
+    """The command line asks for something that cannot be done."""
+
+    exit_code = 2
+
+
+class ConfigError(PolyarchError):
+    """containers.toml (or containers.lock) is missing, malformed or invalid."""
+
+    exit_code = 3
+
+
+class UnknownContainerError(ConfigError):
+    """A container name that containers.toml does not define."""
+
+    exit_code = 4
+
+
+class MirrorError(PolyarchError):
+    """The Debian mirror cannot be found or reached."""
+
+    exit_code = 10
+
+
+class SignatureError(PolyarchError):
+    """InRelease/Release.gpg is not signed by a key in the keyring."""
+
+    exit_code = 11
+
+
+class IntegrityError(PolyarchError):
+    """A file's size or SHA256 does not match what the signed chain says."""
+
+    exit_code = 12
+
+
+class ResolveError(PolyarchError):
+    """The package closure cannot be computed (unknown package, unsatisfiable, conflict)."""
+
+    exit_code = 13
+
+
+class FetchError(PolyarchError):
+    """A package could not be downloaded after retries."""
+
+    exit_code = 14
+
+
+class PackageError(PolyarchError):
+    """A .deb is malformed or tries to escape the image (path traversal, bad links)."""
+
+    exit_code = 15
+
+
+class ImageError(PolyarchError):
+    """An image or its outputs cannot be written or read."""
+
+    exit_code = 16
+
+
+class EngineError(PolyarchError):
+    """docker/podman is missing, not answering, or refused to load or run."""
+
+    exit_code = 20
+
+
+class EmulationError(PolyarchError):
+    """A foreign system cannot run here (no qemu-user, no binfmt_misc handler)."""
+
+    exit_code = 21
+
+
+class ContainerTestError(PolyarchError):
+    """A container's smoke test failed."""
+
+    exit_code = 22
+
+
+class RegistryError(PolyarchError):
+    """A registry refused a request, or cannot be reached."""
+
+    exit_code = 30
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials."""
+
+    exit_code = 31
+
+
+class CacheError(PolyarchError):
+    """The cache is unusable, or something needed offline is not in it."""
+
+    exit_code = 40
+
+
+class LockError(PolyarchError):
+    """containers.lock is missing or no longer matches containers.toml."""
+
+    exit_code = 41
+
+
+class ToolMissingError(PolyarchError):
+    """A host program polyarch needs (gpgv, qemu, skopeo, ...) is not installed."""
+
+    exit_code = 50

@@ -1,0 +1,1 @@
+"""From verified packages to OCI images: deterministic layers, manifests, indexes and archives."""

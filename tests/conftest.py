@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from debrepo import DebSpec, TestKey, TestRepo, serve  # noqa: E402
+from debrepo import DebSpec, TestKey, TestRepo, serve
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +28,40 @@ def other_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
 def base_packages(arch: str) -> list[DebSpec]:
     """A miniature bash + coreutils + libc6 world with the real dependency shape."""
     return [
-        DebSpec("libc6", "2.36-9", arch, multi_arch="same",
-                files={"/lib/x86_64-linux-gnu/libc.so.6": b"libc", "/usr/share/doc/libc6/copyright": b"(c)"}),
-        DebSpec("base-files", "12.4", arch, essential=True,
-                files={"/etc/debian_version": b"12.0\n", "/usr/share/doc/base-files/README": b"doc"}),
-        DebSpec("bash", "5.2.15-2", arch, pre_depends="libc6 (>= 2.36)", depends="base-files (>= 2.1.12)",
-                essential=True, files={"/bin/bash": b"bash"}),
-        DebSpec("coreutils", "9.1-1", arch, pre_depends="libc6 (>= 2.34)", essential=True,
-                files={"/bin/ls": b"ls", "/usr/bin/env": b"env"}),
+        DebSpec(
+            "libc6",
+            "2.36-9",
+            arch,
+            multi_arch="same",
+            files={
+                "/lib/x86_64-linux-gnu/libc.so.6": b"libc",
+                "/usr/share/doc/libc6/copyright": b"(c)",
+            },
+        ),
+        DebSpec(
+            "base-files",
+            "12.4",
+            arch,
+            essential=True,
+            files={"/etc/debian_version": b"12.0\n", "/usr/share/doc/base-files/README": b"doc"},
+        ),
+        DebSpec(
+            "bash",
+            "5.2.15-2",
+            arch,
+            pre_depends="libc6 (>= 2.36)",
+            depends="base-files (>= 2.1.12)",
+            essential=True,
+            files={"/bin/bash": b"bash"},
+        ),
+        DebSpec(
+            "coreutils",
+            "9.1-1",
+            arch,
+            pre_depends="libc6 (>= 2.34)",
+            essential=True,
+            files={"/bin/ls": b"ls", "/usr/bin/env": b"env"},
+        ),
     ]
 
 
@@ -48,8 +74,14 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
     with ExitStack() as stack:
         count = 0
 
-        def factory(specs: list[DebSpec] | None = None, *, arches: tuple[str, ...] = ("amd64", "arm64"),
-                    with_base: bool = True, key: TestKey | None = None, **publish: object) -> tuple[TestRepo, str]:
+        def factory(
+            specs: list[DebSpec] | None = None,
+            *,
+            arches: tuple[str, ...] = ("amd64", "arm64"),
+            with_base: bool = True,
+            key: TestKey | None = None,
+            **publish: object,
+        ) -> tuple[TestRepo, str]:
             nonlocal count
             count += 1
             repo = TestRepo(tmp_path / f"repo{count}", key or test_key, arches=arches)

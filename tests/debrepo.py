@@ -107,7 +107,14 @@ def build_deb(spec: DebSpec, out_dir: Path) -> Path:
         out = out_dir / f"{spec.name}_{spec.version.split(':')[-1]}_{spec.arch}.deb"
         out_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["dpkg-deb", "--root-owner-group", f"-Z{spec.compression}", "--build", str(root), str(out)],
+            [
+                "dpkg-deb",
+                "--root-owner-group",
+                f"-Z{spec.compression}",
+                "--build",
+                str(root),
+                str(out),
+            ],
             check=True,
             capture_output=True,
             env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
@@ -158,15 +165,22 @@ class TestKey:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)
-        self._gpg(
-            "--quick-generate-key", "--passphrase", "", uid, "ed25519", "sign", "never"
-        )
+        self._gpg("--quick-generate-key", "--passphrase", "", uid, "ed25519", "sign", "never")
         self.keyring = home / "keyring.gpg"
         self.keyring.write_bytes(self._gpg("--export", uid))
 
     def _gpg(self, *args: str, input: bytes | None = None) -> bytes:
         return subprocess.run(
-            ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode", "loopback", *args],
+            [
+                "gpg",
+                "--homedir",
+                str(self.home),
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                *args,
+            ],
             input=input,
             check=True,
             capture_output=True,
@@ -212,7 +226,15 @@ class TestRepo:
         self._index(deb, control, spec.arch, component)
         return deb
 
-    def add_raw(self, name: str, version: str, arch: str, deb: bytes, component: str = "main", extra: str = "") -> Path:
+    def add_raw(
+        self,
+        name: str,
+        version: str,
+        arch: str,
+        deb: bytes,
+        component: str = "main",
+        extra: str = "",
+    ) -> Path:
         """List a hand-made .deb (see ``raw_deb``)."""
         path = self.root / "pool" / component / name[0] / name / f"{name}_{version}_{arch}.deb"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,13 +253,21 @@ class TestRepo:
         for a in self.arches if arch == "all" else (arch,):
             self._entries.append(_Published(component, a, stanza))
 
-    def publish(self, *, inrelease: bool = True, release_gpg: bool = True, compressions: tuple[str, ...] = ("xz", "gz")) -> None:
+    def publish(
+        self,
+        *,
+        inrelease: bool = True,
+        release_gpg: bool = True,
+        compressions: tuple[str, ...] = ("xz", "gz"),
+    ) -> None:
         """Write the indexes, Release, and its signatures."""
         dist = self.root / "dists" / self.suite
         files: dict[str, bytes] = {}
         for component in self.components:
             for arch in self.arches:
-                stanzas = [e.stanza for e in self._entries if e.component == component and e.arch == arch]
+                stanzas = [
+                    e.stanza for e in self._entries if e.component == component and e.arch == arch
+                ]
                 plain = "\n".join(stanzas).encode()
                 base = f"{component}/binary-{arch}/Packages"
                 files[base] = plain
@@ -284,7 +314,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def serve(root: Path) -> Iterator[str]:
     """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL; stops on exit."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

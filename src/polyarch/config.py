@@ -23,6 +23,9 @@ CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
 DEFAULT_SYSTEMS = ("aarch64-linux", "x86_64-linux")
 DEFAULT_MAX_LAYERS = 100
+DEFAULT_PREFER = ("mawk",)
+"""Where a dependency leaves a choice (base-files needs some ``awk``), take Debian's
+default provider (mawk is Priority: required) rather than the first by name."""
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound=msgspec.Struct)
 
@@ -31,7 +34,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     pass
 
 
-class RepositoryConfig(_Strict, kw_only=True):
+class RepositoryConfig(_Strict, frozen=True, kw_only=True):
     url: str | None = None
     """Mirror base URL; default: the host's apt configuration."""
     suite: str = "bookworm"
@@ -42,7 +45,7 @@ class RepositoryConfig(_Strict, kw_only=True):
     snapshot_url: str | None = None
 
 
-class RegistryConfig(_Strict, kw_only=True):
+class RegistryConfig(_Strict, frozen=True, kw_only=True):
     repo: str
     username: str | None = None
     password: str | None = None
@@ -50,10 +53,11 @@ class RegistryConfig(_Strict, kw_only=True):
     enable: bool = True
 
 
-class _ContainerFields(_Strict, kw_only=True):
+class _ContainerFields(_Strict, frozen=True, kw_only=True):
     systems: tuple[str, ...] | None = None
     base: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
+    prefer: tuple[str, ...] | None = None
     keep_docs: bool | None = None
     max_layers: int | None = None
     env: dict[str, str] | None = None
@@ -63,11 +67,11 @@ class _ContainerFields(_Strict, kw_only=True):
     tags: tuple[str, ...] | None = None
 
 
-class DefaultsConfig(_ContainerFields, kw_only=True):
+class DefaultsConfig(_ContainerFields, frozen=True, kw_only=True):
     pass
 
 
-class ContainerSpec(_ContainerFields, kw_only=True):
+class ContainerSpec(_ContainerFields, frozen=True, kw_only=True):
     package: str
     command: str | None = None
     """Binary the entrypoint runs (name on PATH or absolute path); default: package name."""
@@ -80,7 +84,7 @@ class ContainerSpec(_ContainerFields, kw_only=True):
     description: str | None = None
 
 
-class _File(_Strict, kw_only=True):
+class _File(_Strict, frozen=True, kw_only=True):
     repository: RepositoryConfig = msgspec.field(default_factory=RepositoryConfig)
     defaults: DefaultsConfig = msgspec.field(default_factory=DefaultsConfig)
     containers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -107,6 +111,7 @@ class Container:
     systems: tuple[System, ...]
     base: tuple[str, ...]
     exclude: tuple[str, ...]
+    prefer: tuple[str, ...]
     keep_docs: bool
     max_layers: int
     env: tuple[tuple[str, str], ...]
@@ -244,6 +249,7 @@ def _apply_defaults(
         systems=systems,
         base=_pick(spec.base, d.base, DEFAULT_BASE),
         exclude=tuple(sorted({*(d.exclude or ()), *(spec.exclude or ())})),
+        prefer=_pick(spec.prefer, d.prefer, DEFAULT_PREFER),
         keep_docs=_pick(spec.keep_docs, d.keep_docs, False),
         max_layers=max_layers,
         env=tuple(sorted({**(d.env or {}), **(spec.env or {})}.items())),

@@ -51,7 +51,12 @@ SYSTEMS: tuple[System, ...] = (
 
 _BY_SPELLING: dict[str, System] = {}
 for _s in SYSTEMS:
-    for _spelling in (_s.name, _s.oci_platform, _s.debian_arch, f"{_s.oci_os}/{_s.oci_architecture}"):
+    for _spelling in (
+        _s.name,
+        _s.oci_platform,
+        _s.debian_arch,
+        f"{_s.oci_os}/{_s.oci_architecture}",
+    ):
         _BY_SPELLING.setdefault(_spelling, _s)
 _BY_SPELLING["linux/arm64/v8"] = _BY_SPELLING["aarch64-linux"]
 
@@ -72,9 +77,9 @@ def parse_system(text: str) -> System:
 def system_for_platform(os: str, architecture: str, variant: str | None = None) -> System | None:
     """The system of an OCI platform (e.g. from an image config), or None."""
     for s in SYSTEMS:
-        if s.oci_os == os and s.oci_architecture == architecture:
-            if s.oci_variant is None or variant in (None, s.oci_variant):
-                return s
+        same_variant = s.oci_variant is None or variant in (None, s.oci_variant)
+        if s.oci_os == os and s.oci_architecture == architecture and same_variant:
+            return s
     return None
 
 

@@ -1,0 +1,367 @@
+"""Packages → layers: which package goes in which layer, and the deterministic tar + gzip.
+
+A package's layer is a pure function of that package's bytes, the filesystem
+rules (``keep_docs``), the epoch and ``LAYER_FORMAT_VERSION``: nothing about
+the image it ends up in. So libc6, bash, coreutils and their dependencies give
+byte-identical layers in every image of a system (the fd and rg images share
+them, and a registry stores them once), as nix2container does.
+
+Layers are cached under the hash of exactly those inputs: cache kind
+``layers`` maps the key to a small JSON (digests, sizes, packages), kind
+``blobs`` holds the gzip file under its digest's hex. A hit reads neither the
+.deb nor compresses anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from polyarch.cache import Cache
+from polyarch.debian.deb import DebContents, DebEntry
+from polyarch.determinism import (
+    TAR_FORMAT,
+    Digest,
+    canonical_json,
+    gzip_bytes,
+    normalise_tarinfo,
+    sha256_digest,
+)
+from polyarch.errors import ImageError, PackageError
+from polyarch.image.filesystem import (
+    generated_entries,
+    layer_tree,
+    package_entries,
+    skeleton_entries,
+)
+from polyarch.progress import NULL_PROGRESS, Progress
+
+LAYER_FORMAT_VERSION = 1
+"""Bump whenever the bytes of a layer for the same inputs change (rules, tar writer)."""
+
+SKELETON_NAME = "(filesystem)"
+GENERATED_NAME = "(generated)"
+LAYERS_KIND = "layers"
+BLOBS_KIND = "blobs"
+
+
+class PackageLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+class ResolvedPackageLike(Protocol):
+    """What planning needs of the resolver's ``ResolvedPackage``."""
+
+    @property
+    def record(self) -> PackageLike: ...
+    @property
+    def base(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one layer holds, bottom to top: the skeleton, packages, the generated entries."""
+
+    packages: tuple[tuple[str, str], ...] = ()
+    """(name, sha256 hex) of each package, in layer order (later wins a path)."""
+    skeleton: bool = False
+    generated: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What is inside, for annotations and tables."""
+        return (
+            ((SKELETON_NAME,) if self.skeleton else ())
+            + tuple(name for name, _ in self.packages)
+            + ((GENERATED_NAME,) if self.generated else ())
+        )
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One built layer: its gzip blob in the cache and the digests an image names it by."""
+
+    digest: Digest
+    """sha256 of the gzip blob."""
+    diff_id: Digest
+    """sha256 of the uncompressed tar."""
+    size: int
+    uncompressed_size: int
+    blob: Path
+    packages: tuple[str, ...]
+    commands: tuple[str, ...] = ()
+    """Paths in the layer under the PATH directories, so the entrypoint can be
+    found without reading any layer back."""
+
+
+COMMAND_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def _commands(entries: Sequence[DebEntry]) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            e.path for e in entries if e.kind != "dir" and e.path.rsplit("/", 1)[0] in COMMAND_DIRS
+        )
+    )
+
+
+@dataclass
+class LayerStats:
+    """Counters of one ``build_layers`` call: cache hits and misses, .debs read."""
+
+    hits: int = 0
+    misses: int = 0
+    debs_read: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_read(self) -> None:
+        with self._lock:
+            self.debs_read += 1
+
+
+def plan_layers(packages: Sequence[ResolvedPackageLike], max_layers: int) -> list[LayerPlan]:
+    """Group a system's closure into at most ``max_layers`` layers.
+
+    Order, bottom to top: the skeleton; the base closure's packages (base
+    roots bash + coreutils and what they need), by name; the tool's own
+    packages, by name; the generated layer (``build_layers`` drops it when
+    empty). Each package gets its own layer, which maximises sharing between
+    images. Over ``max_layers``, the least shared layers merge first: the
+    tool's packages from the top of their group into one layer, then, if
+    still too many, the base packages from the top of theirs; only below four
+    layers do the topmost layers merge across groups.
+    """
+    if max_layers < 2:
+        raise ImageError(f"max_layers is {max_layers}", hint="set max_layers to 2 or more")
+    seen: set[str] = set()
+    base: list[LayerPlan] = []
+    tool: list[LayerPlan] = []
+    for p in sorted(packages, key=lambda p: (p.record.name, p.record.sha256)):
+        if p.record.sha256 in seen:
+            continue
+        seen.add(p.record.sha256)
+        (base if p.base else tool).append(LayerPlan(packages=((p.record.name, p.record.sha256),)))
+
+    def excess() -> int:
+        return 2 + len(base) + len(tool) - max_layers
+
+    tool = _merge_top(tool, excess())
+    base = _merge_top(base, excess())
+    plans = [LayerPlan(skeleton=True), *base, *tool, LayerPlan(generated=True)]
+    while len(plans) > max_layers:
+        plans[-2:] = [_merged(plans[-2:])]
+    return plans
+
+
+def _merge_top(group: list[LayerPlan], excess: int) -> list[LayerPlan]:
+    """Merge the top ``excess + 1`` layers of a group into one (fewer if the group is small)."""
+    if excess <= 0 or len(group) < 2:
+        return group
+    keep = max(len(group) - excess - 1, 0)
+    return [*group[:keep], _merged(group[keep:])]
+
+
+def _merged(plans: Sequence[LayerPlan]) -> LayerPlan:
+    return LayerPlan(
+        packages=tuple(p for plan in plans for p in plan.packages),
+        skeleton=any(plan.skeleton for plan in plans),
+        generated=any(plan.generated for plan in plans),
+    )
+
+
+def layer_key(
+    plan: LayerPlan, closure: Sequence[tuple[str, str]], *, epoch: int, keep_docs: bool
+) -> str:
+    """The cache key of a layer: the hash of every input its bytes depend on.
+
+    The generated layer is keyed by the whole closure (names and sha256s), not
+    by its entries, so that a hit needs no .deb read.
+    """
+    inputs: dict[str, object] = {
+        "format": LAYER_FORMAT_VERSION,
+        "epoch": epoch,
+        "skeleton": plan.skeleton,
+        "packages": [list(p) for p in plan.packages],
+    }
+    if plan.packages or plan.generated:
+        inputs["keep_docs"] = keep_docs
+    if plan.generated:
+        inputs["closure"] = [list(p) for p in closure]
+    return hashlib.sha256(canonical_json(inputs)).hexdigest()
+
+
+def write_tar(entries: Sequence[DebEntry], epoch: int) -> bytes:
+    """The layer tar of ``entries`` (already in ``layer_tree`` order), byte for byte reproducible."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry.path.lstrip("/"))
+            info.mode = entry.mode
+            data: bytes | None = None
+            if entry.kind == "file":
+                info.type = tarfile.REGTYPE
+                info.size = len(entry.data)
+                data = entry.data
+            elif entry.kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif entry.kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = entry.target
+            else:
+                info.type = tarfile.LNKTYPE
+                info.linkname = entry.target.lstrip("/")
+            normalise_tarinfo(info, epoch)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def build_layers(
+    plans: Sequence[LayerPlan],
+    read: Callable[[str], DebContents],
+    cache: Cache,
+    *,
+    epoch: int,
+    keep_docs: bool,
+    jobs: int = 2,
+    progress: Progress = NULL_PROGRESS,
+    stats: LayerStats | None = None,
+) -> list[Layer]:
+    """Build (or take from the cache) every planned layer; an empty generated layer is left out.
+
+    ``read(sha256)`` returns a package's contents (the fetched, verified
+    .deb); it is called at most once per package. Misses are built and
+    compressed in ``jobs`` threads (lzma and zlib release the GIL). Pass
+    ``stats`` to count hits, misses and .debs read.
+    """
+    stats = stats if stats is not None else LayerStats()
+    closure = [p for plan in plans for p in plan.packages]
+    keys = [layer_key(plan, closure, epoch=epoch, keep_docs=keep_docs) for plan in plans]
+    results: list[Layer | None] = [None] * len(plans)
+    missing: list[int] = []
+    for i, key in enumerate(keys):
+        hit = _cached(cache, key)
+        if hit is None:
+            missing.append(i)
+        else:
+            results[i] = hit if isinstance(hit, Layer) else None
+    stats.hits += len(plans) - len(missing)
+    stats.misses += len(missing)
+    task = progress.task("layers", total=len(plans))
+    progress.advance(task, len(plans) - len(missing))
+
+    # The generated layer needs every package's contents: keep them only if it must be built.
+    needs_closure = any(plans[i].generated for i in missing)
+    contents: dict[str, DebContents] = {}
+
+    def get(name: str, sha256: str) -> DebContents:
+        found = contents.get(sha256)
+        if found is None:
+            found = read(sha256)
+            stats.count_read()
+            if found.package != name:
+                raise PackageError(
+                    f"package {sha256[:12]} is {found.package}, expected {name}",
+                    hint="the package cache is inconsistent; clear it and build again",
+                )
+            if needs_closure:
+                contents[sha256] = found
+        return found
+
+    def build(i: int) -> Layer | None:
+        plan = plans[i]
+        groups: list[list[DebEntry]] = []
+        if plan.skeleton:
+            groups.append(skeleton_entries())
+        for name, sha256 in plan.packages:
+            groups.append(package_entries(get(name, sha256), keep_docs=keep_docs))
+        if plan.generated:
+            every = [get(name, sha256) for name, sha256 in closure]
+            groups.append(generated_entries(every, keep_docs=keep_docs))
+        layer = _store(cache, keys[i], plan, layer_tree(groups), epoch)
+        progress.advance(task)
+        return layer
+
+    first = [i for i in missing if not plans[i].generated]
+    last = [i for i in missing if plans[i].generated]
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        for i, layer in zip(first, pool.map(build, first), strict=True):
+            results[i] = layer
+        if last:
+            # Read what the hit layers did not, in parallel, before the one closure-wide layer.
+            unread = [(n, s) for n, s in closure if s not in contents]
+            list(pool.map(lambda p: get(*p), unread))
+            for i, layer in zip(last, pool.map(build, last), strict=True):
+                results[i] = layer
+    progress.done(task)
+    return [layer for layer in results if layer is not None]
+
+
+class _Empty:
+    """A cached generated layer that had no entries."""
+
+
+def _cached(cache: Cache, key: str) -> Layer | _Empty | None:
+    path = cache.get(LAYERS_KIND, key)
+    if path is None:
+        return None
+    try:
+        meta = json.loads(path.read_bytes())
+        if meta.get("empty") is True:
+            return _Empty()
+        digest = Digest(meta["digest"])
+        blob = cache.get(BLOBS_KIND, digest.removeprefix("sha256:"))
+        if blob is None or blob.stat().st_size != meta["size"]:
+            return None
+        return Layer(
+            digest=digest,
+            diff_id=Digest(meta["diff_id"]),
+            size=int(meta["size"]),
+            uncompressed_size=int(meta["uncompressed_size"]),
+            blob=blob,
+            packages=tuple(meta["packages"]),
+            commands=tuple(meta["commands"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a damaged entry is rebuilt and overwritten
+
+
+def _store(
+    cache: Cache, key: str, plan: LayerPlan, entries: list[DebEntry], epoch: int
+) -> Layer | None:
+    if not entries and plan.generated and not plan.packages and not plan.skeleton:
+        cache.put(LAYERS_KIND, key, canonical_json({"empty": True}))
+        return None
+    tar = write_tar(entries, epoch)
+    blob = gzip_bytes(tar)
+    digest = sha256_digest(blob)
+    layer = Layer(
+        digest=digest,
+        diff_id=sha256_digest(tar),
+        size=len(blob),
+        uncompressed_size=len(tar),
+        blob=cache.put(BLOBS_KIND, digest.removeprefix("sha256:"), blob),
+        packages=plan.names,
+        commands=_commands(entries),
+    )
+    # The blob is in place before the entry that names it, so a hit always has its blob.
+    meta = {
+        "digest": layer.digest,
+        "diff_id": layer.diff_id,
+        "size": layer.size,
+        "uncompressed_size": layer.uncompressed_size,
+        "packages": list(layer.packages),
+        "commands": list(layer.commands),
+    }
+    cache.put(LAYERS_KIND, key, canonical_json(meta))
+    return layer

@@ -1,0 +1,377 @@
+"""HTTP for the OCI distribution API: scheme choice, authentication, retries.
+
+Authentication follows what the registry asks for: requests go out anonymously
+until a 401 names a scheme; ``Basic`` then gets the credentials, ``Bearer``
+gets a token from the realm (with the credentials, if any), cached per scope.
+No message built here contains a secret: errors name the user, never the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from polyarch.errors import RegistryAuthError, RegistryError
+from polyarch.registry.credentials import Credentials
+from polyarch.registry.reference import is_loopback
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+class RetryableError(RegistryError):
+    """A failure worth trying again (connection lost, 408, 429, 5xx)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header."""
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_challenge(header: str) -> Challenge:
+    """``Bearer realm="…",service="…",scope="…"`` → Challenge("bearer", {…})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return Challenge(scheme.lower(), params)
+
+
+def registry_message(response: httpx.Response) -> str:
+    """The registry's own words for an error response, short."""
+    try:
+        errors = response.json().get("errors") or []
+        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
+        text = "; ".join(p for p in parts if p)
+    except (ValueError, AttributeError):
+        text = ""
+    return text or f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+class RegistryClient:
+    """A connection to one registry (``host[:port]``), shared by parallel uploads.
+
+    ``plain_http`` asks for HTTP without TLS; like ``insecure`` (TLS without
+    verification, then HTTP) it is refused except to a loopback address.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        plain_http: bool = False,
+        ca_bundle: Path | None = None,
+        retries: int = 5,
+        backoff: float = 0.5,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.registry = registry
+        self.credentials = credentials
+        self.insecure = insecure
+        self.retries = max(retries, 1)
+        self.backoff = backoff
+        self._loopback = is_loopback(registry)
+        if plain_http and not (insecure or self._loopback):
+            raise RegistryError(
+                f"refusing plain HTTP to {registry}: credentials and images would travel unencrypted",
+                hint="use https, or pass --insecure if this registry really has no TLS",
+            )
+        self._scheme: str | None = "http" if plain_http else None
+        verify: ssl.SSLContext | bool
+        if ca_bundle is not None:
+            verify = ssl.create_default_context(cafile=str(ca_bundle))
+        else:
+            verify = not insecure
+        self._http = httpx.Client(
+            verify=verify, timeout=httpx.Timeout(timeout, connect=30.0), transport=transport
+        )
+        self._lock = threading.RLock()
+        self._challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, ...], str] = {}
+        self.requests = 0
+        self.retried = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- URLs and scheme ------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._scheme is None:
+            self.ping()
+        return f"{self._scheme}://{self.registry}"
+
+    def url(self, path_or_url: str) -> httpx.URL:
+        """Resolve a path or a (possibly relative) ``Location`` against the registry."""
+        url = httpx.URL(self.base_url).join(path_or_url)
+        if url.scheme == "http" and not (self.insecure or is_loopback(url.netloc.decode())):
+            raise RegistryError(
+                f"refusing plain HTTP to {url.host} (sent there by {self.registry})",
+                hint="pass --insecure if this is intended",
+            )
+        return url
+
+    def ping(self) -> None:
+        """Find the scheme (HTTPS first; HTTP only to loopback or when insecure) and the challenge."""
+        if self._scheme is not None:
+            response = self._retrying(
+                lambda: self._send_raw("GET", f"{self._scheme}://{self.registry}/v2/")
+            )
+            self._note_challenge(response)
+            return
+        schemes = ["https"] + (["http"] if self._loopback or self.insecure else [])
+        first_error: Exception | None = None
+        for scheme in schemes:
+            try:
+                response = self._retrying(
+                    lambda s=scheme: self._send_raw("GET", f"{s}://{self.registry}/v2/"),  # type: ignore[misc]
+                    attempts=1 if scheme != schemes[-1] else None,
+                )
+            except RegistryError as exc:
+                if _is_certificate_error(exc):
+                    raise RegistryError(
+                        f"the TLS certificate of {self.registry} is not trusted",
+                        hint="pass --ca-bundle with its CA, or --insecure to skip verification",
+                    ) from None
+                first_error = first_error or exc
+                continue
+            self._scheme = scheme
+            self._note_challenge(response)
+            return
+        assert first_error is not None
+        raise first_error
+
+    # -- authentication -------------------------------------------------------------
+
+    def _note_challenge(self, response: httpx.Response) -> None:
+        header = response.headers.get("www-authenticate")
+        if response.status_code == 401 and header:
+            with self._lock:
+                self._challenge = parse_challenge(header)
+
+    def _authorization(self, scopes: tuple[str, ...], *, refresh: bool = False) -> str | None:
+        with self._lock:
+            challenge = self._challenge
+            if challenge is None:
+                return None
+            if challenge.scheme == "basic":
+                return _basic(self.credentials) if self.credentials else None
+            if challenge.scheme != "bearer":
+                raise RegistryAuthError(
+                    f"{self.registry} asks for {challenge.scheme!r} authentication, which polyarch does not speak",
+                    hint="use a registry with Basic or Bearer token authentication",
+                )
+            key = tuple(sorted(set(scopes)))
+            if refresh or key not in self._tokens:
+                self._tokens[key] = self._fetch_token(challenge, key)
+            return f"Bearer {self._tokens[key]}"
+
+    def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise RegistryAuthError(f"{self.registry} sent a Bearer challenge without a realm")
+        url = httpx.URL(realm)
+        if url.scheme == "http" and not (self.insecure or is_loopback(url.netloc.decode())):
+            raise RegistryAuthError(
+                f"refusing to fetch a token over plain HTTP from {url.host}",
+                hint="pass --insecure if this is intended",
+            )
+        params: list[tuple[str, str | int | float | bool | None]] = []
+        if challenge.params.get("service"):
+            params.append(("service", challenge.params["service"]))
+        params += [("scope", s) for s in scopes]
+        headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
+        response = self._retrying(
+            lambda: self._send_raw("GET", url.copy_merge_params(params), headers=headers)
+        )
+        if response.status_code in (401, 403):
+            raise self._auth_error(response)
+        if response.status_code != 200:
+            raise RegistryAuthError(
+                f"the token service of {self.registry} failed: {registry_message(response)}"
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryAuthError(f"the token service of {self.registry} returned no token")
+        return token
+
+    def _auth_error(self, response: httpx.Response) -> RegistryAuthError:
+        detail = registry_message(response)
+        if self.credentials is None:
+            return RegistryAuthError(
+                f"{self.registry} requires credentials ({detail})",
+                hint="run docker login, set username/password for this registry, or use --password-stdin",
+            )
+        return RegistryAuthError(
+            f"{self.registry} refused the credentials of user {self.credentials.username!r} ({detail})",
+            hint="check the password or token and that it may push to this repository",
+        )
+
+    # -- requests -------------------------------------------------------------------
+
+    def _send_raw(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
+    ) -> httpx.Response:
+        """One HTTP exchange; transport failures and retryable statuses become RetryableError."""
+        with self._lock:
+            self.requests += 1
+        try:
+            response = self._http.request(method, url, headers=headers, content=content)
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{method} {_short(url)}: {_transport_reason(exc)}") from exc
+        if response.status_code in RETRY_STATUSES:
+            raise RetryableError(
+                f"{method} {_short(url)}: {registry_message(response)}",
+                retry_after=_retry_after(response),
+            )
+        return response
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str | httpx.URL,
+        *,
+        scopes: tuple[str, ...],
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send with authentication (anonymous → Basic/Bearer on 401), retrying if ``retry``.
+
+        A 401/403 that credentials cannot fix is a RegistryAuthError; other
+        statuses are returned for the caller to judge.
+        """
+        url = self.url(str(path_or_url))
+
+        def attempt() -> httpx.Response:
+            auth = self._authorization(scopes)
+            response = self._send_raw(
+                method, url, headers=_with_auth(headers, auth), content=content
+            )
+            if response.status_code == 401:
+                self._note_challenge(response)
+                again = self._authorization(_challenge_scopes(response, scopes), refresh=True)
+                if again is None or (again == auth and not again.startswith("Bearer")):
+                    raise self._auth_error(response)
+                response = self._send_raw(
+                    method, url, headers=_with_auth(headers, again), content=content
+                )
+            if response.status_code in (401, 403):
+                raise self._auth_error(response)
+            return response
+
+        return self._retrying(attempt) if retry else attempt()
+
+    def _retrying(self, fn: Callable[[], T], *, attempts: int | None = None) -> T:
+        """Run ``fn``, again with exponential backoff while it raises RetryableError."""
+        tries = attempts or self.retries
+        for n in range(tries):
+            try:
+                return fn()
+            except RetryableError as exc:
+                if n == tries - 1:
+                    raise RegistryError(
+                        f"{exc.message} (gave up after {tries} attempts)",
+                        hint="check the registry and the network, then push again",
+                    ) from None
+                with self._lock:
+                    self.retried += 1
+                delay = self.backoff * (2**n)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, 30.0))
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def retrying(self, fn: Callable[[], T]) -> T:
+        """Public form of the retry loop, for multi-request operations (an upload session)."""
+        return self._retrying(fn)
+
+
+def _basic(credentials: Credentials) -> str:
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def _with_auth(headers: Mapping[str, str] | None, auth: str | None) -> dict[str, str]:
+    merged = dict(headers or {})
+    if auth:
+        merged["Authorization"] = auth
+    return merged
+
+
+def _challenge_scopes(response: httpx.Response, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    header = response.headers.get("www-authenticate", "")
+    extra = parse_challenge(header).params.get("scope") if header else None
+    return (*scopes, *extra.split(" ")) if extra else scopes
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    with contextlib.suppress(TypeError, ValueError):
+        return float(value) if value is not None else None
+    return None
+
+
+def _short(url: httpx.URL | str) -> str:
+    # Upload URLs carry long opaque state; the path is what a user can read.
+    u = httpx.URL(str(url))
+    return f"{u.scheme}://{u.netloc.decode()}{u.path}"
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            current
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -1,0 +1,479 @@
+"""Read image files polyarch did not build, and make one multi-platform OCI layout of them.
+
+Accepted: docker-archive tarballs (``docker save``, ``podman save``, Nix
+dockerTools; gzip-compressed or not; layers inside plain tar or gzip), OCI
+archives (a tar of an OCI layout) and OCI layout directories. Archive member
+names are never used as host paths: members are copied to numbered scratch
+files, and only regular files and in-archive symlinks are followed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_digest
+from polyarch.errors import ImageError
+from polyarch.registry.layout import (
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    REF_NAME,
+    blob_path,
+    file_sha256,
+)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_TO_OCI_LAYER = {DOCKER_LAYER: OCI_LAYER, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def key(self) -> tuple[str, str, str | None]:
+        """Equal for platforms that are the same (arm64 without variant is arm64/v8)."""
+        variant = self.variant
+        if self.architecture == "arm64" and variant in (None, "v8"):
+            variant = None
+        return (self.os, self.architecture, variant)
+
+    def as_json(self) -> dict[str, str]:
+        value = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            value["variant"] = self.variant
+        return value
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedLayer:
+    """A layer blob as it will be pushed, stored content-addressed in a blob directory."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    diff_id: Digest
+    path: Path
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedImage:
+    """One single-platform image read from a file."""
+
+    source: Path
+    platform: Platform
+    config: bytes
+    layers: tuple[ImportedLayer, ...]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_digest(self) -> Digest:
+        return sha256_digest(self.config)
+
+    def manifest(self) -> bytes:
+        """The OCI manifest of this image (canonical JSON)."""
+        return canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": OCI_CONFIG,
+                    "digest": self.config_digest,
+                    "size": len(self.config),
+                },
+                "layers": [
+                    {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
+                    for layer in self.layers
+                ],
+            }
+        )
+
+
+def read_images(path: Path, store: Path) -> list[ImportedImage]:
+    """Every image in the file or directory ``path``; its blobs are put in ``store/blobs/sha256``.
+
+    ``store`` is typically the OCI layout being written; the blob files of the
+    returned layers live there.
+    """
+    if path.is_dir():
+        return _read_oci_layout(path, path, store)
+    if not path.is_file():
+        raise ImageError(f"image file {path} does not exist", hint="check the path")
+    with _scratch(store) as scratch:
+        members = _unpack(path, scratch)
+        if "manifest.json" in members:
+            return _read_docker_archive(path, members, store)
+        if "index.json" in members and "oci-layout" in members:
+            return _read_oci_archive(path, members, scratch, store)
+    raise ImageError(
+        f"{path} is neither a docker-archive nor an OCI archive or layout",
+        hint="pass a file made by docker/podman save, skopeo copy, or Nix dockerTools",
+    )
+
+
+def read_image_file(path: Path, store: Path) -> ImportedImage:
+    """The one image in ``path`` (ImageError if it holds none or several); blobs go to ``store``."""
+    images = read_images(path, store)
+    if len(images) != 1:
+        raise ImageError(
+            f"{path} holds {len(images)} images, expected one", hint="pass one image per file"
+        )
+    return images[0]
+
+
+# -- archives --------------------------------------------------------------------------
+
+
+@contextmanager
+def _scratch(store: Path) -> Iterator[Path]:
+    store.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=store))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _clean_name(name: str) -> str | None:
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+    if not parts or ".." in parts or name.startswith("/"):
+        return None
+    return "/".join(parts)
+
+
+def _unpack(archive: Path, scratch: Path) -> dict[str, Path]:
+    """Stream the (possibly gzip'd) tar once: member name → scratch file."""
+    members: dict[str, Path] = {}
+    links: dict[str, str] = {}
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            for number, info in enumerate(tar):
+                name = _clean_name(info.name)
+                if name is None:
+                    continue
+                if info.isfile():
+                    extracted = tar.extractfile(info)
+                    assert extracted is not None
+                    target = scratch / str(number)
+                    with target.open("wb") as out:
+                        shutil.copyfileobj(extracted, out, 1 << 20)
+                    members[name] = target
+                elif info.issym() or info.islnk():
+                    # Symlinks are relative to their directory, hard links to the archive root.
+                    base = PurePosixPath(name).parent if info.issym() else PurePosixPath()
+                    if not info.linkname.startswith("/"):
+                        resolved = _clean_name(posixpath.normpath(str(base / info.linkname)))
+                        if resolved is not None:
+                            links[name] = resolved
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise ImageError(
+            f"{archive} is not a readable tar archive: {exc}", hint="check the file"
+        ) from None
+    # docker save links duplicate layers to the first copy (…/layer.tar -> ../ID/layer.tar).
+    for name, link_target in links.items():
+        seen = {name}
+        while link_target in links and link_target not in seen:
+            seen.add(link_target)
+            link_target = links[link_target]
+        if link_target in members:
+            members[name] = members[link_target]
+    return members
+
+
+def _load_json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ImageError(f"{what} is not valid JSON", hint="check the image file") from None
+
+
+def _platform(config: bytes, source: Path) -> Platform:
+    doc = _load_json(config, f"the image config in {source}")
+    if not isinstance(doc, dict):
+        doc = {}
+    arch, os_name = doc.get("architecture"), doc.get("os")
+    if not isinstance(arch, str) or not isinstance(os_name, str) or not arch or not os_name:
+        raise ImageError(
+            f"the image config in {source} names no architecture/os",
+            hint="rebuild it with a platform, e.g. dockerTools' `architecture`",
+        )
+    variant = doc.get("variant")
+    return Platform(os_name, arch, variant if isinstance(variant, str) and variant else None)
+
+
+def _diff_ids(config: bytes, source: Path) -> list[str]:
+    doc = _load_json(config, f"the image config in {source}")
+    ids = doc.get("rootfs", {}).get("diff_ids", []) if isinstance(doc, dict) else []
+    return [str(i) for i in ids]
+
+
+def _store(store: Path, data: bytes) -> tuple[Digest, Path]:
+    digest = sha256_digest(data)
+    final = blob_path(store, digest)
+    if not final.exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    return digest, final
+
+
+def _read_docker_archive(
+    source: Path, members: dict[str, Path], store: Path
+) -> list[ImportedImage]:
+    entries = _load_json(members["manifest.json"].read_bytes(), f"manifest.json in {source}")
+    if not isinstance(entries, list) or not entries:
+        raise ImageError(f"manifest.json in {source} lists no images", hint="check the image file")
+    images = []
+    for entry in entries:
+        config_name = _clean_name(str(entry.get("Config", "")))
+        if config_name is None or config_name not in members:
+            raise ImageError(
+                f"{source} lacks the config its manifest.json names", hint="check the file"
+            )
+        config = members[config_name].read_bytes()
+        diff_ids = _diff_ids(config, source)
+        layer_names = [str(n) for n in entry.get("Layers", [])]
+        if len(layer_names) != len(diff_ids):
+            raise ImageError(
+                f"{source}: {len(layer_names)} layers but {len(diff_ids)} diff_ids in the config",
+                hint="the archive is inconsistent; save it again",
+            )
+        layers = []
+        for name, diff_id in zip(layer_names, diff_ids, strict=True):
+            clean = _clean_name(name)
+            if clean is None or clean not in members:
+                raise ImageError(f"{source} lacks layer {name}", hint="save the image again")
+            layers.append(_import_layer(members[clean], diff_id, source, store))
+        images.append(ImportedImage(source, _platform(config, source), config, tuple(layers)))
+    return images
+
+
+def _import_layer(path: Path, diff_id: str, source: Path, store: Path) -> ImportedLayer:
+    data = path.read_bytes()
+    if data.startswith(_ZSTD_MAGIC):
+        raise ImageError(f"{source} has a zstd layer, which docker-archive does not allow")
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            uncompressed_digest = sha256_digest(gzip.decompress(data))
+        except (OSError, EOFError, zlib.error):
+            raise ImageError(f"a layer in {source} is a damaged gzip file") from None
+        compressed = data
+    else:
+        uncompressed_digest = sha256_digest(data)
+        # Uncompressed layers are gzip'd the one deterministic way, so re-imports give equal digests.
+        compressed = gzip_bytes(data)
+    if uncompressed_digest != diff_id:
+        raise ImageError(
+            f"a layer in {source} does not match its diff_id {diff_id}",
+            hint="the archive is corrupt; save it again",
+        )
+    digest, stored = _store(store, compressed)
+    return ImportedLayer(OCI_LAYER_GZIP, digest, len(compressed), Digest(diff_id), stored)
+
+
+def _read_oci_archive(
+    source: Path, members: dict[str, Path], scratch: Path, store: Path
+) -> list[ImportedImage]:
+    root = scratch / "layout"
+    for name, member in members.items():
+        if name in ("index.json", "oci-layout") or name.startswith("blobs/sha256/"):
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(member, target)
+    return _read_oci_layout(root, source, store)
+
+
+def _read_oci_layout(layout: Path, source: Path, store: Path) -> list[ImportedImage]:
+    index_path = layout / "index.json"
+    try:
+        top = _load_json(index_path.read_bytes(), f"index.json of {source}")
+    except FileNotFoundError:
+        raise ImageError(
+            f"{source} is not an OCI layout (no index.json)", hint="check the path"
+        ) from None
+    images: list[ImportedImage] = []
+    seen: set[str] = set()
+    for desc in top.get("manifests", []) if isinstance(top, dict) else []:
+        _collect(layout, source, desc, store, images, seen, None)
+    if not images:
+        raise ImageError(f"{source} holds no image manifest", hint="check the image file")
+    return images
+
+
+def _read_blob(layout: Path, source: Path, digest: str) -> bytes:
+    try:
+        data = blob_path(layout, digest).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{source} lacks blob {digest}", hint="copy the image again") from None
+    if sha256_digest(data) != digest:
+        raise ImageError(f"blob {digest} in {source} is corrupt", hint="copy the image again")
+    return data
+
+
+def _collect(
+    layout: Path,
+    source: Path,
+    desc: dict[str, Any],
+    store: Path,
+    images: list[ImportedImage],
+    seen: set[str],
+    annotations: dict[str, str] | None,
+) -> None:
+    digest = str(desc.get("digest", ""))
+    if digest in seen:
+        return
+    seen.add(digest)
+    doc = _load_json(_read_blob(layout, source, digest), f"manifest {digest} in {source}")
+    media_type = doc.get("mediaType") or desc.get("mediaType")
+    if media_type in INDEX_TYPES or "manifests" in doc:
+        for child in doc.get("manifests", []):
+            _collect(layout, source, child, store, images, seen, doc.get("annotations"))
+        return
+    if media_type not in MANIFEST_TYPES and "layers" not in doc:
+        return
+    config = _read_blob(layout, source, doc["config"]["digest"])
+    diff_ids = _diff_ids(config, source)
+    if len(diff_ids) != len(doc.get("layers", [])):
+        raise ImageError(f"manifest {digest} in {source} and its config disagree on the layers")
+    layers = []
+    for layer, diff_id in zip(doc.get("layers", []), diff_ids, strict=True):
+        layer_type = _TO_OCI_LAYER.get(layer["mediaType"], layer["mediaType"])
+        src = blob_path(layout, layer["digest"])
+        if not src.is_file():
+            raise ImageError(f"{source} lacks layer {layer['digest']}", hint="copy the image again")
+        dest = blob_path(store, layer["digest"])
+        if not dest.exists():
+            if file_sha256(src) != layer["digest"]:
+                raise ImageError(f"layer {layer['digest']} in {source} is corrupt")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
+            os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        layers.append(
+            ImportedLayer(
+                layer_type, Digest(layer["digest"]), int(layer["size"]), Digest(diff_id), dest
+            )
+        )
+    images.append(
+        ImportedImage(
+            source, _platform(config, source), config, tuple(layers), dict(annotations or {})
+        )
+    )
+
+
+# -- writing the index -------------------------------------------------------------------
+
+
+def index_from_image_files(
+    paths: Sequence[Path],
+    dest_layout: Path,
+    tag: str,
+    *,
+    annotations: dict[str, str] | None = None,
+) -> Digest:
+    """Write an OCI layout at ``dest_layout`` whose index covers every image in ``paths``.
+
+    Platforms come from each image's config; two images of one platform are an
+    ImageError naming both files. The layout is built beside ``dest_layout`` and
+    renamed into place, replacing what was there. Returns the index digest.
+    """
+    if not paths:
+        raise ImageError("no image files given", hint="pass at least one --image-file")
+    dest_layout.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest_layout.name}.", dir=dest_layout.parent))
+    try:
+        images: list[ImportedImage] = []
+        by_platform: dict[tuple[str, str, str | None], ImportedImage] = {}
+        for path in paths:
+            for image in read_images(path, work):
+                other = by_platform.get(image.platform.key())
+                if other is not None:
+                    raise ImageError(
+                        f"{other.source} and {image.source} are both {image.platform} images",
+                        hint="pass one image per platform",
+                    )
+                by_platform[image.platform.key()] = image
+                images.append(image)
+        descriptors = []
+        for image in images:
+            _store(work, image.config)
+            manifest = image.manifest()
+            digest, _ = _store(work, manifest)
+            descriptors.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": len(manifest),
+                    "platform": image.platform.as_json(),
+                }
+            )
+        index: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        }
+        if annotations:
+            index["annotations"] = dict(annotations)
+        index_bytes = canonical_json(index)
+        index_digest, _ = _store(work, index_bytes)
+        (work / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+        (work / "index.json").write_bytes(
+            canonical_json(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": [
+                        {
+                            "mediaType": OCI_INDEX,
+                            "digest": index_digest,
+                            "size": len(index_bytes),
+                            "annotations": {REF_NAME: tag},
+                        }
+                    ],
+                }
+            )
+        )
+        _replace_dir(work, dest_layout)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return index_digest
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    old: Path | None = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / "x")
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

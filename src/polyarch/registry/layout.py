@@ -1,0 +1,243 @@
+"""Read an OCI image layout into what a push sends, and convert it to Docker media types.
+
+A push sends blobs (configs, layers) from their files, then manifests, children
+before parents, then the root (an index, or a single manifest) by tag. In OCI
+format the manifest bytes are the layout's own; in Docker format they are
+re-encoded with Docker media types (new bytes, so new digests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from polyarch.determinism import Digest, canonical_json, sha256_digest
+from polyarch.errors import ImageError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_FOREIGN_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+
+Format = Literal["oci", "docker"]
+
+_TO_DOCKER = {
+    OCI_INDEX: DOCKER_LIST,
+    OCI_MANIFEST: DOCKER_MANIFEST,
+    OCI_CONFIG: DOCKER_CONFIG,
+    OCI_LAYER: DOCKER_LAYER,
+    OCI_LAYER_GZIP: DOCKER_LAYER_GZIP,
+    OCI_FOREIGN_GZIP: DOCKER_FOREIGN_GZIP,
+}
+_TO_OCI = {docker: oci for oci, docker in _TO_DOCKER.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A config or layer: sent from ``path``, which must hash to ``digest``."""
+
+    digest: Digest
+    size: int
+    media_type: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A manifest or index: ``data`` is exactly the bytes digested and sent."""
+
+    digest: Digest
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushPlan:
+    blobs: tuple[Blob, ...]
+    manifests: tuple[Manifest, ...]
+    """Children before parents; the root is last."""
+    tag: str | None
+    """The root's ``org.opencontainers.image.ref.name`` in index.json, if any."""
+
+    @property
+    def root(self) -> Manifest:
+        return self.manifests[-1]
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ImageError(f"{what} is not valid JSON", hint="rebuild the image") from None
+    if not isinstance(value, dict):
+        raise ImageError(f"{what} is not a JSON object", hint="rebuild the image")
+    return value
+
+
+def blob_path(layout: Path, digest: str) -> Path:
+    algorithm, _, hexpart = digest.partition(":")
+    if (
+        algorithm != "sha256"
+        or len(hexpart) != 64
+        or not all(c in "0123456789abcdef" for c in hexpart)
+    ):
+        raise ImageError(f"unsupported or malformed digest {digest!r} in {layout}")
+    return layout / "blobs" / algorithm / hexpart
+
+
+def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
+    """What pushing ``layout`` sends. ``tag`` picks an index.json entry by ref name.
+
+    Manifests are read and their digests verified here; large blobs are checked
+    for existence and size here and hashed while they are sent.
+    """
+    index_json = layout / "index.json"
+    try:
+        top = _load_json(index_json.read_bytes(), f"{index_json}")
+    except FileNotFoundError:
+        raise ImageError(
+            f"{layout} is not an OCI image layout (no index.json)", hint="build it first"
+        ) from None
+    entries = [e for e in top.get("manifests", []) if isinstance(e, dict)]
+    if tag is not None:
+        named = [e for e in entries if e.get("annotations", {}).get(REF_NAME) == tag]
+        entries = named or entries
+    if len(entries) != 1:
+        names = sorted(str(e.get("annotations", {}).get(REF_NAME)) for e in entries)
+        raise ImageError(
+            f"{index_json} has {len(entries)} entries, expected one",
+            hint=f"name the tag to push; entries: {', '.join(names) or 'none'}",
+        )
+    entry = entries[0]
+    blobs: dict[str, Blob] = {}
+    manifests: dict[str, Manifest] = {}
+    _walk(layout, entry, blobs, manifests)
+    ref_name = entry.get("annotations", {}).get(REF_NAME)
+    return PushPlan(tuple(blobs.values()), tuple(manifests.values()), ref_name)
+
+
+def _descriptor(d: Any, where: str) -> tuple[Digest, int, str]:
+    if (
+        not isinstance(d, dict)
+        or not isinstance(d.get("digest"), str)
+        or not isinstance(d.get("size"), int)
+    ):
+        raise ImageError(f"malformed descriptor in {where}", hint="rebuild the image")
+    return Digest(d["digest"]), d["size"], str(d.get("mediaType", ""))
+
+
+def _walk(
+    layout: Path, desc: dict[str, Any], blobs: dict[str, Blob], manifests: dict[str, Manifest]
+) -> None:
+    digest, size, media_type = _descriptor(desc, str(layout / "index.json"))
+    if digest in manifests:
+        return
+    path = blob_path(layout, digest)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(
+            f"{layout} lacks manifest blob {digest}", hint="rebuild the image"
+        ) from None
+    if len(data) != size or sha256_digest(data) != digest:
+        raise ImageError(f"manifest blob {digest} in {layout} is corrupt", hint="rebuild the image")
+    doc = _load_json(data, f"manifest {digest}")
+    media_type = str(doc.get("mediaType") or media_type)
+    if media_type in INDEX_TYPES or "manifests" in doc:
+        for child in doc.get("manifests", []):
+            _walk(layout, child, blobs, manifests)
+    elif media_type in MANIFEST_TYPES or "layers" in doc:
+        for d in [doc.get("config"), *doc.get("layers", [])]:
+            bd, bsize, btype = _descriptor(d, f"manifest {digest}")
+            bpath = blob_path(layout, bd)
+            try:
+                actual = bpath.stat().st_size
+            except FileNotFoundError:
+                raise ImageError(f"{layout} lacks blob {bd}", hint="rebuild the image") from None
+            if actual != bsize:
+                raise ImageError(
+                    f"blob {bd} in {layout} has the wrong size", hint="rebuild the image"
+                )
+            blobs.setdefault(bd, Blob(bd, bsize, btype, bpath))
+    else:
+        raise ImageError(f"{digest} in {layout} is neither an index nor a manifest ({media_type})")
+    manifests[digest] = Manifest(digest, media_type, data)
+
+
+def file_sha256(path: Path) -> Digest:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return Digest("sha256:" + h.hexdigest())
+
+
+def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:
+    """The plan with every media type in ``fmt``; unchanged (same bytes) if already so.
+
+    Docker schema 2 has no annotations, so they are dropped when converting to it.
+    """
+    table = _TO_DOCKER if fmt == "docker" else _TO_OCI
+    if not any(_needs_conversion(m, table) for m in plan.manifests):
+        return plan
+    renamed: dict[str, Manifest] = {}
+    out: list[Manifest] = []
+    for m in plan.manifests:
+        doc = json.loads(m.data)
+        doc["mediaType"] = _convert_type(doc.get("mediaType") or m.media_type, table, m.digest)
+        if fmt == "docker":
+            doc.pop("annotations", None)
+            doc.pop("artifactType", None)
+            doc.pop("subject", None)
+        children = doc.get("manifests") if "manifests" in doc else None
+        if children is not None:
+            for child in children:
+                new = renamed[child["digest"]]
+                child.update(digest=new.digest, size=len(new.data), mediaType=new.media_type)
+                if fmt == "docker":
+                    child.pop("annotations", None)
+        else:
+            for d in [doc["config"], *doc.get("layers", [])]:
+                d["mediaType"] = _convert_type(d.get("mediaType", ""), table, m.digest)
+                if fmt == "docker":
+                    d.pop("annotations", None)
+        data = canonical_json(doc)
+        new = Manifest(sha256_digest(data), doc["mediaType"], data)
+        renamed[m.digest] = new
+        out.append(new)
+    return replace(plan, manifests=tuple(out))
+
+
+def _needs_conversion(m: Manifest, table: dict[str, str]) -> bool:
+    if m.media_type in table:
+        return True
+    doc = json.loads(m.data)
+    descs = doc.get("manifests") or [doc.get("config"), *doc.get("layers", [])]
+    return any(isinstance(d, dict) and d.get("mediaType") in table for d in descs)
+
+
+def _convert_type(media_type: str, table: dict[str, str], where: str) -> str:
+    if media_type in table:
+        return table[media_type]
+    if media_type in table.values():
+        return media_type
+    raise ImageError(
+        f"{where} uses media type {media_type!r}, which has no equivalent in the other format",
+        hint="push with --format oci",
+    )

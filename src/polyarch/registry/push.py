@@ -1,0 +1,459 @@
+"""Push an OCI image layout to a registry (OCI distribution spec).
+
+Order: blobs (HEAD to skip what exists, cross-repository mount where this
+machine knows the registry has the blob, else upload, in parallel), then
+manifests by digest, then the root by tag, then extra tags as PUTs of the same
+bytes. A registry that answers with a different digest than the bytes we hashed
+is an error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import filelock
+import httpx
+
+from polyarch.cache import default_cache_dir
+from polyarch.determinism import Digest
+from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
+from polyarch.progress import NULL_PROGRESS, Progress
+from polyarch.registry.client import RegistryClient, RetryableError, registry_message
+from polyarch.registry.credentials import Credentials
+from polyarch.registry.layout import Blob, Format, Manifest, convert_plan, read_layout
+from polyarch.registry.reference import TAG_PATTERN, Reference, parse_reference
+
+MIB = 1 << 20
+_OCTET = {"Content-Type": "application/octet-stream"}
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a push did. ``digest`` is the root's (the index's) digest as pushed."""
+
+    reference: str
+    """``registry/repository@digest``."""
+    digest: Digest
+    media_type: str
+    tags: tuple[str, ...]
+    blobs_uploaded: int
+    blobs_skipped: int
+    """Already in the repository (HEAD answered 200)."""
+    blobs_mounted: int
+    """Mounted from another repository of the same registry, no bytes sent."""
+    bytes_uploaded: int
+    manifests_pushed: int
+    """Manifest PUTs, including one per tag."""
+    requests: int
+    retries: int
+
+
+class BlobRecord:
+    """Which repositories of one registry hold a blob, as this machine has pushed or seen.
+
+    A JSON file per registry in the cache dir; merged under a file lock on save so
+    parallel pushes do not lose each other's entries. Only a hint for mounts: a
+    stale entry costs one failed mount request.
+    """
+
+    MAX_REPOS = 4
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, list[str]] = self._load()
+        self._new: dict[str, list[str]] = {}
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return (
+            {
+                k: [r for r in v if isinstance(r, str)]
+                for k, v in data.items()
+                if isinstance(v, list)
+            }
+            if isinstance(data, dict)
+            else {}
+        )
+
+    def repositories(self, digest: str) -> list[str]:
+        return list(self._entries.get(digest, ()))
+
+    def add(self, digest: str, repository: str) -> None:
+        for table in (self._entries, self._new):
+            repos = table.setdefault(digest, [])
+            if repository in repos:
+                repos.remove(repository)
+            repos.insert(0, repository)
+            del repos[self.MAX_REPOS :]
+
+    def save(self) -> None:
+        if not self._new:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with filelock.FileLock(str(self.path) + ".lock", timeout=30):
+                merged = self._load()
+                for digest, repos in self._new.items():
+                    merged[digest] = list(dict.fromkeys([*repos, *merged.get(digest, [])]))[
+                        : self.MAX_REPOS
+                    ]
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(json.dumps(merged, sort_keys=True).encode())
+                os.replace(tmp, self.path)
+        except (OSError, filelock.Timeout):
+            # Losing the hint only costs a future upload instead of a mount.
+            return
+        self._new.clear()
+
+
+def record_path(record_dir: Path, registry: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in registry)
+    return record_dir / f"{safe}.json"
+
+
+@dataclass
+class _Counts:
+    uploaded: int = 0
+    skipped: int = 0
+    mounted: int = 0
+    bytes: int = 0
+    manifests: int = 0
+    present: list[str] = field(default_factory=list)
+
+
+class _Pusher:
+    def __init__(
+        self,
+        client: RegistryClient,
+        ref: Reference,
+        record: BlobRecord,
+        mount_from: Sequence[str],
+        progress: Progress,
+        chunk_size: int,
+        chunked_above: int,
+    ) -> None:
+        self.client = client
+        self.repo = ref.repository
+        self.record = record
+        self.mount_from = list(mount_from)
+        self.progress = progress
+        self.chunk_size = chunk_size
+        self.chunked_above = chunked_above
+        self.scope = f"repository:{self.repo}:pull,push"
+        self.counts = _Counts()
+        self.task = 0
+        self._lock = threading.Lock()
+
+    # -- blobs ------------------------------------------------------------------
+
+    def push_blob(self, blob: Blob) -> None:
+        client = self.client
+        head = client.request("HEAD", f"/v2/{self.repo}/blobs/{blob.digest}", scopes=(self.scope,))
+        if head.status_code == 200:
+            self._count(skipped=1, blob=blob)
+            return
+        if head.status_code != 404:
+            raise RegistryError(
+                f"{client.registry}: HEAD blob {blob.digest}: {registry_message(head)}"
+            )
+        session: str | None = None
+        for other in self._mount_candidates(blob):
+            try:
+                response = client.request(
+                    "POST",
+                    httpx.URL(
+                        f"/v2/{self.repo}/blobs/uploads/",
+                        params={"mount": blob.digest, "from": other},
+                    ),
+                    scopes=(self.scope, f"repository:{other}:pull"),
+                )
+            except RegistryAuthError:
+                continue  # no pull access to the other repository: upload instead
+            if response.status_code == 201:
+                self._check_digest(response, blob.digest, "blob")
+                self._count(mounted=1, blob=blob)
+                return
+            if response.status_code == 202 and response.headers.get("location"):
+                session = response.headers["location"]
+                break
+        self._upload(blob, session)
+        self._count(uploaded=1, blob=blob)
+
+    def _mount_candidates(self, blob: Blob) -> list[str]:
+        candidates = [*self.mount_from, *self.record.repositories(blob.digest)]
+        return [r for r in dict.fromkeys(candidates) if r != self.repo][:3]
+
+    def _count(self, *, blob: Blob, uploaded: int = 0, skipped: int = 0, mounted: int = 0) -> None:
+        with self._lock:
+            self.counts.uploaded += uploaded
+            self.counts.skipped += skipped
+            self.counts.mounted += mounted
+            self.counts.bytes += blob.size if uploaded else 0
+            self.counts.present.append(blob.digest)
+        self.progress.advance(self.task, blob.size)
+
+    def _start_session(self) -> tuple[str, int]:
+        response = self.client.request(
+            "POST", f"/v2/{self.repo}/blobs/uploads/", scopes=(self.scope,), retry=False
+        )
+        location = response.headers.get("location")
+        if response.status_code != 202 or not location:
+            raise RegistryError(
+                f"{self.client.registry} refused to start an upload to {self.repo}: {registry_message(response)}",
+                hint="check that the repository name is allowed and you may push to it",
+            )
+        try:
+            min_length = int(response.headers.get("oci-chunk-min-length", "0"))
+        except ValueError:
+            min_length = 0
+        return location, min_length
+
+    def _upload(self, blob: Blob, session: str | None) -> None:
+        def attempt() -> None:
+            nonlocal session
+            # A retried upload restarts with a new session: the old one may hold partial bytes.
+            if session is not None:
+                location, min_length = session, 0
+                session = None
+            else:
+                location, min_length = self._start_session()
+            if blob.size > self.chunked_above:
+                self._upload_chunked(blob, location, min_length)
+                return
+            data = _read_verified(blob)
+            response = self.client.request(
+                "PUT",
+                _with_digest(location, blob.digest),
+                scopes=(self.scope,),
+                headers=_OCTET,
+                content=data,
+                retry=False,
+            )
+            if response.status_code == 413:
+                # Something between us and the registry limits request bodies: send chunks.
+                self._upload_chunked(blob, self._start_session()[0], min_length)
+                return
+            self._finish(response, blob)
+
+        self.client.retrying(attempt)
+
+    def _upload_chunked(self, blob: Blob, location: str, min_length: int) -> None:
+        size = max(self.chunk_size, min_length)
+        hasher = hashlib.sha256()
+        offset = 0
+        with blob.path.open("rb") as f:
+            while offset < blob.size:
+                chunk = f.read(size)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                end = offset + len(chunk) - 1
+                response = self.client.request(
+                    "PATCH",
+                    location,
+                    scopes=(self.scope,),
+                    retry=False,
+                    headers={**_OCTET, "Content-Range": f"{offset}-{end}"},
+                    content=chunk,
+                )
+                if response.status_code == 416 or response.status_code == 404:
+                    raise RetryableError(
+                        f"upload of {blob.digest} lost its place: {registry_message(response)}"
+                    )
+                if response.status_code != 202:
+                    raise RegistryError(
+                        f"{self.client.registry} refused a chunk of {blob.digest}: {registry_message(response)}"
+                    )
+                reported = response.headers.get("range", "")
+                if reported and not reported.endswith(f"-{end}"):
+                    raise RetryableError(
+                        f"registry reports range {reported} after sending up to {end}"
+                    )
+                location = response.headers.get("location") or location
+                offset = end + 1
+        if offset != blob.size or "sha256:" + hasher.hexdigest() != blob.digest:
+            self.client.request("DELETE", location, scopes=(self.scope,), retry=False)
+            raise ImageError(
+                f"blob {blob.digest} at {blob.path} is corrupt", hint="rebuild the image"
+            )
+        response = self.client.request(
+            "PUT",
+            _with_digest(location, blob.digest),
+            scopes=(self.scope,),
+            headers={**_OCTET, "Content-Length": "0"},
+            content=b"",
+            retry=False,
+        )
+        self._finish(response, blob)
+
+    def _finish(self, response: httpx.Response, blob: Blob) -> None:
+        if response.status_code == 404:
+            raise RetryableError(
+                f"upload session of {blob.digest} vanished: {registry_message(response)}"
+            )
+        if response.status_code != 201:
+            raise RegistryError(
+                f"{self.client.registry} refused blob {blob.digest}: {registry_message(response)}"
+            )
+        self._check_digest(response, blob.digest, "blob")
+
+    # -- manifests ----------------------------------------------------------------
+
+    def put_manifest(self, manifest: Manifest, reference: str) -> None:
+        response = self.client.request(
+            "PUT",
+            f"/v2/{self.repo}/manifests/{reference}",
+            scopes=(self.scope,),
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.data,
+        )
+        if response.status_code not in (200, 201):
+            raise RegistryError(
+                f"{self.client.registry} refused manifest {manifest.digest} as {self.repo}:{reference}: "
+                f"{registry_message(response)}",
+                hint="the registry may not accept this media type; try --format docker",
+            )
+        self._check_digest(response, manifest.digest, "manifest")
+        self.counts.manifests += 1
+
+    def _check_digest(self, response: httpx.Response, expected: str, what: str) -> None:
+        got = response.headers.get("docker-content-digest")
+        if got and got != expected:
+            raise RegistryError(
+                f"{self.client.registry} stored {what} {expected} as {got}",
+                hint="the registry changed the bytes; do not trust this push",
+            )
+
+
+def _read_verified(blob: Blob) -> bytes:
+    try:
+        data = blob.path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(
+            f"blob {blob.digest} vanished from {blob.path}", hint="rebuild the image"
+        ) from None
+    if len(data) != blob.size or "sha256:" + hashlib.sha256(data).hexdigest() != blob.digest:
+        raise ImageError(f"blob {blob.digest} at {blob.path} is corrupt", hint="rebuild the image")
+    return data
+
+
+def _with_digest(location: str, digest: str) -> httpx.URL:
+    # Location may already carry query parameters (upload state); keep them.
+    return httpx.URL(location).copy_merge_params({"digest": digest})
+
+
+def push_layout(
+    layout: Path,
+    ref: str,
+    *,
+    tags: Sequence[str] = (),
+    credentials: Credentials | None = None,
+    insecure: bool = False,
+    jobs: int = 4,
+    format: Format = "oci",
+    progress: Progress = NULL_PROGRESS,
+    ca_bundle: Path | None = None,
+    mount_from: Sequence[str] = (),
+    record_dir: Path | None = None,
+    chunk_size: int = 32 * MIB,
+    chunked_above: int = 256 * MIB,
+    retries: int = 5,
+    backoff: float = 0.5,
+    transport: httpx.BaseTransport | None = None,
+) -> PushResult:
+    """Push the image (index) in OCI layout ``layout`` to ``ref``, then tag it with ``tags``.
+
+    ``ref`` is ``host[:port]/repo[:tag]`` (``http://`` forces plain HTTP, which
+    is refused except to loopback or with ``insecure``). The tag is ref's, else
+    the layout's ref name, else the first of ``tags``, else ``latest``.
+    ``mount_from`` names other repositories of the same registry to mount blobs
+    from; the record in ``record_dir`` (default: the polyarch cache) adds those
+    this machine pushed before. Blobs above ``chunked_above`` bytes go in
+    ``chunk_size`` PATCHes (at least the registry's OCI-Chunk-Min-Length).
+    """
+    reference = parse_reference(ref)
+    plan = convert_plan(read_layout(layout, reference.tag), format)
+    for tag in tags:
+        if not TAG_PATTERN.match(tag):
+            raise UsageError(f"invalid tag {tag!r}", hint="tags are up to 128 of A-Z a-z 0-9 _ . -")
+    primary = reference.tag or plan.tag or (tags[0] if tags else "latest")
+    if reference.digest and reference.digest != plan.root.digest:
+        raise UsageError(
+            f"{ref} names digest {reference.digest}, but the layout's image is {plan.root.digest}",
+            hint="drop the @digest or push the matching layout",
+        )
+    extra = [t for t in dict.fromkeys(tags) if t != primary]
+    record = BlobRecord(
+        record_path(record_dir or default_cache_dir() / "registry-blobs", reference.api_host)
+    )
+    client = RegistryClient(
+        reference.api_host,
+        credentials=credentials,
+        insecure=insecure,
+        plain_http=reference.plain_http,
+        ca_bundle=ca_bundle,
+        retries=retries,
+        backoff=backoff,
+        transport=transport,
+    )
+    with client:
+        client.ping()
+        pusher = _Pusher(client, reference, record, mount_from, progress, chunk_size, chunked_above)
+        pusher.task = progress.task(
+            f"push {reference.with_tag(primary)}", total=sum(b.size for b in plan.blobs)
+        )
+        try:
+            _parallel(pusher.push_blob, plan.blobs, jobs)
+            for manifest in plan.manifests[:-1]:
+                pusher.put_manifest(manifest, manifest.digest)
+            pusher.put_manifest(plan.root, primary)
+            for tag in extra:
+                pusher.put_manifest(plan.root, tag)
+        finally:
+            for digest in pusher.counts.present:
+                record.add(digest, reference.repository)
+            record.save()
+            progress.done(pusher.task)
+        counts = pusher.counts
+        return PushResult(
+            reference=f"{reference.name}@{plan.root.digest}",
+            digest=plan.root.digest,
+            media_type=plan.root.media_type,
+            tags=(primary, *extra),
+            blobs_uploaded=counts.uploaded,
+            blobs_skipped=counts.skipped,
+            blobs_mounted=counts.mounted,
+            bytes_uploaded=counts.bytes,
+            manifests_pushed=counts.manifests,
+            requests=client.requests,
+            retries=client.retried,
+        )
+
+
+def _parallel(fn: Callable[[Blob], None], blobs: Sequence[Blob], jobs: int) -> None:
+    """Run ``fn`` over ``blobs`` in up to ``jobs`` threads; the first failure stops the rest."""
+    if jobs <= 1 or len(blobs) <= 1:
+        for blob in blobs:
+            fn(blob)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(fn, b) for b in blobs]
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            error = f.exception() if f.done() and not f.cancelled() else None
+            if error is not None:
+                raise error

@@ -1,0 +1,121 @@
+"""Automatic tags as flocken makes them: version, major.minor, major, branch, latest."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from polyarch.errors import UsageError
+from polyarch.registry.reference import TAG_PATTERN
+
+_NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
+_RELEASE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?(\+[0-9A-Za-z.-]+)?$")
+DEFAULT_BRANCH = "main"
+"""Assumed default branch when neither the caller nor the CI environment names one."""
+
+
+def sanitise_tag(text: str) -> str | None:
+    """Make ``text`` a valid tag: other characters become ``-``; None if nothing is left.
+
+    ``133/merge`` → ``133-merge``, ``refs/heads/feat/x`` → ``feat-x``.
+    """
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    tag = _NOT_TAG_CHAR.sub("-", text.strip()).lstrip(".-")[:128]
+    return tag if tag and TAG_PATTERN.match(tag) else None
+
+
+def _version_tags(version: str) -> list[str]:
+    version = version.strip()
+    if version[:1] in ("v", "V") and version[1:2].isdigit():
+        version = version[1:]
+    full = sanitise_tag(version)
+    if full is None:
+        return []
+    tags = [full]
+    match = _RELEASE.match(version)
+    # A pre-release (1.2.3-rc1) must not move 1.2 and 1; build metadata (+x) is no pre-release.
+    if match and match.group(2) is not None:
+        major, minor = match.group(1), match.group(2)
+        tags += [f"{major}.{minor}", major]
+    return tags
+
+
+def automatic_tags(
+    *,
+    version: str | None,
+    branch: str | None,
+    default_branch: str | None,
+    explicit: Sequence[str] = (),
+) -> list[str]:
+    """Explicit tags, then version, major.minor, major, branch, and ``latest`` on the default branch.
+
+    Explicit tags must already be valid (UsageError otherwise); the branch is
+    sanitised. The order is fixed and duplicates are dropped.
+    """
+    tags: list[str] = []
+    for tag in explicit:
+        if not TAG_PATTERN.match(tag):
+            raise UsageError(
+                f"invalid tag {tag!r}",
+                hint="tags are up to 128 letters, digits, _ . - and do not start with . or -",
+            )
+        tags.append(tag)
+    if version:
+        tags += _version_tags(version)
+    if branch:
+        branch_tag = sanitise_tag(branch)
+        if branch_tag:
+            tags.append(branch_tag)
+        default = sanitise_tag(default_branch) if default_branch else None
+        if default is not None and branch_tag == default:
+            tags.append("latest")
+    return list(dict.fromkeys(tags))
+
+
+def tags_from_env(
+    env: Mapping[str, str],
+    *,
+    explicit: Sequence[str] = (),
+    version: str | None = None,
+    branch: str | None = None,
+    default_branch: str | None = None,
+) -> list[str]:
+    """``automatic_tags`` with what the caller did not give read from CI variables.
+
+    version: VERSION, else the pushed git tag (GITHUB_REF_NAME when
+    GITHUB_REF_TYPE=tag, CI_COMMIT_TAG). branch: GITHUB_REF_NAME (``133/merge``
+    on pull requests), CI_COMMIT_BRANCH, BRANCH_NAME. default branch:
+    CI_DEFAULT_BRANCH, the GitHub event's repository.default_branch, else ``main``.
+    """
+    is_github_tag = env.get("GITHUB_REF_TYPE") == "tag"
+    if version is None:
+        version = env.get("VERSION") or None
+        if version is None and is_github_tag:
+            version = env.get("GITHUB_REF_NAME") or None
+        version = version or env.get("CI_COMMIT_TAG") or None
+    if branch is None and not is_github_tag:
+        branch = env.get("GITHUB_REF_NAME") or env.get("CI_COMMIT_BRANCH") or env.get("BRANCH_NAME")
+        branch = branch or None
+    if default_branch is None:
+        default_branch = (
+            env.get("CI_DEFAULT_BRANCH") or _github_default_branch(env) or DEFAULT_BRANCH
+        )
+    return automatic_tags(
+        version=version, branch=branch, default_branch=default_branch, explicit=explicit
+    )
+
+
+def _github_default_branch(env: Mapping[str, str]) -> str | None:
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return None
+    try:
+        event = json.loads(Path(path).read_bytes())
+        value = event["repository"]["default_branch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,148 @@
+"""build: verified packages → deterministic layers → one image per system → an index."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyarch.config import Container
+from polyarch.debian.deb import DebContents, read_deb
+from polyarch.debian.resolver import Resolution
+from polyarch.determinism import Digest, rfc3339, sha256_digest, source_date_epoch
+from polyarch.errors import ImageError
+from polyarch.image.archive import write_build_outputs
+from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, plan_layers
+from polyarch.image.oci import Image, build_image, build_index, image_annotations
+from polyarch.platforms import SYSTEMS, System
+from polyarch.workflows.resolve import Session, download, resolve_container
+
+DEFAULT_TAG = "latest"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemBuild:
+    system: System
+    image: Image
+    resolution: Resolution
+    version: str
+    """Version of the container's own package on this system."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    container: Container
+    path: Path
+    """``OUT/NAME``: ``oci/`` and one ``SYSTEM.tar`` per built system."""
+    index: bytes
+    index_digest: Digest
+    systems: tuple[SystemBuild, ...]
+    stats: LayerStats
+
+    def archive(self, system: System) -> Path:
+        return self.path / f"{system.name}.tar"
+
+
+def build_container(
+    session: Session,
+    container: Container,
+    systems: Sequence[System],
+    *,
+    out_dir: Path,
+    tag: str = DEFAULT_TAG,
+    epoch: int | None = None,
+) -> BuildResult:
+    """Build ``container`` for ``systems`` and write ``out_dir/NAME`` atomically."""
+    epoch = source_date_epoch() if epoch is None else epoch
+    created = rfc3339(epoch)
+    resolutions = resolve_container(session, container, systems)
+    debs = download(session, resolutions)
+    names = {p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages}
+
+    def read(sha256: str) -> DebContents:
+        return read_deb(debs[sha256], names[sha256])
+
+    stats = LayerStats()
+    builds: list[SystemBuild] = []
+    for system in sorted(resolutions, key=SYSTEMS.index):
+        resolution = resolutions[system]
+        layers = build_layers(
+            plan_layers(resolution.packages, container.max_layers),
+            read,
+            session.cache,
+            epoch=epoch,
+            keep_docs=container.keep_docs,
+            jobs=os.cpu_count() or 2,
+            progress=session.progress,
+            stats=stats,
+        )
+        version = _version_of(container, resolution)
+        image = build_image(
+            system,
+            layers,
+            entrypoint=entrypoint_of(container, layers, system),
+            created=created,
+            env=container.env,
+            workdir=container.workdir,
+            user=container.user,
+            labels=container.labels,
+            annotations=image_annotations(
+                title=container.name,
+                version=version,
+                created=created,
+                description=container.description,
+            ),
+        )
+        builds.append(SystemBuild(system, image, resolution, version))
+
+    index = build_index(
+        [b.image for b in builds],
+        image_annotations(
+            title=container.name,
+            version=builds[0].version,
+            created=created,
+            description=container.description,
+        ),
+    )
+    path = write_build_outputs(
+        out_dir,
+        container.name,
+        [b.image for b in builds],
+        index,
+        tag=tag,
+        repo_tags=[f"{container.name}:{tag}"],
+        mtime=epoch,
+    )
+    return BuildResult(container, path, index, sha256_digest(index), tuple(builds), stats)
+
+
+def _version_of(container: Container, resolution: Resolution) -> str:
+    for p in resolution.packages:
+        if p.record.name == container.package:
+            return p.record.version
+    # The root was a virtual package: report the version of whatever provides it.
+    return next(p.record.version for p in resolution.packages if not p.base)
+
+
+def entrypoint_of(container: Container, layers: Sequence[Layer], system: System) -> str:
+    """The absolute path of the container's command in this image.
+
+    An absolute ``command`` is taken as written; a bare name is looked up in
+    the PATH directories of the image, in PATH order, like a shell would.
+    """
+    if container.command.startswith("/"):
+        return container.command
+    present = {path for layer in layers for path in layer.commands}
+    for directory in COMMAND_DIRS:
+        candidate = f"{directory}/{container.command}"
+        if candidate in present:
+            return candidate
+    names = sorted({p.rsplit("/", 1)[1] for p in present})
+    near = difflib.get_close_matches(container.command, names, n=3)
+    hint = f"did you mean {' or '.join(near)}?" if near else "set command to the binary's name"
+    raise ImageError(
+        f"{container.name} ({system.name}): command {container.command!r} is not in the image",
+        hint=hint,
+    )

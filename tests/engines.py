@@ -1,0 +1,226 @@
+"""Real container engines for tests: dockerd started the way scripts/setup-host does, podman
+configured for this host, and tiny images to prove load/run against them.
+
+The images hold one hand-assembled static ELF program (no libc, ~200 bytes) per
+architecture that writes a message and exits with ``argc - 1``; that makes
+output, arguments and entrypoints checkable without any base image or network.
+
+The dockerd the tests start (when none answers) keeps running after the tests,
+like the one scripts/setup-host starts: it listens only on a unix socket under
+/run/polyarch-docker, has no network bridge and no iptables rules, and a later
+run reuses it. The podman configuration lives in a pytest temporary directory
+(its own vfs storage), so tests never touch the host's podman images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import subprocess
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from polyarch.engine import POLYARCH_DOCKER_SOCKET, Engine
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SETUP_HOST = REPO_ROOT / "scripts" / "setup-host"
+
+_BASE = 0x400000
+_HEADERS = 64 + 56  # ELF header + one program header
+
+
+def tiny_program(architecture: str, message: bytes) -> bytes:
+    """A static ELF for ``amd64`` or ``arm64`` that writes ``message`` to stdout and exits with argc - 1."""
+    if architecture == "amd64":
+        head = (
+            b"\xb8\x01\x00\x00\x00"  # mov eax, 1 (write)
+            b"\xbf\x01\x00\x00\x00"  # mov edi, 1 (stdout)
+            b"\x48\x8d\x35"  # lea rsi, [rip + disp32] -> message
+        )
+        mov_edx = b"\xba" + struct.pack("<I", len(message))  # mov edx, len
+        tail = mov_edx + (
+            b"\x0f\x05"  # syscall
+            b"\x48\x8b\x3c\x24"  # mov rdi, [rsp] (argc)
+            b"\x48\xff\xcf"  # dec rdi
+            b"\xb8\x3c\x00\x00\x00"  # mov eax, 60 (exit)
+            b"\x0f\x05"  # syscall
+        )
+        code = head + struct.pack("<i", len(tail)) + tail
+        machine = 62
+    elif architecture == "arm64":
+        words = [
+            0xF94003E9,  # ldr x9, [sp] (argc)
+            0xD1000529,  # sub x9, x9, #1
+            0xD2800020,  # mov x0, #1 (stdout)
+            0x100000E1,  # adr x1, message (+28 bytes)
+            0xD2800002 | (len(message) << 5),  # mov x2, #len
+            0xD2800808,  # mov x8, #64 (write)
+            0xD4000001,  # svc #0
+            0xAA0903E0,  # mov x0, x9
+            0xD2800BA8,  # mov x8, #93 (exit)
+            0xD4000001,  # svc #0
+        ]
+        assert len(message) < 1 << 16
+        code = struct.pack("<10I", *words)
+        machine = 183
+    else:
+        raise ValueError(f"no tiny program for {architecture}")
+    return _elf(machine, code + message)
+
+
+def tiny_sleeper() -> bytes:
+    """A static amd64 ELF that waits for a signal forever (to test timeouts)."""
+    return _elf(62, b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")  # pause(); jmp back
+
+
+def _elf(machine: int, body: bytes) -> bytes:
+    size = _HEADERS + len(body)
+    ident = b"\x7fELF\x02\x01\x01" + bytes(9)
+    header = ident + struct.pack(
+        "<HHIQQQIHHHHHH", 2, machine, 1, _BASE + _HEADERS, 64, 0, 0, 64, 56, 1, 0, 0, 0
+    )
+    program_header = struct.pack("<IIQQQQQQ", 1, 5, 0, _BASE, _BASE, size, size, 0x1000)
+    return header + program_header + body
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_docker_archive(
+    path: Path,
+    *,
+    files: Mapping[str, bytes],
+    entrypoint: list[str],
+    architecture: str,
+    variant: str | None = None,
+    repo_tag: str | None = None,
+) -> Path:
+    """Write a one-layer docker-archive (what `docker save` makes) holding ``files``."""
+    layer = _tar(files)
+    layer_hex = hashlib.sha256(layer).hexdigest()
+    config: dict[str, object] = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
+        "history": [{"created_by": "polyarch tests"}],
+    }
+    if variant:
+        config["variant"] = variant
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_hex = hashlib.sha256(config_bytes).hexdigest()
+    manifest = [
+        {
+            "Config": f"{config_hex}.json",
+            "RepoTags": [repo_tag] if repo_tag else None,
+            "Layers": [f"{layer_hex}/layer.tar"],
+        }
+    ]
+    members = {
+        f"{config_hex}.json": config_bytes,
+        f"{layer_hex}/layer.tar": layer,
+        "manifest.json": json.dumps(manifest).encode(),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def docker_answers(host: str, timeout: float = 5) -> bool:
+    """Whether a docker daemon answers at ``host`` (a unix:// URL)."""
+    try:
+        result = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            env={**os.environ, "DOCKER_HOST": host},
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def ensure_dockerd() -> str:
+    """DOCKER_HOST of an answering daemon: $DOCKER_HOST, or the one scripts/setup-host starts.
+
+    Starts it with ``scripts/setup-host docker`` (root; no packages, no network)
+    when nothing answers; raises RuntimeError saying why when it cannot.
+    """
+    from_env = os.environ.get("DOCKER_HOST")
+    if from_env:
+        if docker_answers(from_env):
+            return from_env
+        raise RuntimeError(f"DOCKER_HOST={from_env} is set but no docker daemon answers there")
+    host = f"unix://{POLYARCH_DOCKER_SOCKET}"
+    if docker_answers(host):
+        return host
+    if os.geteuid() != 0:
+        raise RuntimeError(f"no docker daemon at {host}; run `sudo {SETUP_HOST}` first")
+    result = subprocess.run(
+        ["bash", str(SETUP_HOST), "docker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0 or not docker_answers(host):
+        raise RuntimeError(f"{SETUP_HOST} docker failed: {result.stdout}{result.stderr}")
+    return host
+
+
+def podman_env(root: Path) -> dict[str, str]:
+    """Environment for podman with the host-appropriate configuration and storage under ``root``.
+
+    The same settings as scripts/setup-host writes to /etc/containers (runc,
+    cgroupfs, fixed ulimits, vfs), but private to the test session.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    containers_conf = root / "containers.conf"
+    containers_conf.write_text(
+        "[containers]\n"
+        'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+        'netns = "none"\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+    )
+    storage_conf = root / "storage.conf"
+    storage_conf.write_text(
+        f'[storage]\ndriver = "vfs"\nrunroot = "{root / "run"}"\ngraphroot = "{root / "graph"}"\n'
+    )
+    return {"CONTAINERS_CONF": str(containers_conf), "CONTAINERS_STORAGE_CONF": str(storage_conf)}
+
+
+def docker_engine() -> Engine:
+    """The docker Engine the tests use (starting dockerd if needed)."""
+    return Engine("docker", _which("docker"), {"DOCKER_HOST": ensure_dockerd()})
+
+
+def podman_engine(root: Path) -> Engine:
+    """A podman Engine with private configuration and storage under ``root``."""
+    return Engine("podman", _which("podman"), podman_env(root))
+
+
+def _which(program: str) -> str:
+    from polyarch import cmd
+
+    return cmd.which(program)

@@ -1,0 +1,178 @@
+"""Parsing Packages indexes, and the parsed-index cache."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from debian import deb822
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polyarch.cache import Cache
+from polyarch.debian.index import CACHE_KIND, cache_key, load_index, parse_packages
+from polyarch.debian.packages import PackageRecord
+from polyarch.errors import IntegrityError
+
+SHA = "ab" * 32
+
+INDEX = f"""\
+Package: libc6
+Source: glibc
+Version: 2.36-9+deb12u4
+Installed-Size: 12990
+Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
+Architecture: amd64
+Multi-Arch: same
+Replaces: libc6-amd64
+Depends: libgcc-s1
+Recommends: libidn2-0 (>= 2.0.5~)
+Breaks: aide (<< 0.17.3-4+b3),
+ busybox (<< 1.30.1-6),
+\tchrony (<< 4.2-3~)
+Description: GNU C Library: Shared libraries
+ Contains the standard libraries that are used by nearly all programs on
+ the system.
+ .
+ Package: not-a-package
+ Depends: not-a-dependency
+Filename: pool/main/g/glibc/libc6_2.36-9+deb12u4_amd64.deb
+Size: 2757360
+SHA256: {SHA.upper()}
+
+Package: bash
+Essential: yes
+Version: 5.2.15-2+b2
+Architecture: amd64
+Pre-Depends: libc6 (>= 2.36), libtinfo6 (>= 6)
+Depends: base-files (>= 2.1.12), debianutils (>= 5.6-0.1)
+Package-Type: deb
+Filename: pool/main/b/bash/bash_5.2.15-2+b2_amd64.deb
+Size: 1491932
+SHA256: {"cd" * 32}
+"""
+
+
+def test_stanzas_become_records_in_index_order_with_continuations_joined() -> None:
+    libc6, bash = parse_packages(INDEX.encode(), "main")
+    assert libc6 == PackageRecord(
+        name="libc6",
+        version="2.36-9+deb12u4",
+        architecture="amd64",
+        filename="pool/main/g/glibc/libc6_2.36-9+deb12u4_amd64.deb",
+        size=2757360,
+        sha256=SHA,
+        depends="libgcc-s1",
+        breaks="aide (<< 0.17.3-4+b3), busybox (<< 1.30.1-6), chrony (<< 4.2-3~)",
+        multi_arch="same",
+        source="glibc",
+        component="main",
+    )
+    assert bash.essential is True
+    assert bash.pre_depends == "libc6 (>= 2.36), libtinfo6 (>= 6)"
+    assert (libc6.essential, bash.source, bash.provides) == (False, "", "")
+
+
+def test_field_lookalikes_inside_a_description_are_not_fields() -> None:
+    libc6 = parse_packages(INDEX.encode(), "main")[0]
+    assert libc6.name == "libc6"
+    assert "not-a-dependency" not in libc6.depends
+
+
+def test_field_names_are_case_insensitive() -> None:
+    text = INDEX.replace("Package: bash", "package: bash").replace("SHA256: cd", "sha256: cd")
+    assert parse_packages(text.encode(), "main")[1].name == "bash"
+
+
+def test_whitespace_only_separator_lines_and_crlf_separate_stanzas() -> None:
+    text = INDEX.replace("\n\nPackage: bash", "\n \t\nPackage: bash")
+    assert [r.name for r in parse_packages(text.encode(), "c")] == ["libc6", "bash"]
+    crlf = INDEX.replace("\n", "\r\n")
+    assert [r.name for r in parse_packages(crlf.encode(), "c")] == ["libc6", "bash"]
+
+
+def test_empty_index_has_no_records() -> None:
+    assert parse_packages(b"", "main") == []
+    assert parse_packages(b"\n\n\n", "main") == []
+
+
+@pytest.mark.parametrize("field", ["SHA256", "Size", "Filename", "Version"])
+def test_stanza_without_a_required_field_is_refused(field: str) -> None:
+    text = "\n".join(line for line in INDEX.splitlines() if not line.startswith(f"{field}:"))
+    with pytest.raises(IntegrityError, match=f"libc6 has no {field}"):
+        parse_packages(text.encode(), "main")
+
+
+def test_malformed_sha256_is_refused() -> None:
+    with pytest.raises(IntegrityError, match="malformed"):
+        parse_packages(INDEX.replace(SHA.upper(), "xyz").encode(), "main")
+
+
+_token = st.text(alphabet="ab01+-.~()<>=|, \t", min_size=1, max_size=30)
+_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789+-.", min_size=1, max_size=20)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_name, _token, st.lists(_token, max_size=3), st.booleans()),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_parser_agrees_with_python_debian(
+    packages: list[tuple[str, str, list[str], bool]],
+) -> None:
+    stanzas = []
+    for name, depends, continuation, essential in packages:
+        depends_field = depends.strip() or "x"
+        lines = [f"Package: {name}", "Version: 1.0", "Architecture: all"]
+        lines.append(f"Depends: {depends_field}")
+        lines += [f" {c.strip() or 'y'}" for c in continuation]
+        if essential:
+            lines.append("Essential: yes")
+        lines += [
+            "Description: d",
+            " Depends: fake",
+            f"Filename: pool/{name}.deb",
+            "Size: 1",
+            f"SHA256: {SHA}",
+        ]
+        stanzas.append("\n".join(lines) + "\n")
+    text = "\n".join(stanzas)
+    ours = parse_packages(text.encode(), "main")
+    reference = list(deb822.Packages.iter_paragraphs(text.splitlines(True), use_apt_pkg=False))
+    assert len(ours) == len(reference)
+    for record, para in zip(ours, reference, strict=True):
+        assert record.name == para["Package"]
+        # deb822 keeps the line breaks; we join continuation lines with one space.
+        assert record.depends == re.sub(r"\s*\n\s*", " ", para["Depends"]).strip()
+        assert record.essential == (para.get("Essential") == "yes")
+
+
+def test_parsed_index_is_cached_under_the_compressed_files_hash(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    calls: list[int] = []
+
+    def raw() -> bytes:
+        calls.append(1)
+        return INDEX.encode()
+
+    digest = hashlib.sha256(b"compressed").hexdigest()
+    first = load_index(cache, digest, raw, component="main")
+    second = load_index(cache, digest, raw, component="main")
+    assert first == second
+    assert len(first) == 2
+    assert calls == [1]
+    assert cache.get(CACHE_KIND, cache_key(digest)) is not None
+
+
+def test_unreadable_cached_index_is_rebuilt(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    digest = hashlib.sha256(b"compressed").hexdigest()
+    cache.put(CACHE_KIND, cache_key(digest), b"\xc1 not msgpack")
+    records = load_index(cache, digest, lambda: INDEX.encode(), component="main")
+    assert [r.name for r in records] == ["libc6", "bash"]
+    assert load_index(cache, digest, lambda: b"", component="main") == records

@@ -1,0 +1,124 @@
+"""Automatic tags (flocken parity) and image references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from polyarch.errors import UsageError
+from polyarch.registry import automatic_tags, parse_reference, sanitise_tag, tags_from_env
+from polyarch.registry.reference import TAG_PATTERN, is_loopback
+
+
+def test_release_version_gives_version_minor_and_major() -> None:
+    tags = automatic_tags(version="v1.2.3", branch=None, default_branch="main")
+    assert tags == ["1.2.3", "1.2", "1"]
+
+
+def test_pre_release_gives_only_its_own_tag() -> None:
+    assert automatic_tags(version="1.2.3-rc1", branch=None, default_branch="main") == ["1.2.3-rc1"]
+
+
+def test_build_metadata_is_sanitised_and_still_a_release() -> None:
+    assert automatic_tags(version="1.2.3+b5", branch=None, default_branch=None) == [
+        "1.2.3-b5",
+        "1.2",
+        "1",
+    ]
+
+
+def test_pull_request_ref_becomes_a_valid_tag() -> None:
+    assert automatic_tags(version=None, branch="133/merge", default_branch="main") == ["133-merge"]
+
+
+def test_latest_only_on_the_default_branch() -> None:
+    assert automatic_tags(version=None, branch="main", default_branch="main") == ["main", "latest"]
+    assert automatic_tags(version=None, branch="feature/x", default_branch="main") == ["feature-x"]
+    assert automatic_tags(version=None, branch="main", default_branch=None) == ["main"]
+
+
+def test_explicit_tags_come_first_and_duplicates_go() -> None:
+    tags = automatic_tags(
+        version="1.0.0", branch="main", default_branch="main", explicit=["latest", "1.0"]
+    )
+    assert tags == ["latest", "1.0", "1.0.0", "1", "main"]
+
+
+def test_invalid_explicit_tag_is_refused() -> None:
+    with pytest.raises(UsageError, match="invalid tag"):
+        automatic_tags(version=None, branch=None, default_branch=None, explicit=["-bad"])
+
+
+@given(st.text(max_size=300))
+def test_sanitised_tags_are_always_valid(text: str) -> None:
+    tag = sanitise_tag(text)
+    assert tag is None or TAG_PATTERN.match(tag)
+
+
+def test_github_pull_request_environment() -> None:
+    env = {"GITHUB_REF_NAME": "133/merge", "GITHUB_REF_TYPE": "branch", "VERSION": "v2.0.1"}
+    assert tags_from_env(env) == ["2.0.1", "2.0", "2", "133-merge"]
+
+
+def test_github_tag_push_uses_the_tag_as_version_and_no_branch() -> None:
+    env = {"GITHUB_REF_NAME": "v3.1.0", "GITHUB_REF_TYPE": "tag"}
+    assert tags_from_env(env) == ["3.1.0", "3.1", "3"]
+
+
+def test_github_default_branch_is_read_from_the_event(tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"repository": {"default_branch": "trunk"}}))
+    env = {"GITHUB_REF_NAME": "trunk", "GITHUB_REF_TYPE": "branch", "GITHUB_EVENT_PATH": str(event)}
+    assert tags_from_env(env) == ["trunk", "latest"]
+
+
+def test_gitlab_variables() -> None:
+    env = {"CI_COMMIT_BRANCH": "develop", "CI_DEFAULT_BRANCH": "develop"}
+    assert tags_from_env(env, explicit=["nightly"]) == ["nightly", "develop", "latest"]
+
+
+def test_arguments_override_the_environment() -> None:
+    env = {"GITHUB_REF_NAME": "main", "VERSION": "1.0.0"}
+    assert tags_from_env(env, version="2.0.0", branch="x") == ["2.0.0", "2.0", "2", "x"]
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag"),
+    [
+        ("alpine", "docker.io", "library/alpine", None),
+        ("docker.io/alpine:3", "docker.io", "library/alpine", "3"),
+        ("index.docker.io/me/tool", "docker.io", "me/tool", None),
+        ("ghcr.io/o/n:1.0", "ghcr.io", "o/n", "1.0"),
+        ("127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000", "a/b/c", "v1"),
+        ("localhost/x", "localhost", "x", None),
+    ],
+)
+def test_references_are_normalised(
+    text: str, registry: str, repository: str, tag: str | None
+) -> None:
+    ref = parse_reference(text)
+    assert (ref.registry, ref.repository, ref.tag) == (registry, repository, tag)
+
+
+def test_docker_hub_api_host_differs_from_its_name() -> None:
+    assert parse_reference("alpine").api_host == "registry-1.docker.io"
+
+
+def test_reference_with_digest_and_scheme() -> None:
+    ref = parse_reference("http://127.0.0.1:5000/x:1@sha256:" + "a" * 64)
+    assert ref.plain_http and ref.tag == "1" and ref.digest == "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("text", ["Upper/Case", "ghcr.io/o/n:-bad", "x@sha256:zz", "ghcr.io/"])
+def test_bad_references_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_reference(text)
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:80")
+    assert not is_loopback("registry.invalid") and not is_loopback("10.0.0.1:5000")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,20 +239,27 @@ def test_run_that_exceeds_its_timeout_is_stopped_and_removed(
     try:
         with pytest.raises(EngineError, match="did not finish within 3s"):
             engine.run(ref, [], timeout=3)
-        left = cmd.run(
-            [
-                engine.program,
-                "ps",
-                "--all",
-                "--filter",
-                f"ancestor={ref}",
-                "--format",
-                "{{.Names}}",
-            ],
-            env={**os.environ, **engine.env},
-            timeout=60,
-        )
-        assert left.returncode == 0 and left.stdout.strip() == b""
+        # The engine removes the killed container asynchronously (--rm); give it a moment.
+        deadline = time.monotonic() + 15
+        while True:
+            left = cmd.run(
+                [
+                    engine.program,
+                    "ps",
+                    "--all",
+                    "--filter",
+                    f"ancestor={ref}",
+                    "--format",
+                    "{{.Names}}",
+                ],
+                env={**os.environ, **engine.env},
+                timeout=60,
+            )
+            assert left.returncode == 0
+            if not left.stdout.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert left.stdout.strip() == b"", "the timed-out container was left behind"
     finally:
         engine.remove_image(ref)
 

@@ -1,0 +1,56 @@
+"""The command line: parse, call the library, render. Nothing else lives here.
+
+One module per group of commands, each with ``register(commands)``; this
+module assembles the parser and turns ``PolyarchError`` into one line on
+stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from polyarch.cli import build, resolve
+from polyarch.cli._common import Commands, Handler, common_options
+from polyarch.errors import PolyarchError
+from polyarch.ui import ConsoleProgress
+
+COMMAND_MODULES = (resolve, build)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polyarch`` console script; returns the exit code."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    progress = ConsoleProgress(quiet=args.quiet)
+    try:
+        with progress:
+            handler: Handler = args.handler
+            return handler(args, progress)
+    except PolyarchError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"polyarch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("polyarch: interrupted", file=sys.stderr)
+        return 130
+
+
+def make_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="polyarch",
+        description="Minimal, reproducible, multi-arch tool containers from Debian packages.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = Commands(sub, common)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser

@@ -1,0 +1,3 @@
+from polyarch.cli import main
+
+raise SystemExit(main())

@@ -143,6 +143,18 @@ class Engine:
                 hint="is a container still using it?",
             )
 
+    def image_id(self, ref: str) -> str | None:
+        """The ID of the image ``ref`` names, or None when there is none."""
+        result = self._run(
+            ["image", "inspect", "--format", "{{.Id}}", ref], timeout=QUICK_TIMEOUT_SECONDS
+        )
+        found = _text(result.stdout).strip()
+        return found if result.returncode == 0 and found else None
+
+    def untag(self, ref: str) -> None:
+        """Drop the name ``ref``; the image stays while other names point at it."""
+        self.remove_image(ref)
+
     def has_image(self, ref: str) -> bool:
         """Whether the engine has an image called ``ref``."""
         return self._run(["image", "inspect", ref], timeout=QUICK_TIMEOUT_SECONDS).returncode == 0

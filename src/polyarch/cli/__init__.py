@@ -12,12 +12,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from polyarch.cli import build, resolve
+from polyarch.cli import build, resolve, run
 from polyarch.cli._common import Commands, Handler, common_options
 from polyarch.errors import PolyarchError
 from polyarch.ui import ConsoleProgress
 
-COMMAND_MODULES = (resolve, build)
+COMMAND_MODULES = (resolve, build, run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import json
 import os
 import re
 import shutil
@@ -509,3 +510,42 @@ def read_oci_layout(path: Path) -> OciLayout:
         raise ImageError(f"{path}/index.json has no manifests", hint="rebuild the image")
     where = f"{path}/index.json"
     return OciLayout(path, tuple(parse_descriptor(m, where) for m in manifests))
+
+
+@dataclass(frozen=True, slots=True)
+class _LayoutLayer:
+    """A layer blob of an OCI layout, seen as a ``LayerLike``."""
+
+    digest: Digest
+    diff_id: Digest
+    size: int
+    uncompressed_size: int
+    blob: Path
+    packages: tuple[str, ...] = ()
+
+
+def image_from_layout(layout: OciLayout, tag: str, system: System) -> Image:
+    """``system``'s image under ``tag`` of an OCI layout, ready for ``write_docker_archive``.
+
+    The blobs are checked against their descriptors; the diff_ids come from the
+    config. The uncompressed size is not recorded in a layout and is reported as 0.
+    """
+    found = layout.image(tag, system)
+    config = json.loads(found.config_bytes)
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(found.layers):
+        raise ImageError(
+            f"{layout.root}:{tag} ({system.name}): config lists {len(diff_ids)} diff_ids "
+            f"for {len(found.layers)} layers",
+            hint="the layout is damaged; rebuild it",
+        )
+    layers = []
+    for descriptor, diff_id in zip(found.layers, diff_ids, strict=True):
+        path = layout.blob_path(descriptor.digest)
+        if not path.is_file() or path.stat().st_size != descriptor.size:
+            raise ImageError(
+                f"layer {descriptor.digest} of {layout.root} is missing or truncated",
+                hint="rebuild the image",
+            )
+        layers.append(_LayoutLayer(descriptor.digest, Digest(diff_id), descriptor.size, 0, path))
+    return Image(system, found.config_bytes, found.manifest_bytes, tuple(layers))

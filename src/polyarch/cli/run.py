@@ -1,0 +1,223 @@
+"""polyarch load · test · all · manifest-test · doctor · emulation."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from polyarch.cli._common import (
+    Commands,
+    add_out_options,
+    add_system_options,
+    cache_of,
+    containers_of,
+    load,
+    session_of,
+    systems_of,
+)
+from polyarch.cli.build import print_build
+from polyarch.config import CONFIG_NAME, Container, RepositoryConfig, find_config, load_config
+from polyarch.emulation import diagnose, install_handlers
+from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
+from polyarch.errors import PolyarchError
+from polyarch.platforms import SYSTEMS, System, native_system, parse_system
+from polyarch.ui import ConsoleProgress, print_table
+from polyarch.workflows.build import BuildResult, build_container
+from polyarch.workflows.run import (
+    TestReport,
+    load_from_layout,
+    load_image,
+    raise_for_failures,
+    test_reference,
+    test_systems,
+)
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("load", cmd_load, "load a built image into docker or podman as NAME:TAG")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--system", metavar="S", help="which system's image (default: native)")
+    add_out_options(p)
+    _engine_option(p)
+
+    p = commands.add("test", cmd_test, "run a built container's smoke test in the engine")
+    p.add_argument("name", metavar="NAME")
+    add_system_options(p)
+    add_out_options(p)
+    _engine_option(p)
+
+    p = commands.add("all", cmd_all, "build, load the native image, and test")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("--all", action="store_true", help="every container of containers.toml")
+    x = p.add_mutually_exclusive_group()
+    x.add_argument("--system", metavar="S", help="build, load and test S instead of native")
+    x.add_argument(
+        "--multiarch",
+        action="store_true",
+        help="build every system, load native, test every system",
+    )
+    add_out_options(p)
+    _engine_option(p)
+
+    p = commands.add(
+        "manifest-test", cmd_manifest_test, "build the index, load native out of it, test"
+    )
+    p.add_argument("name", metavar="NAME")
+    add_out_options(p)
+    _engine_option(p)
+
+    p = commands.add("doctor", cmd_doctor, "what can run here: engine, emulation, keyring, mirror")
+    _engine_option(p)
+
+    p = commands.add("emulation", cmd_emulation, "manage qemu-user binfmt_misc handlers")
+    p.add_argument("action", choices=["install", "status"])
+
+
+def _engine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        help="docker or podman (default: $POLYARCH_ENGINE, else docker if it answers, else podman)",
+    )
+
+
+def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
+    engine = detect_engine(args.engine)
+    progress.info(f"engine: {engine.describe()}")
+    return engine
+
+
+def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    container = load(args).container(args.name)
+    system = parse_system(args.system) if args.system else native_system()
+    engine = _engine(args, progress)
+    reference = load_image(engine, container, system, out_dir=Path(args.out), tag=args.tag)
+    print(f"loaded {system.name} image of {container.name} into {engine.name} as {reference}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    container = load(args).container(args.name)
+    engine = _engine(args, progress)
+    reports = test_systems(
+        engine, container, systems_of(args, container), out_dir=Path(args.out), tag=args.tag
+    )
+    _print_reports(container, reports, None)
+    raise_for_failures(reports)
+    return 0
+
+
+def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    session = session_of(args, progress)
+    engine = _engine(args, progress)
+    out = Path(args.out)
+    for container in containers_of(args, session.config):
+        if args.multiarch:
+            systems: tuple[System, ...] = container.systems
+        else:
+            systems = systems_of(args, container)
+        started = time.monotonic()
+        result = build_container(session, container, systems, out_dir=out, tag=args.tag)
+        build_seconds = time.monotonic() - started
+        print_build(result)
+        if len(systems) == 1 and not args.multiarch:
+            # container-all: the one system asked for becomes NAME:TAG, native or not.
+            reference = load_image(engine, container, systems[0], out_dir=out, tag=args.tag)
+            reports = [test_reference(engine, container, systems[0], reference)]
+        else:
+            reports = test_systems(engine, container, systems, out_dir=out, tag=args.tag)
+        _print_reports(container, reports, result, build_seconds)
+        raise_for_failures(reports)
+    return 0
+
+
+def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    session = session_of(args, progress)
+    container = session.config.container(args.name)
+    engine = _engine(args, progress)
+    out = Path(args.out)
+    started = time.monotonic()
+    result = build_container(session, container, container.systems, out_dir=out, tag=args.tag)
+    build_seconds = time.monotonic() - started
+    print_build(result)
+    native = native_system()
+    reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
+    reports = [test_reference(engine, container, native, reference)]
+    _print_reports(container, reports, result, build_seconds)
+    raise_for_failures(reports)
+    return 0
+
+
+def _print_reports(
+    container: Container,
+    reports: Sequence[TestReport],
+    result: BuildResult | None,
+    build_seconds: float | None = None,
+) -> None:
+    digests = {b.system: b.image.manifest_digest for b in result.systems} if result else {}
+    rows = [
+        [
+            r.system.name,
+            digests.get(r.system, ""),
+            r.reference,
+            "passed" if r.passed else "FAILED",
+            f"{r.seconds:.1f}s",
+        ]
+        for r in reports
+    ]
+    title = f"{container.name}: tests"
+    if build_seconds is not None:
+        title += f" (build {build_seconds:.1f}s)"
+    print_table(title, ["system", "digest", "image", "test", "time"], rows)
+
+
+def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    rows = [
+        [
+            row.system.name,
+            "yes" if row.can_run else "no",
+            row.engine or "none",
+            row.handler,
+            "" if row.fix_binary is None else ("F" if row.fix_binary else "no F flag"),
+            row.advice or "",
+        ]
+        for row in diagnose(SYSTEMS, preferred_engine=args.engine)
+    ]
+    print_table("can run here", ["system", "runs", "engine", "handler", "flags", "advice"], rows)
+    print_table("archive", ["check", "result"], _archive_checks(args))
+    return 0
+
+
+def _archive_checks(args: argparse.Namespace) -> list[list[str]]:
+    """Mirror and keyring: found, reachable, signature good."""
+    from polyarch.debian.repository import Repository, find_source
+
+    try:
+        repository = load_config(find_config(args.file)).repository
+        where = CONFIG_NAME
+    except PolyarchError:
+        repository, where = RepositoryConfig(), "defaults (no containers.toml here)"
+    rows = [["config", where]]
+    try:
+        source = find_source(repository)
+        rows += [["mirror", source.url], ["keyring", str(source.keyring)]]
+        with Repository(source, cache_of(args)) as repo:
+            release = repo.release()
+        rows.append(["InRelease", f"signature good, {release.suite} of {release.date:%Y-%m-%d}"])
+    except PolyarchError as exc:
+        rows.append(["problem", str(exc)])
+    return rows
+
+
+def cmd_emulation(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    native = native_system()
+    foreign = [s for s in SYSTEMS if s != native]
+    if args.action == "install":
+        for line in install_handlers(foreign):
+            print(line)
+        return 0
+    for row in diagnose(foreign):
+        print(f"{row.system.name}: {'ok' if row.can_run else row.advice}")
+    return 0

@@ -12,6 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from debrepo import DebSpec, TestKey, TestRepo, serve
+from engine_fixtures import docker_engine, emulation_ready, engine, podman_engine
+
+__all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +98,27 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
             return repo, url
 
         yield factory
+
+
+def write_project(directory: Path, url: str, keyring: Path, containers: str) -> Path:
+    """A containers.toml for a served test repository; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "containers.toml"
+    path.write_text(
+        f'[repository]\nurl = "{url}"\nkeyring = "{keyring}"\nsuite = "bookworm"\n\n'
+        '[defaults]\nsystems = ["x86_64-linux", "aarch64-linux"]\n\n' + containers
+    )
+    return path
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``polyarch ARGS`` in-process: returns (exit code, stdout, stderr)."""
+    from polyarch.cli import main
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

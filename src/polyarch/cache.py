@@ -2,24 +2,42 @@
 
 Every entry is named by the hash of what it holds (or of the exact inputs that
 made it), written to a temporary file in the same directory and renamed into
-place, so a reader never sees a partial entry and a crash leaves at most a
-stray ``*.tmp-*`` file that ``prune`` removes.
+place, so a reader never sees a partial entry and a crash (even SIGKILL)
+leaves at most a stray ``.*.tmp`` file that ``polyarch cache prune`` removes.
+
+Several processes may share one cache. Atomic renames already keep it
+uncorrupted; ``lock(kind, key)`` (an flock, released by the kernel when a
+process dies) lets the producers of one entry take turns, so the second one
+finds the first one's result instead of doing the same work again.
+
+Use is recorded in the access time: ``get`` sets it explicitly (at most once
+per ``TOUCH_INTERVAL``), so it works on ``noatime``/``relatime`` mounts, and
+``prune --older-than`` removes what no build has used for that long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import filelock
 import platformdirs
 
 from polyarch.errors import CacheError
 
 ENV_VAR = "POLYARCH_CACHE_DIR"
+LOCKS_DIR = "locks"
+"""Holds the lock files of ``Cache.lock``; not a kind of entry."""
+TMP_SUFFIX = ".tmp"
+TOUCH_INTERVAL = 3600.0
+"""Seconds between two access-time updates of one entry (``get``)."""
 
 
 def default_cache_dir() -> Path:
@@ -41,8 +59,70 @@ class Cache:
         return self.root / kind / key[:2] / key
 
     def get(self, kind: str, key: str) -> Path | None:
+        """The entry's path if it exists (and mark it used), else None."""
         p = self.path(kind, key)
-        return p if p.is_file() else None
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        now = time.time()
+        if now - st.st_atime > TOUCH_INTERVAL:
+            # A read-only cache is still a usable cache.
+            with contextlib.suppress(OSError):
+                os.utime(p, ns=(time.time_ns(), st.st_mtime_ns))
+        return p
+
+    @contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """Hold the producer lock of one entry (blocks while another process holds it)."""
+        path = self.root / LOCKS_DIR / kind / f"{key}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(path, thread_local=False)
+            lock.acquire()
+        except OSError as exc:
+            raise CacheError(
+                f"cannot lock {path}: {exc.strerror}",
+                hint=f"set --cache-dir or {ENV_VAR} to a writable directory",
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def kinds(self) -> list[str]:
+        """The kinds present in the cache, sorted."""
+        try:
+            return sorted(
+                p.name
+                for p in self.root.iterdir()
+                if p.is_dir() and p.name != LOCKS_DIR and not p.name.startswith(".")
+            )
+        except OSError:
+            return []
+
+    def entries(self, kind: str) -> Iterator[tuple[str, Path]]:
+        """Every (key, path) of ``kind``, in no particular order; temporary files excluded."""
+        base = self.root / kind
+        try:
+            shards = list(base.iterdir())
+        except OSError:
+            return
+        for shard in shards:
+            try:
+                files = list(shard.iterdir())
+            except OSError:
+                continue  # a stray file at shard level, or removed meanwhile
+            for path in files:
+                if not path.name.startswith("."):
+                    yield path.name, path
+
+    def temp_files(self) -> Iterator[Path]:
+        """Temporary files of writers (live ones, or left by a crash)."""
+        for kind in self.kinds():
+            yield from (self.root / kind).glob(f"*/.*{TMP_SUFFIX}")
 
     @contextmanager
     def writer(self, kind: str, key: str) -> Iterator[BinaryIO]:
@@ -50,7 +130,7 @@ class Cache:
         final = self.path(kind, key)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key[:16]}.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key[:16]}.", suffix=TMP_SUFFIX)
         except OSError as exc:
             raise CacheError(
                 f"cannot write to cache {self.root}: {exc.strerror}",
@@ -65,9 +145,11 @@ class Cache:
             raise
 
     def put(self, kind: str, key: str, data: bytes) -> Path:
+        """Write ``data`` as the entry (atomically); return its path."""
         with self.writer(kind, key) as f:
             f.write(data)
         return self.path(kind, key)
 
     def discard(self, kind: str, key: str) -> None:
+        """Remove the entry if it is there."""
         self.path(kind, key).unlink(missing_ok=True)

@@ -32,7 +32,6 @@ from polyarch.emulation import (
 from polyarch.errors import EmulationError
 from polyarch.platforms import native_system, parse_system
 
-pytest_plugins = ["engine_fixtures"]
 
 NATIVE = native_system()
 FOREIGN = parse_system("aarch64-linux" if NATIVE.name == "x86_64-linux" else "x86_64-linux")

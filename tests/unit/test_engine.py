@@ -18,7 +18,6 @@ from polyarch.errors import EngineError, ToolMissingError, UsageError
 
 pytestmark = pytest.mark.engine
 # docker_engine, podman_engine, engine (both), emulation_ready
-pytest_plugins = ["engine_fixtures"]
 
 NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64")
 FOREIGN_ARCH = "arm64" if NATIVE_ARCH == "amd64" else "amd64"

@@ -12,12 +12,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from polyarch.cli import build, resolve, run
+from polyarch.cli import build, cache, publish, resolve, run
 from polyarch.cli._common import Commands, Handler, common_options
 from polyarch.errors import PolyarchError
 from polyarch.ui import ConsoleProgress
 
-COMMAND_MODULES = (resolve, build, run)
+COMMAND_MODULES = (resolve, build, run, publish, cache)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    commands = Commands(sub, common)
+    commands = Commands(sub, common_options(for_subcommand=True))
     for module in COMMAND_MODULES:
         module.register(commands)
     return parser

@@ -19,8 +19,15 @@ from polyarch.workflows.resolve import Session
 Handler = Callable[[argparse.Namespace, ConsoleProgress], int]
 
 
-def common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def common_options(*, for_subcommand: bool = False) -> argparse.ArgumentParser:
+    """Options accepted before and after the command name.
+
+    The subcommands' copy uses SUPPRESS defaults, so ``polyarch -f X build``
+    keeps X instead of the subparser resetting it to the default.
+    """
+    common = argparse.ArgumentParser(
+        add_help=False, argument_default=argparse.SUPPRESS if for_subcommand else None
+    )
     g = common.add_argument_group("common options")
     g.add_argument(
         "-f", "--file", metavar="PATH", help="containers.toml to use (default: ./containers.toml)"
@@ -28,11 +35,16 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--cache-dir",
         metavar="DIR",
-        default=os.environ.get(CACHE_ENV_VAR),
+        default=argparse.SUPPRESS if for_subcommand else os.environ.get(CACHE_ENV_VAR),
         help=f"cache directory (default: ${CACHE_ENV_VAR} or the user cache dir)",
     )
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    flag_default = argparse.SUPPRESS if for_subcommand else False
+    g.add_argument(
+        "-q", "--quiet", action="store_true", default=flag_default, help="no progress output"
+    )
+    g.add_argument(
+        "--debug", action="store_true", default=flag_default, help="show tracebacks on errors"
+    )
     return common
 
 

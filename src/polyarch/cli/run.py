@@ -30,8 +30,8 @@ from polyarch.workflows.run import (
     load_from_layout,
     load_image,
     raise_for_failures,
-    test_reference,
-    test_systems,
+    run_smoke_test,
+    run_smoke_tests,
 )
 
 
@@ -101,7 +101,7 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
     engine = _engine(args, progress)
-    reports = test_systems(
+    reports = run_smoke_tests(
         engine, container, systems_of(args, container), out_dir=Path(args.out), tag=args.tag
     )
     _print_reports(container, reports, None)
@@ -125,9 +125,9 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         if len(systems) == 1 and not args.multiarch:
             # container-all: the one system asked for becomes NAME:TAG, native or not.
             reference = load_image(engine, container, systems[0], out_dir=out, tag=args.tag)
-            reports = [test_reference(engine, container, systems[0], reference)]
+            reports = [run_smoke_test(engine, container, systems[0], reference)]
         else:
-            reports = test_systems(engine, container, systems, out_dir=out, tag=args.tag)
+            reports = run_smoke_tests(engine, container, systems, out_dir=out, tag=args.tag)
         _print_reports(container, reports, result, build_seconds)
         raise_for_failures(reports)
     return 0
@@ -144,7 +144,7 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
     print_build(result)
     native = native_system()
     reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
-    reports = [test_reference(engine, container, native, reference)]
+    reports = [run_smoke_test(engine, container, native, reference)]
     _print_reports(container, reports, result, build_seconds)
     raise_for_failures(reports)
     return 0

@@ -138,10 +138,16 @@ def fetch_debs(
 
     def one(record: PackageRecord) -> Path:
         path = cached_deb(record, cache)
-        if path is not None:
-            counter.advance(record.size)
-            return path
-        return _download(record, repository.url_of(record), client, cache, counter, attempts)
+        if path is None:
+            # Another process sharing the cache may be downloading it: wait, then look again.
+            with cache.lock(CACHE_KIND, record.sha256):
+                path = cached_deb(record, cache)
+                if path is None:
+                    return _download(
+                        record, repository.url_of(record), client, cache, counter, attempts
+                    )
+        counter.advance(record.size)
+        return path
 
     result: dict[str, Path] = {}
     try:

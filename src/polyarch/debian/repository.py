@@ -33,6 +33,7 @@ from debian import deb822
 from polyarch import cmd
 from polyarch.cache import Cache
 from polyarch.config import RepositoryConfig
+from polyarch.debian.index import CACHE_KIND as INDEX_CACHE_KIND
 from polyarch.debian.index import decompress, load_index
 from polyarch.debian.packages import PackageRecord
 from polyarch.errors import ConfigError, IntegrityError, MirrorError, SignatureError
@@ -149,16 +150,44 @@ def _pick_entry(entries: list[_AptEntry], cfg: RepositoryConfig) -> _AptEntry | 
     return None
 
 
+def snapshot_url(cfg: RepositoryConfig) -> str:
+    """The archive URL of ``[repository] snapshot``: ``snapshot_url`` with ``{snapshot}`` filled in."""
+    stamp = cfg.snapshot or ""
+    if not _SNAPSHOT_STAMP_RE.fullmatch(stamp):
+        raise ConfigError(
+            f"[repository] snapshot {stamp!r} is not a timestamp like 20250520T000000Z",
+            hint="write it as YYYYMMDDTHHMMSSZ (UTC)",
+        )
+    template = cfg.snapshot_url
+    example = 'snapshot_url = "http://HOST/archive/debian/{snapshot}"'
+    if not template:
+        raise ConfigError(
+            "[repository] snapshot is set but snapshot_url is not",
+            hint=f"add the URL template of a snapshot archive, e.g. {example}",
+        )
+    if "{snapshot}" not in template or urlsplit(template).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"[repository] snapshot_url {template!r} is not an http(s) URL with {{snapshot}} in it",
+            hint=f"write it like {example}",
+        )
+    # str.replace, not str.format: the template is user text and may hold other braces.
+    return template.replace("{snapshot}", stamp)
+
+
 def find_source(cfg: RepositoryConfig, *, apt_dir: Path = Path("/etc/apt")) -> Source:
     """The mirror, suite, components and keyring to use.
 
-    The URL is ``[repository] url``, else the host's apt source for the suite
-    (deb822 ``*.sources`` and one-line ``*.list`` files). The keyring is
+    With ``[repository] snapshot`` the URL is ``snapshot_url`` filled in with
+    it (a frozen archive state: old locks stay buildable after the mirror
+    moves on). Otherwise it is ``[repository] url``, else the host's apt
+    source for the suite (deb822 ``*.sources`` and one-line ``*.list`` files). The keyring is
     ``[repository] keyring``, else the apt source's ``Signed-By`` file, else
     Debian's archive keyring.
     """
     signed_by: str | None = None
-    if cfg.url:
+    if cfg.snapshot is not None:
+        url = snapshot_url(cfg)
+    elif cfg.url:
         url = cfg.url
         if urlsplit(url).scheme not in ("http", "https"):
             raise ConfigError(
@@ -541,7 +570,9 @@ class Repository:
                 def raw(path: str = path, size: int = size, sha256: str = sha256) -> bytes:
                     return decompress(self._download_index(path, size, sha256), path)
 
-                records += load_index(self.cache, sha256, raw, component=component)
+                # Two processes sharing a cache parse an index once: the second waits.
+                with self.cache.lock(INDEX_CACHE_KIND, sha256):
+                    records += load_index(self.cache, sha256, raw, component=component)
             self._indexes[arch] = records
         return self._indexes[arch]
 

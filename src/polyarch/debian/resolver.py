@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from debian.deb822 import PkgRelation
 
+from polyarch.debian.index import PackageIndex
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.version import compare_versions, satisfies
 from polyarch.errors import ResolveError
@@ -109,22 +109,6 @@ def _parse_relation_field(text: str) -> tuple[_Clause, ...]:
     return tuple(clauses)
 
 
-_PROVIDE = re.compile(r"^\s*([^\s(:]+)(?::\S+)?\s*(?:\(\s*=\s*([^)\s]+)\s*\))?\s*$")
-
-
-def _parse_provides(text: str) -> list[tuple[str, str | None]]:
-    # A small regex instead of PkgRelation: Provides is read for every record of
-    # the index (tens of thousands) and only ever has the form ``name (= version)``.
-    if "(" not in text and ":" not in text:
-        return [(item.strip(), None) for item in text.split(",") if item.strip()]
-    provided: list[tuple[str, str | None]] = []
-    for item in text.split(","):
-        match = _PROVIDE.match(item)
-        if match:
-            provided.append((match.group(1), match.group(2)))
-    return provided
-
-
 def _arch_matches(spec: str, arch: str) -> bool:
     return spec in (arch, "any", "linux-any", f"linux-{arch}", f"any-{arch}")
 
@@ -140,60 +124,67 @@ def _record_order(a: PackageRecord, b: PackageRecord) -> int:
 
 
 _Provider = tuple[PackageRecord, str | None]
+_RECORD_ORDER = functools.cmp_to_key(_record_order)
 
 
 class PackageUniverse:
     """Every package of one Debian arch (plus ``all``), indexed for resolution.
 
-    Build it once per Packages index and reuse it for every container: it caches
-    the relationship fields it has parsed.
+    Build it once per Packages index and reuse it for every container. It is
+    lazy: a name's candidates and providers are looked up, filtered to this
+    arch and ordered the first time they are asked for, then kept, so a
+    universe over a cached ``PackageIndex`` costs only the names resolution
+    touches.
     """
 
     def __init__(self, records: Sequence[PackageRecord], arch: str) -> None:
         """Index ``records``; those of another arch than ``arch`` or ``all`` are ignored."""
         self.arch = arch
-        grouped: dict[str, list[PackageRecord]] = {}
-        for record in records:
-            if record.architecture in (arch, "all"):
-                grouped.setdefault(record.name, []).append(record)
-        order = functools.cmp_to_key(_record_order)
-        self._by_name: dict[str, tuple[PackageRecord, ...]] = {
-            name: tuple(sorted(group, key=order)) if len(group) > 1 else (group[0],)
-            for name, group in grouped.items()
-        }
-        providers: dict[str, list[tuple[str, int, PackageRecord, str | None]]] = {}
-        for group in self._by_name.values():
-            for rank, record in enumerate(group):
-                if record.provides:
-                    for virtual, version in _parse_provides(record.provides):
-                        providers.setdefault(virtual, []).append(
-                            (record.name, rank, record, version)
-                        )
-        # Providers by name, then highest version first: the deterministic
-        # choice when nothing in the closure provides a virtual package yet.
+        self._index = (
+            records if isinstance(records, PackageIndex) else PackageIndex.from_records(records)
+        )
+        self._candidates: dict[str, tuple[PackageRecord, ...]] = {}
         self._providers: dict[str, tuple[_Provider, ...]] = {}
-        for virtual, found in providers.items():
-            if len(found) > 1:
-                found.sort(key=lambda p: (p[0], p[1]))
-            self._providers[virtual] = tuple((p[2], p[3]) for p in found)
         self._relations: dict[str, tuple[_Clause, ...]] = {}
 
     def has(self, name: str) -> bool:
         """Whether ``name`` is a real or virtual package of this arch."""
-        return name in self._by_name or name in self._providers
+        return bool(self.candidates(name) or self.providers(name))
 
     def near_names(self, name: str) -> list[str]:
         """Up to three known package names that look like ``name`` (for typos)."""
-        known = sorted(self._by_name.keys() | self._providers.keys())
+        known = sorted(n for n in self._index.names() if self.has(n))
         return difflib.get_close_matches(name, known, n=3, cutoff=0.6)
 
     def candidates(self, name: str) -> tuple[PackageRecord, ...]:
         """The real packages called ``name``, highest version first."""
-        return self._by_name.get(name, ())
+        found = self._candidates.get(name)
+        if found is None:
+            group = [r for r in self._index.named(name) if r.architecture in (self.arch, "all")]
+            found = tuple(sorted(group, key=_RECORD_ORDER)) if len(group) > 1 else tuple(group)
+            self._candidates[name] = found
+        return found
 
     def providers(self, name: str) -> tuple[_Provider, ...]:
-        """(record, provided version or None) of every package providing ``name``."""
-        return self._providers.get(name, ())
+        """(record, provided version or None) of every package providing ``name``.
+
+        Ordered by provider name, then that provider's version (highest first):
+        the deterministic choice when nothing in the closure provides ``name`` yet.
+        """
+        found = self._providers.get(name)
+        if found is None:
+            ranked: list[tuple[str, int, PackageRecord, str | None]] = []
+            for record, version in self._index.provided(name):
+                # Only providers of this arch count; their rank is their place
+                # among the candidates of their own name.
+                for rank, candidate in enumerate(self.candidates(record.name)):
+                    if candidate is record:
+                        ranked.append((record.name, rank, record, version))
+                        break
+            ranked.sort(key=lambda p: (p[0], p[1]))  # stable: field order within a record
+            found = tuple((p[2], p[3]) for p in ranked)
+            self._providers[name] = found
+        return found
 
     def relations(self, text: str) -> tuple[_Clause, ...]:
         """A relationship field parsed, with alternatives restricted to other arches removed."""

@@ -129,6 +129,11 @@ class LayerStats:
         with self._lock:
             self.debs_read += 1
 
+    def count(self, *, hits: int = 0, misses: int = 0) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+
 
 def plan_layers(packages: Sequence[ResolvedPackageLike], max_layers: int) -> list[LayerPlan]:
     """Group a system's closure into at most ``max_layers`` layers.
@@ -255,8 +260,7 @@ def build_layers(
             missing.append(i)
         else:
             results[i] = hit if isinstance(hit, Layer) else None
-    stats.hits += len(plans) - len(missing)
-    stats.misses += len(missing)
+    stats.count(hits=len(plans) - len(missing))
     task = progress.task("layers", total=len(plans))
     progress.advance(task, len(plans) - len(missing))
 
@@ -279,6 +283,18 @@ def build_layers(
         return found
 
     def build(i: int) -> Layer | None:
+        # One producer per layer across processes sharing the cache: whoever
+        # waited finds the other's result instead of compressing it again.
+        with cache.lock(LAYERS_KIND, keys[i]):
+            hit = _cached(cache, keys[i])
+            if hit is not None:
+                stats.count(hits=1)
+                progress.advance(task)
+                return hit if isinstance(hit, Layer) else None
+            stats.count(misses=1)
+            return produce(i)
+
+    def produce(i: int) -> Layer | None:
         plan = plans[i]
         groups: list[list[DebEntry]] = []
         if plan.skeleton:
@@ -305,6 +321,24 @@ def build_layers(
                 results[i] = layer
     progress.done(task)
     return [layer for layer in results if layer is not None]
+
+
+def packages_to_read(
+    plans: Sequence[LayerPlan], cache: Cache, *, epoch: int, keep_docs: bool
+) -> set[str]:
+    """The sha256s ``build_layers`` would read: those of the layers the cache lacks.
+
+    Every package of the closure when the generated layer is missing; none on
+    a fully warm cache, so such a build needs no .deb at all.
+    """
+    closure = [p for plan in plans for p in plan.packages]
+    needed: set[str] = set()
+    for plan in plans:
+        key = layer_key(plan, closure, epoch=epoch, keep_docs=keep_docs)
+        if _cached(cache, key) is None:
+            packages = closure if plan.generated else plan.packages
+            needed.update(sha256 for _name, sha256 in packages)
+    return needed
 
 
 class _Empty:

@@ -3,7 +3,9 @@
 Order: blobs (HEAD to skip what exists, cross-repository mount where this
 machine knows the registry has the blob, else upload, in parallel), then
 manifests by digest, then the root by tag, then extra tags as PUTs of the same
-bytes. A registry that answers with a different digest than the bytes we hashed
+bytes. When the repository already holds the root by digest, blobs and child
+manifests are skipped (a registry accepts a manifest only once all it names is
+present), so a warm re-push is a HEAD and the tag PUTs. A registry that answers with a different digest than the bytes we hashed
 is an error.
 """
 
@@ -311,6 +313,22 @@ class _Pusher:
 
     # -- manifests ----------------------------------------------------------------
 
+    def has_manifest(self, manifest: Manifest) -> bool:
+        """True if the repository already holds ``manifest`` by digest (these exact bytes)."""
+        try:
+            response = self.client.request(
+                "HEAD",
+                f"/v2/{self.repo}/manifests/{manifest.digest}",
+                scopes=(self.scope,),
+                headers={"Accept": manifest.media_type},
+            )
+        except RegistryAuthError:
+            return False  # may push but not read: take the long way, which needs no reads
+        return (
+            response.status_code == 200
+            and response.headers.get("docker-content-digest", manifest.digest) == manifest.digest
+        )
+
     def put_manifest(self, manifest: Manifest, reference: str) -> None:
         response = self.client.request(
             "PUT",
@@ -415,9 +433,15 @@ def push_layout(
             f"push {reference.with_tag(primary)}", total=sum(b.size for b in plan.blobs)
         )
         try:
-            _parallel(pusher.push_blob, plan.blobs, jobs)
-            for manifest in plan.manifests[:-1]:
-                pusher.put_manifest(manifest, manifest.digest)
+            if pusher.has_manifest(plan.root):
+                # The registry holds this exact root, and it only accepted it with every
+                # child and blob present: a warm re-push is only the tag PUTs.
+                for blob in plan.blobs:
+                    pusher._count(skipped=1, blob=blob)
+            else:
+                _parallel(pusher.push_blob, plan.blobs, jobs)
+                for manifest in plan.manifests[:-1]:
+                    pusher.put_manifest(manifest, manifest.digest)
             pusher.put_manifest(plan.root, primary)
             for tag in extra:
                 pusher.put_manifest(plan.root, tag)

@@ -14,7 +14,14 @@ from polyarch.debian.resolver import Resolution
 from polyarch.determinism import Digest, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ImageError
 from polyarch.image.archive import write_build_outputs
-from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, plan_layers
+from polyarch.image.layers import (
+    COMMAND_DIRS,
+    Layer,
+    LayerStats,
+    build_layers,
+    packages_to_read,
+    plan_layers,
+)
 from polyarch.image.oci import Image, build_image, build_index, image_annotations
 from polyarch.platforms import SYSTEMS, System
 from polyarch.workflows.resolve import Session, download, resolve_container
@@ -58,10 +65,19 @@ def build_container(
     epoch = source_date_epoch() if epoch is None else epoch
     created = rfc3339(epoch)
     resolutions = resolve_container(session, container, systems)
-    debs = download(session, resolutions)
+    plans = {s: plan_layers(r.packages, container.max_layers) for s, r in resolutions.items()}
+    # Only the packages of layers the cache lacks are fetched (and re-hashed):
+    # a warm build reads no .deb at all, and an offline one needs none.
+    needed: set[str] = set()
+    for plan in plans.values():
+        needed |= packages_to_read(plan, session.cache, epoch=epoch, keep_docs=container.keep_docs)
+    debs = download(session, resolutions, only=needed)
     names = {p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages}
 
     def read(sha256: str) -> DebContents:
+        if sha256 not in debs:
+            # A layer vanished from the cache after the check above (pruned meanwhile).
+            debs.update(download(session, resolutions, only={sha256}))
         return read_deb(debs[sha256], names[sha256])
 
     stats = LayerStats()
@@ -69,7 +85,7 @@ def build_container(
     for system in sorted(resolutions, key=SYSTEMS.index):
         resolution = resolutions[system]
         layers = build_layers(
-            plan_layers(resolution.packages, container.max_layers),
+            plans[system],
             read,
             session.cache,
             epoch=epoch,

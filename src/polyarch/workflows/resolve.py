@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from polyarch import lock as lockfile
 from polyarch.cache import Cache
 from polyarch.config import Config, Container
-from polyarch.debian.fetch import fetch_debs
+from polyarch.debian.fetch import cached_deb, fetch_debs
 from polyarch.debian.repository import Release, Repository, find_source
 from polyarch.debian.resolver import PackageUniverse, Resolution, resolve
-from polyarch.errors import ResolveError
+from polyarch.errors import CacheError, LockError, ResolveError
 from polyarch.platforms import System
 from polyarch.progress import NULL_PROGRESS, Progress
 
@@ -27,12 +28,19 @@ class Session:
 
     The repository (signed metadata) is verified once, and each arch's package
     universe is built once, however many containers use it.
+
+    With ``lock`` set (``--locked``) closures come from containers.lock and no
+    Release or index is read. ``offline`` (which needs ``lock``) forbids the
+    network: whatever the cache lacks is a ``CacheError`` listing it, and the
+    HTTP client refuses every request, so nothing can slip through.
     """
 
     config: Config
     cache: Cache
     progress: Progress = NULL_PROGRESS
     client: httpx.Client | None = None
+    lock: lockfile.Lock | None = None
+    offline: bool = False
     _repository: Repository | None = None
     _universes: dict[str, PackageUniverse] = field(default_factory=dict)
 
@@ -40,9 +48,10 @@ class Session:
     def repository(self) -> Repository:
         if self._repository is None:
             source = find_source(self.config.repository)
-            self._repository = Repository(
-                source, self.cache, client=self.client, progress=self.progress
-            )
+            client = self.client
+            if self.offline:
+                client = httpx.Client(transport=_OfflineTransport())
+            self._repository = Repository(source, self.cache, client=client, progress=self.progress)
         return self._repository
 
     def release(self) -> Release:
@@ -55,14 +64,39 @@ class Session:
         return self._universes[arch]
 
 
+class _OfflineTransport(httpx.BaseTransport):
+    """Refuses every request: an offline build must never reach the network."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise CacheError(
+            f"offline: would download {request.url}, which is not in the cache",
+            hint="run the build once online, or `polyarch cache pull REF`",
+        )
+
+
 def resolve_container(
     session: Session, container: Container, systems: Sequence[System]
 ) -> dict[System, Resolution]:
     """The closure of ``container`` for each system, base packages flagged.
 
-    A root package that exists on some systems but not others gets an error
-    naming the systems that lack it, instead of a bare "no such package".
+    With ``session.lock`` the closures are the locked ones (``LockError`` if
+    the lock does not match containers.toml). Otherwise they are resolved
+    from the archive's indexes; a root package that exists on some systems
+    but not others gets an error naming the systems that lack it.
     """
+    if session.lock is not None:
+        return lockfile.locked_resolutions(session.lock, session.config, container, systems)
+    if session.offline:
+        raise LockError(
+            "an offline build needs containers.lock (indexes are not read offline)",
+            hint="run `polyarch lock` while online, then build with --offline",
+        )
+    return _resolve_from_archive(session, container, systems)
+
+
+def _resolve_from_archive(
+    session: Session, container: Container, systems: Sequence[System]
+) -> dict[System, Resolution]:
     results: dict[System, Resolution] = {}
     for system in systems:
         universe = session.universe(system)
@@ -105,15 +139,96 @@ def _raise_missing(session: Session, container: Container, system: System, name:
     )
 
 
-def download(session: Session, resolutions: dict[System, Resolution]) -> dict[str, Path]:
-    """Fetch every package of ``resolutions`` (verified, cached); sha256 → path."""
+def download(
+    session: Session,
+    resolutions: dict[System, Resolution],
+    *,
+    only: Collection[str] | None = None,
+) -> dict[str, Path]:
+    """Fetch the packages of ``resolutions`` (verified, cached); sha256 → path.
+
+    ``only`` limits it to those sha256s. Offline, a package the cache lacks
+    is not fetched: a ``CacheError`` lists every missing one.
+    """
     records = {p.record.sha256: p.record for r in resolutions.values() for p in r.packages}
+    wanted = sorted(records if only is None else set(only) & records.keys())
+    if session.offline:
+        found: dict[str, Path] = {}
+        missing: list[str] = []
+        for sha256 in wanted:
+            path = cached_deb(records[sha256], session.cache)
+            if path is None:
+                r = records[sha256]
+                missing.append(f"{r.name} {r.version} ({r.architecture})")
+            else:
+                found[sha256] = path
+        if missing:
+            raise CacheError(
+                f"offline, and {len(missing)} package(s) are not in the cache "
+                f"{session.cache.root}: {', '.join(sorted(missing))}",
+                hint="build once online with this lock, or `polyarch cache pull REF`",
+            )
+        return found
+    if not wanted:
+        return {}  # nothing to fetch: do not even set up the mirror's HTTP client
     return fetch_debs(
-        [records[k] for k in sorted(records)],
+        [records[k] for k in wanted],
         session.repository,
         session.cache,
         progress=session.progress,
     )
+
+
+def lock_containers(
+    session: Session,
+    containers: Sequence[Container],
+    *,
+    update: Collection[str] | bool = False,
+) -> tuple[lockfile.Lock, list[lockfile.LockUpdate]]:
+    """The lock for ``containers``, re-resolving only what needs it; also what changed.
+
+    An entry is resolved afresh when it is missing, no longer matches
+    containers.toml, or is named in ``update`` (``True``: every container).
+    Others are kept byte for byte, so ``polyarch lock`` on a current lock
+    reads nothing from the network. Entries of containers no longer in the
+    config are dropped. The caller writes the result (``write_lock``).
+    """
+    path = lockfile.lock_path(session.config)
+    old = lockfile.read_lock(path).containers if path.exists() else {}
+    new: dict[str, lockfile.LockedContainer] = {}
+    updates: list[lockfile.LockUpdate] = []
+    for container in containers:
+        entry = old.get(container.name)
+        forced = update is True or (not isinstance(update, bool) and container.name in update)
+        if not forced and lockfile.is_current(entry, session.config, container):
+            assert entry is not None
+            new[container.name] = entry
+            updates.append(lockfile.LockUpdate(container.name, "unchanged"))
+            continue
+        fresh = _lock_entry(session, container)
+        new[container.name] = fresh
+        changes = tuple(lockfile.lock_changes(entry, fresh)) if entry else ()
+        action = "locked" if entry is None else ("updated" if fresh != entry else "unchanged")
+        updates.append(lockfile.LockUpdate(container.name, action, changes))
+    for name in sorted(old.keys() - new.keys()):
+        updates.append(lockfile.LockUpdate(name, "removed"))
+    return lockfile.new_lock(new), updates
+
+
+def _lock_entry(session: Session, container: Container) -> lockfile.LockedContainer:
+    resolutions = _resolve_from_archive(session, container, container.systems)
+    release = session.release()
+    systems: dict[str, lockfile.LockedSystem] = {
+        system.name: lockfile.locked_system(
+            resolution,
+            release_date=release.date,
+            suite=release.suite,
+            codename=release.codename,
+            indexes=session.repository.index_hashes(system.debian_arch),
+        )
+        for system, resolution in resolutions.items()
+    }
+    return lockfile.locked_container(session.config, container, systems)
 
 
 def resolution_json(container: Container, resolutions: dict[System, Resolution]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ reported with what to do before any container is started.
 
 from __future__ import annotations
 
+import json
 import re
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -94,21 +96,27 @@ def _load_as(engine: Engine, archive: Path, reference: str) -> str:
     return reference
 
 
-def test_reference(
+def run_smoke_test(
     engine: Engine, container: Container, system: System, reference: str
 ) -> TestReport:
     """Run the container's smoke test and the bash/coreutils check on ``reference``."""
     if not runs_natively(system):
         require_runnable(system)
+    # Naming the platform of a foreign image keeps the engines' mismatch warning
+    # out of the output that the checks read.
+    platform = None if runs_natively(system) else system.oci_platform
     started = time.monotonic()
-    checks = [_smoke(engine, container, reference), _shell(engine, reference)]
+    checks = [
+        _smoke(engine, container, reference, platform),
+        _shell(engine, reference, platform),
+    ]
     return TestReport(container.name, system, reference, tuple(checks), time.monotonic() - started)
 
 
-def _smoke(engine: Engine, container: Container, reference: str) -> Check:
+def _smoke(engine: Engine, container: Container, reference: str, platform: str | None) -> Check:
     args = list(container.test)
     name = " ".join([container.command, *args])
-    result = engine.run(reference, args, timeout=TEST_TIMEOUT_SECONDS)
+    result = engine.run(reference, args, platform=platform, timeout=TEST_TIMEOUT_SECONDS)
     if result.exit_code != 0:
         return Check(name, result.command, result.exit_code, result.output, False, "non-zero exit")
     if container.expect is not None and not re.search(container.expect, result.output, re.M):
@@ -123,10 +131,14 @@ def _smoke(engine: Engine, container: Container, reference: str) -> Check:
     return Check(name, result.command, result.exit_code, result.output, True, "")
 
 
-def _shell(engine: Engine, reference: str) -> Check:
+def _shell(engine: Engine, reference: str, platform: str | None) -> Check:
     name = "bash -c (coreutils check)"
     result = engine.run(
-        reference, ["-c", SHELL_CHECK], entrypoint="bash", timeout=TEST_TIMEOUT_SECONDS
+        reference,
+        ["-c", SHELL_CHECK],
+        entrypoint="bash",
+        platform=platform,
+        timeout=TEST_TIMEOUT_SECONDS,
     )
     if result.exit_code != 0:
         return Check(name, result.command, result.exit_code, result.output, False, "non-zero exit")
@@ -142,7 +154,7 @@ def _shell(engine: Engine, reference: str) -> Check:
     return Check(name, result.command, result.exit_code, result.output, True, "")
 
 
-def test_systems(
+def run_smoke_tests(
     engine: Engine,
     container: Container,
     systems: Sequence[System],
@@ -165,22 +177,39 @@ def test_systems(
             reference = load_image(engine, container, system, out_dir=out_dir, tag=tag)
         else:
             reference = _load_foreign(engine, container, system, out_dir=out_dir, tag=tag)
-        reports.append(test_reference(engine, container, system, reference))
+        reports.append(run_smoke_test(engine, container, system, reference))
     return reports
 
 
 def _load_foreign(
     engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str
 ) -> str:
-    """Load a foreign image as ``NAME:TAG-SYSTEM`` and give ``NAME:TAG`` back to what it was."""
-    main_ref = f"{container.name}:{tag}"
-    previous = engine.image_id(main_ref)
+    """Load a foreign image as ``NAME:TAG-SYSTEM``; every other name keeps its image.
+
+    Loading a docker-archive moves the names written inside it (``NAME:TAG`` of
+    the build) to the loaded image; they are put back where they were.
+    """
+    archive = archive_path(out_dir, container, system)
+    protected = {*embedded_tags(archive), f"{container.name}:{tag}"}
+    previous = {ref: engine.image_id(ref) for ref in sorted(protected)}
     reference = load_image(engine, container, system, out_dir=out_dir, tag=f"{tag}-{system.name}")
-    if previous is not None:
-        engine.tag(previous, main_ref)
-    else:
-        engine.untag(main_ref)
+    for ref, image_id in previous.items():
+        if image_id is not None:
+            engine.tag(image_id, ref)
+        else:
+            engine.untag(ref)
     return reference
+
+
+def embedded_tags(archive: Path) -> list[str]:
+    """The RepoTags a docker-archive gives the image it holds."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("manifest.json")
+            manifest = json.loads(member.read()) if member else []
+    except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
+        raise ImageError(f"{archive} is not a docker-archive: {exc}", hint="rebuild it") from exc
+    return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
 
 
 def load_from_layout(

@@ -1,0 +1,185 @@
+"""polyarch cache info|verify|prune|push|pull, and polyarch lock."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from polyarch.cli._common import Commands, Handler, cache_of, session_of
+from polyarch.errors import CacheError, UsageError
+from polyarch.lock import lock_path, write_lock
+from polyarch.registry import Credentials, parse_reference, resolve_credentials
+from polyarch.ui import ConsoleProgress, human_size, print_table
+from polyarch.workflows.cache import (
+    KINDS,
+    cache_info,
+    parse_duration,
+    prune_cache,
+    pull_cache,
+    push_cache,
+    verify_cache,
+)
+from polyarch.workflows.resolve import lock_containers
+
+
+def register(commands: Commands) -> None:
+    p = commands.add(
+        "lock", run_lock, "write containers.lock: the exact packages of every container"
+    )
+    p.add_argument(
+        "--update",
+        metavar="NAME",
+        nargs="?",
+        const=True,
+        default=False,
+        help="re-resolve NAME (without NAME: every container) even if its entry is current",
+    )
+
+    cache = commands.add("cache", _usage, "inspect, check, prune and share the local cache")
+    sub = cache.add_subparsers(title="cache commands", metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        q: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, description=help, parents=[commands.common]
+        )
+        q.set_defaults(handler=handler)
+        return q
+
+    add("info", run_info, "entries and sizes per kind")
+    q = add("verify", run_verify, "re-hash every entry; report (and with --repair delete) bad ones")
+    q.add_argument("--repair", action="store_true", help="delete bad entries")
+    q = add(
+        "prune",
+        run_prune,
+        "remove crash leftovers, and with --older-than entries no build used for that long",
+    )
+    q.add_argument(
+        "--older-than", metavar="DURATION", help="e.g. 30d, 12h, 2w: remove entries unused as long"
+    )
+    for name, handler, help in (
+        ("push", run_push, "upload the cache's layers, .debs and indexes to REF as OCI artifacts"),
+        ("pull", run_pull, "fill the cache from what `cache push` uploaded to REF"),
+    ):
+        q = add(name, handler, help)
+        q.add_argument("ref", metavar="REF", help="host[:port]/repository[:tag]")
+        q.add_argument(
+            "--kind",
+            action="append",
+            choices=KINDS,
+            help="only this kind of entry; repeat (default: all)",
+        )
+        q.add_argument(
+            "--insecure", action="store_true", help="allow plain HTTP and unverified TLS"
+        )
+        q.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust")
+        q.add_argument("--username", metavar="U", help="registry user (with --password-stdin)")
+        q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        q.add_argument("--jobs", type=int, default=8, help="parallel transfers (default: 8)")
+
+
+def _usage(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    raise UsageError("which cache command?", hint="info, verify, prune, push or pull")
+
+
+def run_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    session = session_of(args, progress)
+    config = session.config
+    update: set[str] | bool = args.update
+    if isinstance(args.update, str):
+        update = {config.container(args.update).name}
+    lock, updates = lock_containers(session, config.containers, update=update)
+    path = lock_path(config)
+    write_lock(path, lock)
+    rows = [[u.name, u.action, "\n".join(u.changes)] for u in updates]
+    print_table(f"{path}", ["container", "lock", "changes"], rows)
+    return 0
+
+
+def run_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    info = cache_info(cache_of(args))
+    rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in info.kinds]
+    if info.temp_files:
+        rows.append(["(temporary)", str(info.temp_files), human_size(info.temp_bytes)])
+    rows.append(["total", "", human_size(info.bytes)])
+    print_table(str(info.root), ["kind", "entries", "size"], rows)
+    return 0
+
+
+def run_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    cache = cache_of(args)
+    report = verify_cache(cache, repair=args.repair, progress=progress)
+    checked = ", ".join(f"{n} {kind}" for kind, n in report.checked.items())
+    if report.ok:
+        print(f"{cache.root}: all entries intact ({checked})")
+        return 0
+    rows = [[p.kind, p.key[:16], p.reason] for p in report.problems]
+    print_table(
+        f"{cache.root}: {len(report.problems)} bad entries", ["kind", "key", "problem"], rows
+    )
+    if report.repaired:
+        print("removed them; the next build fetches or rebuilds what it needs")
+        return 0
+    raise CacheError(
+        f"{len(report.problems)} cache entries are damaged",
+        hint="run `polyarch cache verify --repair` to delete them",
+    )
+
+
+def run_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    older_than = parse_duration(args.older_than) if args.older_than else None
+    report = prune_cache(cache_of(args), older_than=older_than)
+    rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in report.removed.values()]
+    rows.append(["(temporary)", str(report.temp_files), human_size(report.temp_bytes)])
+    print_table(f"removed {human_size(report.bytes)}", ["kind", "entries", "size"], rows)
+    return 0
+
+
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    if args.password_stdin and not args.username:
+        raise UsageError("--password-stdin needs --username")
+    secret = sys.stdin.buffer.read() if args.password_stdin else None
+    return resolve_credentials(
+        parse_reference(args.ref).api_host, username=args.username, password_stdin=secret
+    )
+
+
+def run_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    result = push_cache(
+        cache_of(args),
+        args.ref,
+        kinds=tuple(args.kind or KINDS),
+        credentials=_credentials(args),
+        insecure=args.insecure,
+        ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
+        jobs=args.jobs,
+        progress=progress,
+    )
+    push = result.push
+    entries = ", ".join(f"{n} {kind}" for kind, n in result.entries.items())
+    print(f"pushed {push.reference} ({entries})")
+    print(
+        f"{push.blobs_uploaded} blobs uploaded ({human_size(push.bytes_uploaded)}), "
+        f"{push.blobs_skipped} already there"
+    )
+    return 0
+
+
+def run_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    cache = cache_of(args)
+    result = pull_cache(
+        cache,
+        args.ref,
+        kinds=tuple(args.kind or KINDS),
+        credentials=_credentials(args),
+        insecure=args.insecure,
+        ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
+        jobs=args.jobs,
+        progress=progress,
+    )
+    print(f"pulled {result.reference} into {cache.root}")
+    print(
+        f"{result.downloaded} entries downloaded ({human_size(result.bytes)}), "
+        f"{result.present} already there"
+    )
+    return 0

@@ -1,0 +1,238 @@
+"""polyarch manifest: the multi-arch index of a container (or of image files), pushed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from polyarch.cli._common import Commands, cache_of, session_of
+from polyarch.errors import UsageError
+from polyarch.ui import ConsoleProgress, human_size, print_table
+from polyarch.workflows.publish import (
+    IndexLayout,
+    Published,
+    Target,
+    container_index,
+    image_files_dest,
+    image_files_index,
+    publish_tags,
+    publish_version,
+    push_index,
+    push_targets,
+)
+
+MANIFEST_SCHEMA = "polyarch.manifest/v1"
+
+
+def register(commands: Commands) -> None:
+    p = commands.add(
+        "manifest",
+        run,
+        "make the multi-arch index of a container (or of image files) and push it",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="container of containers.toml")
+    p.add_argument(
+        "--image-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="instead of NAME: an image (docker-archive, gz or not, OCI archive or layout); repeat",
+    )
+    p.add_argument("--push", action="store_true", help="push the index to the registries")
+    p.add_argument("--to", metavar="REF", help="push to this repository only (host/path)")
+    p.add_argument(
+        "--out", metavar="DIR", default="result", help="output directory (default: result)"
+    )
+    p.add_argument(
+        "--no-build",
+        action="store_true",
+        help="use OUT/NAME/oci as built, instead of building every system first",
+    )
+    p.add_argument(
+        "--tag", metavar="T", action="append", default=[], help="extra tag to push; repeat"
+    )
+    p.add_argument(
+        "--version", help="release version: tags V, MAJOR.MINOR, MAJOR (default: $VERSION)"
+    )
+    p.add_argument("--branch", help="branch: tags it, and latest on the default branch")
+    p.add_argument("--format", choices=("oci", "docker"), default="oci", help="media types")
+    p.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
+    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for the registry")
+    p.add_argument("--username", metavar="U", help="registry user (with --password-stdin)")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password or token from stdin"
+    )
+    p.add_argument("--jobs", type=int, default=8, help="parallel blob uploads (default: 8)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where --push would go and with which tags; build and send nothing",
+    )
+    p.add_argument(
+        "--json", action="store_true", help=f"machine-readable output (schema {MANIFEST_SCHEMA})"
+    )
+
+
+def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    image_files = [Path(f) for f in args.image_file]
+    if bool(args.name) == bool(image_files):
+        raise UsageError(
+            "give a container NAME or --image-file, not both and not neither",
+            hint="polyarch manifest fd, or polyarch manifest --image-file a.tar --image-file b.tar",
+        )
+    if args.no_build and image_files:
+        raise UsageError("--no-build is for a container NAME, not --image-file")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    pushing = args.push or args.dry_run
+    if not pushing and (args.password_stdin or args.username):
+        raise UsageError("--username and --password-stdin are for --push")
+    session = session_of(args, progress) if args.name else None
+    container = session.config.container(args.name) if session else None
+    version = publish_version(args.version)
+    targets: list[Target] = []
+    tags: list[str] = []
+    if pushing:
+        # Before building: a missing $VAR or a bad --to fails in a second, not after a build.
+        secret = sys.stdin.buffer.read() if args.password_stdin else None
+        targets = push_targets(
+            container,
+            to=args.to,
+            username=args.username,
+            password_stdin=secret,
+            progress=progress,
+        )
+        explicit = [*(container.tags if container else ()), *args.tag]
+        tags = publish_tags(explicit, version=args.version, branch=args.branch)
+    if args.dry_run:
+        print_plan(targets, tags, args.json)
+        return 0
+
+    out = Path(args.out)
+    if container is not None and session is not None:
+        index = container_index(
+            session, container, out_dir=out, version=version, build=not args.no_build
+        )
+    else:
+        title = args.to and args.to.rstrip("/").rsplit("/", 1)[-1].split(":")[0]
+        index = image_files_index(
+            image_files, image_files_dest(out, args.to), title=title or None, version=version
+        )
+    if not args.json:
+        print_index(index)
+
+    published: list[Published] = []
+    record_dir = cache_of(args).root / "registry-blobs"
+    try:
+        for target in targets:
+            published.append(
+                push_index(
+                    index,
+                    target,
+                    tags,
+                    format=args.format,
+                    insecure=args.insecure,
+                    ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
+                    jobs=args.jobs,
+                    record_dir=record_dir,
+                    progress=progress,
+                )
+            )
+    finally:
+        if args.json:
+            print(json.dumps(manifest_json(index, tags, published), indent=2, sort_keys=True))
+        elif published:
+            print_pushes(published)
+    return 0
+
+
+def print_index(index: IndexLayout) -> None:
+    annotations = dict(index.annotations)
+    rows = [["index", index.digest], ["platforms", ", ".join(index.platforms)]]
+    rows += [
+        [k.removeprefix("org.opencontainers.image."), v] for k, v in sorted(annotations.items())
+    ]
+    print_table(f"{index.layout}", ["", ""], rows)
+
+
+def print_pushes(published: Sequence[Published]) -> None:
+    rows = [
+        [
+            p.target.name,
+            p.result.reference,
+            " ".join(p.result.tags),
+            str(p.result.blobs_uploaded),
+            str(p.result.blobs_skipped),
+            str(p.result.blobs_mounted),
+            human_size(p.result.bytes_uploaded),
+            f"{p.seconds:.2f} s",
+        ]
+        for p in published
+    ]
+    print_table(
+        "pushed",
+        ["registry", "reference", "tags", "uploaded", "skipped", "mounted", "sent", "time"],
+        rows,
+    )
+
+
+def print_plan(targets: Sequence[Target], tags: Sequence[str], as_json: bool) -> None:
+    """--dry-run: where the push would go. Shows user names, never secrets."""
+    if as_json:
+        value = {
+            "schema": MANIFEST_SCHEMA,
+            "dry_run": True,
+            "tags": list(tags),
+            "targets": [
+                {
+                    "registry": t.name,
+                    "repository": t.repository,
+                    "username": t.credentials.username if t.credentials else None,
+                }
+                for t in targets
+            ],
+        }
+        print(json.dumps(value, indent=2, sort_keys=True))
+        return
+    rows = [
+        [t.name, t.repository, t.credentials.username if t.credentials else "(anonymous)"]
+        for t in targets
+    ]
+    print_table(f"would push tags: {' '.join(tags)}", ["registry", "repository", "user"], rows)
+
+
+def manifest_json(
+    index: IndexLayout, tags: Sequence[str], published: Sequence[Published]
+) -> dict[str, Any]:
+    """The ``--json`` object (schema ``polyarch.manifest/v1``, see docs/PUBLISH.md)."""
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "layout": str(index.layout),
+        "digest": index.digest,
+        "platforms": list(index.platforms),
+        "annotations": dict(index.annotations),
+        "tags": list(tags),
+        "pushes": [
+            {
+                "registry": p.target.name,
+                "repository": p.target.repository,
+                "reference": p.result.reference,
+                "digest": p.result.digest,
+                "media_type": p.result.media_type,
+                "tags": list(p.result.tags),
+                "blobs_uploaded": p.result.blobs_uploaded,
+                "blobs_skipped": p.result.blobs_skipped,
+                "blobs_mounted": p.result.blobs_mounted,
+                "bytes_uploaded": p.result.bytes_uploaded,
+                "manifests_pushed": p.result.manifests_pushed,
+                "requests": p.result.requests,
+                "retries": p.result.retries,
+                "seconds": round(p.seconds, 3),
+            }
+            for p in published
+        ],
+    }

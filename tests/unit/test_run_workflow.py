@@ -1,0 +1,131 @@
+"""polyarch test / load on images built from the generated repository, in the real engines."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RepoFactory, write_project
+from debrepo import DebSpec, File
+from engines import tiny_program
+
+import polyarch.workflows.run as run_workflow
+from polyarch.config import load_config
+from polyarch.emulation import require_runnable
+from polyarch.engine import Engine
+from polyarch.errors import ContainerTestError, EmulationError, ImageError
+from polyarch.platforms import parse_system
+from polyarch.workflows.run import load_image, raise_for_failures, run_smoke_tests
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def built(cli: Cli, tmp_path: Path, make_repo: RepoFactory) -> Iterator[tuple[Path, str]]:
+    """hello for both systems; its program prints a line and exits with (number of args)."""
+    specs = [
+        DebSpec(
+            "hello",
+            "1.0",
+            arch,
+            depends="libc6",
+            files={"/usr/bin/hello": File(tiny_program(arch, b"hello from polyarch\n"), 0o755)},
+        )
+        for arch in ("amd64", "arm64")
+    ]
+    repo, url = make_repo(specs)
+    project = write_project(
+        tmp_path / "p",
+        url,
+        repo.key.keyring,
+        # A broken test spec: an extra argument makes the program exit 1.
+        '[containers.hello]\npackage = "hello"\ntest = ["--version"]\n',
+    )
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    code, _, err = cli(
+        "-f",
+        project,
+        "--cache-dir",
+        tmp_path / "c",
+        "build",
+        "hello",
+        "--all-systems",
+        "--out",
+        tmp_path / "result",
+        "--tag",
+        tag,
+    )
+    assert code == 0, err
+    yield project, tag
+
+
+def test_a_failing_smoke_test_shows_command_exit_code_and_output(
+    engine: Engine, built: tuple[Path, str], tmp_path: Path
+) -> None:
+    project, tag = built
+    container = load_config(project).container("hello")
+    native = parse_system("x86_64-linux")
+    try:
+        reports = run_smoke_tests(engine, container, [native], out_dir=tmp_path / "result", tag=tag)
+        assert not reports[0].passed
+        with pytest.raises(ContainerTestError) as exc:
+            raise_for_failures(reports)
+        message = str(exc.value)
+        assert "hello --version failed: non-zero exit" in message
+        assert "exit code: 1" in message
+        assert "hello from polyarch" in message  # the container's own output
+        assert f"hello:{tag}" in message  # the command that ran
+    finally:
+        engine.remove_image(f"hello:{tag}")
+
+
+def test_load_gives_the_native_image_its_name(
+    engine: Engine, built: tuple[Path, str], tmp_path: Path
+) -> None:
+    project, tag = built
+    container = load_config(project).container("hello")
+    reference = load_image(
+        engine, container, parse_system("x86_64-linux"), out_dir=tmp_path / "result", tag=tag
+    )
+    try:
+        assert reference == f"hello:{tag}"
+        result = engine.run(reference, [], timeout=60)
+        assert (result.exit_code, result.output.strip()) == (0, "hello from polyarch")
+    finally:
+        engine.remove_image(reference)
+
+
+def test_loading_a_system_that_was_not_built_says_to_build_it(
+    built: tuple[Path, str], tmp_path: Path
+) -> None:
+    project, tag = built
+    container = load_config(project).container("hello")
+    with pytest.raises(ImageError) as exc:
+        load_image(
+            Engine("podman", "podman"),
+            container,
+            parse_system("s390x-linux"),
+            out_dir=tmp_path / "result",
+        )
+    assert "polyarch build hello --system s390x-linux" in str(exc.value)
+
+
+def test_a_system_without_a_binfmt_handler_fails_with_advice_before_loading(
+    built: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real check, pointed at a handler name that this test controls and never registers.
+    def unregistered(system, **kwargs):  # type: ignore[no-untyped-def]
+        return require_runnable(system, handler="qemu-polyarch-test-unregistered")
+
+    monkeypatch.setattr(run_workflow, "require_runnable", unregistered)
+    project, tag = built
+    container = load_config(project).container("hello")
+    never = Engine("docker", "/nonexistent/docker")  # would fail loudly if anything were loaded
+    with pytest.raises(EmulationError) as exc:
+        run_smoke_tests(
+            never, container, [parse_system("aarch64-linux")], out_dir=tmp_path / "result", tag=tag
+        )
+    assert "polyarch emulation install" in str(exc.value)
+    assert "aarch64-linux" in str(exc.value)

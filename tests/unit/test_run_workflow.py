@@ -100,7 +100,7 @@ def test_load_gives_the_native_image_its_name(
 def test_loading_a_system_that_was_not_built_says_to_build_it(
     built: tuple[Path, str], tmp_path: Path
 ) -> None:
-    project, tag = built
+    project, _tag = built
     container = load_config(project).container("hello")
     with pytest.raises(ImageError) as exc:
         load_image(

@@ -3,6 +3,7 @@ umoci, docker and podman, and runnable natively and under qemu-user."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -37,8 +38,13 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def builds(config, out: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildResult]:  # type: ignore[no-untyped-def]
-    session = Session(config=config, cache=Cache(tmp_path_factory.mktemp("cache")))
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    return Cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def builds(config, out: Path, cache: Cache) -> dict[str, BuildResult]:  # type: ignore[no-untyped-def]
+    session = Session(config=config, cache=cache)
     return {
         name: build_container(session, config.container(name), (X86, ARM), out_dir=out)
         for name in TOOLS
@@ -59,11 +65,18 @@ def test_fd_built_twice_from_separate_empty_caches_has_the_same_index_digest(
     ).read_bytes()
 
 
-def test_closures_hold_libc6_of_the_right_arch(builds: dict[str, BuildResult]) -> None:
+def test_closures_hold_libc6_of_the_right_arch_and_every_deb_matches_its_hash(
+    builds: dict[str, BuildResult], cache: Cache
+) -> None:
     for result in builds.values():
         for b in result.systems:
             libc = [p.record for p in b.resolution.packages if p.record.name == "libc6"]
             assert libc and libc[0].architecture == b.system.debian_arch
+            for p in b.resolution.packages:
+                assert p.record.architecture in (b.system.debian_arch, "all")
+                deb = cache.get("debs", p.record.sha256)
+                assert deb is not None, p.record.name
+                assert hashlib.sha256(deb.read_bytes()).hexdigest() == p.record.sha256
 
 
 def test_fd_and_rg_share_their_base_layers(builds: dict[str, BuildResult]) -> None:

@@ -8,8 +8,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from debrepo import DebSpec, File, Symlink, build_deb, raw_deb, tar_bytes
+
 from polyarch.debian.deb import DebEntry, normalise_path, read_deb
 from polyarch.errors import PackageError
 
@@ -138,6 +138,18 @@ HOSTILE = {
         "./dev/mem",
     ),
     "fifo": (tar_bytes([_special("./run/pipe", tarfile.FIFOTYPE)]), "data.tar", "./run/pipe"),
+    "absolute symlink escape": (
+        tar_bytes([_special("./usr/lib/x", tarfile.SYMTYPE, "/etc"), _file("./usr/lib/x/cron")]),
+        "data.tar",
+        "/usr/lib/x/cron",
+    ),
+    "relative symlink escape": (
+        tar_bytes(
+            [_special("./usr/share/up", tarfile.SYMTYPE, "../../.."), _file("./usr/share/up/x")]
+        ),
+        "data.tar",
+        "/usr/share/up/x",
+    ),
 }
 
 

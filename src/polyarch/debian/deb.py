@@ -250,6 +250,7 @@ def _read_control(member: io.BufferedReader, name: str, package: str) -> tuple[s
 def _read_data(member: io.BufferedReader, name: str, package: str) -> tuple[DebEntry, ...]:
     entries: list[DebEntry] = []
     files: dict[str, DebEntry] = {}  # regular files so far: hard links may only point here
+    symlinks: set[str] = set()
     where = name
     try:
         stream = _decompressed(member, name)
@@ -259,6 +260,9 @@ def _read_data(member: io.BufferedReader, name: str, package: str) -> tuple[DebE
                 entry = _entry(info, tar, files, package)
                 if entry is None:
                     continue
+                _refuse_path_through_symlink(entry.path, symlinks, package)
+                if entry.kind == "symlink":
+                    symlinks.add(entry.path)
                 if entry.kind == "file":
                     files[entry.path] = entry
                 elif entry.kind == "hardlink":
@@ -271,6 +275,19 @@ def _read_data(member: io.BufferedReader, name: str, package: str) -> tuple[DebE
     except (*_CORRUPT, _CorruptTar) as exc:
         raise _bad(package, f"{name} is truncated or corrupt near {where!r} ({exc})") from None
     return tuple(entries)
+
+
+def _refuse_path_through_symlink(path: str, symlinks: set[str], package: str) -> None:
+    """Refuse ``x -> /etc`` followed by ``x/passwd``: a write through the package's own link.
+
+    Nothing in a real package needs it, and an engine extracting the layer
+    would put the file wherever the link points.
+    """
+    parent = path.rsplit("/", 1)[0]
+    while parent:
+        if parent in symlinks:
+            raise _bad(package, f"{path!r} lies under its own symlink {parent!r}")
+        parent = parent.rsplit("/", 1)[0]
 
 
 def _entry(

@@ -31,13 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from registry_server import run_registry  # noqa: E402
+
 from polyarch.cache import Cache  # noqa: E402
 from polyarch.config import find_config, load_config  # noqa: E402
 from polyarch.determinism import sha256_digest  # noqa: E402
 from polyarch.registry import push_layout  # noqa: E402
 from polyarch.workflows.build import build_container  # noqa: E402
 from polyarch.workflows.resolve import Session  # noqa: E402
-from registry_server import run_registry  # noqa: E402
 
 SKOPEO = shutil.which("skopeo")
 

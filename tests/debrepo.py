@@ -323,3 +323,40 @@ def serve(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _FlakyHandler(SimpleHTTPRequestHandler):
+    """Answers 503 to the first ``failures`` requests for each path, then serves files."""
+
+    failures = 0
+    seen: dict[str, int]
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with self.lock:
+            count = self.seen.get(self.path, 0)
+            self.seen[self.path] = count + 1
+        if count < self.failures:
+            self.send_error(503)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def flaky_serve(root: Path, failures: int) -> Iterator[tuple[str, dict[str, int]]]:
+    """Like ``serve``, but each path answers 503 ``failures`` times first; yields (url, counts)."""
+    seen: dict[str, int] = {}
+    handler = type("Handler", (_FlakyHandler,), {"failures": failures, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from imagekit import make_layer
 
 from polyarch import cmd
 from polyarch.determinism import (
-    TAR_FORMAT,
-    Digest,
-    gzip_bytes,
-    normalise_tarinfo,
     rfc3339,
     sha256_digest,
 )
@@ -49,38 +44,6 @@ CREATED = rfc3339(1_700_000_000)
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 needs_umoci = pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
-
-
-@dataclass(frozen=True)
-class Layer:
-    """Same shape as polyarch.image.layers.Layer."""
-
-    digest: Digest
-    diff_id: Digest
-    size: int
-    uncompressed_size: int
-    blob: Path
-    packages: tuple[str, ...]
-
-
-def make_layer(directory: Path, files: dict[str, bytes], packages: tuple[str, ...]) -> Layer:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as tar:
-        for name in sorted({str(Path(n).parent) for n in files} - {"."}):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(normalise_tarinfo(info, 0))
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(normalise_tarinfo(info, 0), io.BytesIO(data))
-    raw = buffer.getvalue()
-    blob = gzip_bytes(raw)
-    digest = sha256_digest(blob)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / digest.removeprefix("sha256:")
-    path.write_bytes(blob)
-    return Layer(digest, sha256_digest(raw), len(blob), len(raw), path, packages)
 
 
 def make_images(cache: Path) -> tuple[list[Image], bytes]:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from imagekit import make_layer
 
 from polyarch.determinism import (
-    TAR_FORMAT,
-    Digest,
     canonical_json,
-    gzip_bytes,
-    normalise_tarinfo,
     rfc3339,
     sha256_digest,
 )
 from polyarch.errors import ImageError
+from polyarch.image.layers import Layer
 from polyarch.image.oci import (
     DEFAULT_PATH,
     MEDIA_TYPE_CONFIG,
@@ -41,33 +36,6 @@ X86 = parse_system("x86_64-linux")
 ARM64 = parse_system("aarch64-linux")
 ARMHF = parse_system("armv7l-linux")
 CREATED = rfc3339(1_700_000_000)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """Same shape as polyarch.image.layers.Layer."""
-
-    digest: Digest
-    diff_id: Digest
-    size: int
-    uncompressed_size: int
-    blob: Path
-    packages: tuple[str, ...]
-
-
-def make_layer(directory: Path, files: dict[str, bytes], packages: tuple[str, ...]) -> Layer:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(normalise_tarinfo(info, 0), io.BytesIO(data))
-    raw = buffer.getvalue()
-    blob = gzip_bytes(raw)
-    digest = sha256_digest(blob)
-    path = directory / digest.removeprefix("sha256:")
-    path.write_bytes(blob)
-    return Layer(digest, sha256_digest(raw), len(blob), len(raw), path, packages)
 
 
 @pytest.fixture

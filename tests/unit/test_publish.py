@@ -21,10 +21,10 @@ from polyarch.workflows.publish import (
     debian_licenses,
     git_revision,
     git_source,
+    public_url,
     publish_annotations,
     publish_tags,
     publish_version,
-    public_url,
     push_targets,
 )
 
@@ -150,7 +150,7 @@ def test_a_password_on_stdin_for_several_registries_is_refused() -> None:
 
 def test_a_registry_repo_that_is_no_reference_is_a_config_error() -> None:
     c = container('[containers.fd.registries.r]\nrepo = "Not A Repo"\n')
-    with pytest.raises(ConfigError, match="registries.r"):
+    with pytest.raises(ConfigError, match=r"registries\.r"):
         push_targets(c, env={})
 
 
@@ -270,3 +270,9 @@ def test_annotating_again_replaces_the_layout_and_gives_the_same_digest(tmp_path
     assert annotate_layout(sample.path, dest, {"a": "1"}) == first
     assert annotate_layout(sample.path, dest, {"a": "2"}) != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest", "oci"]
+
+
+def test_a_github_token_without_the_other_variables_names_what_is_missing() -> None:
+    with pytest.raises(ConfigError, match="GITHUB_ACTOR") as info:
+        push_targets(container(), env={"GITHUB_TOKEN": SECRET, "GITHUB_REPOSITORY": "o/r"})
+    assert SECRET not in str(info.value)

@@ -178,13 +178,17 @@ def test_a_second_push_uploads_no_blob_and_no_build_gives_the_same_digest(
     (first,) = pushes(out)
     assert first["blobs_uploaded"] > 0
     code, out, err = manifest(
-        cli, config, tmp_path, "hello", "--push", "--to", ref, "--json", "--no-build"
-    )
+        cli, config, tmp_path, "hello", "--push", "--to", ref, "--json", "--no-build",
+        "--tag", "again",
+    )  # fmt: skip
     assert code == 0, err
     (second,) = pushes(out)
     assert (second["blobs_uploaded"], second["bytes_uploaded"]) == (0, 0)
     assert second["blobs_skipped"] == first["blobs_uploaded"]
     assert second["digest"] == first["digest"]
+    # The registry holds the index by digest: ping, one HEAD and the tag PUT, no blob HEADs.
+    assert second["requests"] <= 5 < first["blobs_uploaded"]
+    assert list_tags(ref) == {"latest", "again"}
 
 
 def test_config_tags_and_automatic_tags_all_land_as_tags_of_one_index(

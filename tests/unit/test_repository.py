@@ -9,19 +9,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import RepoFactory, base_packages
-from debrepo import DebSpec, TestKey, TestRepo, serve
+from debrepo import DebSpec, TestKey, TestRepo, flaky_serve, serve
+
 from polyarch import http
 from polyarch.cache import Cache
 from polyarch.debian.index import CACHE_KIND
@@ -362,42 +359,6 @@ def test_unreachable_mirror_is_a_mirror_error_naming_the_url(
         r.release()
     assert time.monotonic() - started < 5
     assert "[repository] url" in str(info.value)
-
-
-class _FlakyHandler(SimpleHTTPRequestHandler):
-    """Answers 503 to the first ``failures`` requests for each path, then serves files."""
-
-    failures = 0
-    seen: dict[str, int]
-    lock = threading.Lock()
-
-    def do_GET(self) -> None:
-        with self.lock:
-            count = self.seen.get(self.path, 0)
-            self.seen[self.path] = count + 1
-        if count < self.failures:
-            self.send_error(503)
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def flaky_serve(root: Path, failures: int) -> Iterator[tuple[str, dict[str, int]]]:
-    seen: dict[str, int] = {}
-    handler = type("Handler", (_FlakyHandler,), {"failures": failures, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_transient_503_is_retried_until_the_mirror_answers(

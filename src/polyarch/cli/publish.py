@@ -156,7 +156,7 @@ def print_index(index: IndexLayout) -> None:
     rows += [
         [k.removeprefix("org.opencontainers.image."), v] for k, v in sorted(annotations.items())
     ]
-    print_table(f"{index.layout}", ["", ""], rows)
+    print_table(f"index → {index.layout}", ["", "value"], rows)
 
 
 def print_pushes(published: Sequence[Published]) -> None:

@@ -323,7 +323,7 @@ class _Pusher:
                 headers={"Accept": manifest.media_type},
             )
         except RegistryAuthError:
-            return False  # may push but not read: take the long way, which needs no reads
+            return False  # a registry that will not say gets the full push, which checks each blob
         return (
             response.status_code == 200
             and response.headers.get("docker-content-digest", manifest.digest) == manifest.digest

@@ -103,6 +103,8 @@ class IndexLayout:
 
 @dataclass(frozen=True, slots=True)
 class Published:
+    """One finished push: where, what the registry got, and how long it took."""
+
     target: Target
     result: PushResult
     seconds: float
@@ -176,54 +178,63 @@ def push_targets(
                 TO, ref, _credentials(ref, username, None, password_stdin, source, docker_config)
             )
         ]
-    configured = container.registries if container is not None else ()
-    if configured:
-        enabled = [r for r in configured if r.enable]
-        for r in configured:
-            if not r.enable:
-                progress.info(f"registry {r.name}: enable = false, skipped")
-        if not enabled:
-            raise UsageError(
-                f"every registry of {container.name if container else 'this image'} has enable = false",
-                hint="enable one in containers.toml, or pass --to REF",
-            )
-        if password_stdin is not None and len(enabled) > 1:
-            raise UsageError(
-                "--password-stdin with several registries: it is unclear whose password it is",
-                hint='push to one with --to REF, or put password = "$VAR" in each registry',
-            )
-        targets = []
-        for r in enabled:
-            name = container.name if container is not None else IMAGE_FILES_NAME
-            try:
-                ref = _repository_ref(r.repo.replace("{name}", name), "repo")
-            except UsageError as exc:
-                raise ConfigError(f"registries.{r.name}: {exc.message}", hint=exc.hint) from None
-            user = username or r.username
-            targets.append(
-                Target(
-                    r.name,
-                    ref,
-                    _credentials(ref, user, r.password, password_stdin, source, docker_config),
-                )
-            )
-        return targets
-    if all(source.get(v) for v in ("GITHUB_TOKEN", "GITHUB_ACTOR", "GITHUB_REPOSITORY")):
+    if container is not None and container.registries:
+        return _configured_targets(
+            container, username, password_stdin, source, docker_config, progress
+        )
+    if source.get("GITHUB_TOKEN"):
+        # GitHub mode; github_target names whichever of ACTOR and REPOSITORY is missing.
         repository, credentials = github_target(source)
         if container is not None:
             owner = repository.split("/")[1]
             repository = f"ghcr.io/{owner}/{container.name}"
         return [Target(GITHUB, _repository_ref(repository, "GitHub mode"), credentials)]
-    what = f"containers.{container.name}" if container is not None else "the images"
+    if container is None:
+        raise UsageError("nowhere to push the images", hint="pass --to REF")
     raise UsageError(
-        f"nowhere to push {what}",
+        f"nowhere to push {container.name}",
         hint=(
-            f'add [{what}.registries.NAME] repo = "host/path" to containers.toml, '
-            "pass --to REF, or run in GitHub Actions with GITHUB_TOKEN set"
-            if container is not None
-            else "pass --to REF"
+            f'add [containers.{container.name}.registries.NAME] repo = "host/path" to '
+            "containers.toml, pass --to REF, or run in GitHub Actions with GITHUB_TOKEN set"
         ),
     )
+
+
+def _configured_targets(
+    container: Container,
+    username: str | None,
+    password_stdin: bytes | None,
+    env: Mapping[str, str],
+    docker_config: Path | None,
+    progress: Progress,
+) -> list[Target]:
+    enabled = [r for r in container.registries if r.enable]
+    for r in container.registries:
+        if not r.enable:
+            progress.info(f"registry {r.name}: enable = false, skipped")
+    if not enabled:
+        raise UsageError(
+            f"every registry of {container.name} has enable = false",
+            hint="enable one in containers.toml, or pass --to REF",
+        )
+    if password_stdin is not None and len(enabled) > 1:
+        raise UsageError(
+            "--password-stdin with several registries: it is unclear whose password it is",
+            hint='push to one with --to REF, or put password = "$VAR" in each registry',
+        )
+    targets = []
+    for r in enabled:
+        try:
+            ref = _repository_ref(r.repo.replace("{name}", container.name), "repo")
+        except UsageError as exc:
+            raise ConfigError(
+                f"containers.{container.name}.registries.{r.name}: {exc.message}", hint=exc.hint
+            ) from None
+        credentials = _credentials(
+            ref, username or r.username, r.password, password_stdin, env, docker_config
+        )
+        targets.append(Target(r.name, ref, credentials))
+    return targets
 
 
 def _credentials(

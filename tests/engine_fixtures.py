@@ -11,9 +11,9 @@ A machine that cannot provide them fails these tests with what to do: CI has bot
 from __future__ import annotations
 
 import pytest
-
 from engines import docker_engine as start_docker_engine
 from engines import podman_engine as make_podman_engine
+
 from polyarch.emulation import install_handlers, require_runnable, runs_natively
 from polyarch.engine import Engine, EngineName
 from polyarch.errors import PolyarchError

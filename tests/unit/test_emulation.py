@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from engines import REPO_ROOT, tiny_program
+
 from polyarch.emulation import (
     BINFMT_CONF_DIR,
     BINFMT_DIR,
@@ -31,7 +31,6 @@ from polyarch.emulation import (
 )
 from polyarch.errors import EmulationError
 from polyarch.platforms import native_system, parse_system
-
 
 NATIVE = native_system()
 FOREIGN = parse_system("aarch64-linux" if NATIVE.name == "x86_64-linux" else "x86_64-linux")

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from engines import tiny_program, tiny_sleeper, write_docker_archive
+
 from polyarch import cmd
 from polyarch.engine import POLYARCH_DOCKER_SOCKET, Engine, detect_engine
 from polyarch.errors import EngineError, ToolMissingError, UsageError

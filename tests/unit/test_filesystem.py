@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-
 from debrepo import DebSpec, File, Symlink, build_deb
+
 from polyarch.debian.deb import DebContents, DebEntry, read_deb
 from polyarch.image.filesystem import (
     CA_BUNDLE,

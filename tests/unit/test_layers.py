@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-
-import polyarch.image.layers as layers_module
 from conftest import base_packages
 from debrepo import DebSpec, File, build_deb, raw_deb, tar_bytes
+
+import polyarch.image.layers as layers_module
 from polyarch.cache import Cache
 from polyarch.debian.deb import DebContents, read_deb
 from polyarch.errors import PackageError

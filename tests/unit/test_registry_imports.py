@@ -11,11 +11,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from registry_server import REGISTRY, SKOPEO, SampleLayout, make_layout, run_registry, skopeo
 
 from polyarch.determinism import canonical_json, sha256_digest
 from polyarch.errors import ImageError
 from polyarch.registry import index_from_image_files, push_layout, read_image_file, read_images
-from registry_server import REGISTRY, SKOPEO, SampleLayout, make_layout, run_registry, skopeo
 
 needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="needs skopeo")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from registry_server import make_layout
 
 from polyarch.errors import RegistryError
 from polyarch.registry import push_layout
 from polyarch.registry.client import parse_challenge
-from registry_server import make_layout
 
 
 class MiniRegistry:

@@ -13,10 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-
-from polyarch.errors import RegistryAuthError, RegistryError
-from polyarch.registry import Credentials, push_layout
-from polyarch.registry.push import PushResult
 from registry_server import (
     REGISTRY,
     SKOPEO,
@@ -29,6 +25,10 @@ from registry_server import (
     run_registry,
     skopeo,
 )
+
+from polyarch.errors import RegistryAuthError, RegistryError
+from polyarch.registry import Credentials, push_layout
+from polyarch.registry.push import PushResult
 
 pytestmark = [
     pytest.mark.registry,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from debrepo import DebSpec
+
 from polyarch.cache import Cache
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import PackageUniverse, Resolution, resolve

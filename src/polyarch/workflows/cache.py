@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
 from polyarch.cache import LOCKS_DIR, Cache
 from polyarch.debian.index import CACHE_KIND as INDEXES
+from polyarch.debian.index import _read_cached as _read_cached_index  # its own format check
 from polyarch.debian.index import cache_key as index_cache_key
-from polyarch.debian.packages import PackageRecord
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import IntegrityError, RegistryError, UsageError
 from polyarch.image.layers import BLOBS_KIND as BLOBS
@@ -74,7 +73,6 @@ ENTRIES_PER_MANIFEST = 1000
 
 _KEY_RE = re.compile(r"[0-9a-f]{64}(?:-[0-9a-f]{8})?")
 _CONTENT_ADDRESSED = (DEBS, BLOBS)
-_INDEX_DECODER = msgspec.msgpack.Decoder(list[PackageRecord])
 
 
 def _size(path: Path) -> int:
@@ -213,9 +211,7 @@ def _check_entry(cache: Cache, kind: str, key: str, path: Path, bad_blobs: set[s
     if kind == INDEXES:
         if not key.endswith(index_cache_key("")):
             return "written by another polyarch version (other record layout)"
-        try:
-            _INDEX_DECODER.decode(path.read_bytes())
-        except msgspec.DecodeError:
+        if _read_cached_index(path) is None:
             return "not a parsed index"
     return ""
 

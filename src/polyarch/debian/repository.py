@@ -34,7 +34,7 @@ from polyarch import cmd
 from polyarch.cache import Cache
 from polyarch.config import RepositoryConfig
 from polyarch.debian.index import CACHE_KIND as INDEX_CACHE_KIND
-from polyarch.debian.index import decompress, load_index
+from polyarch.debian.index import PackageIndex, decompress, load_index
 from polyarch.debian.packages import PackageRecord
 from polyarch.errors import ConfigError, IntegrityError, MirrorError, SignatureError
 from polyarch.http import get_with_retries, new_client
@@ -445,7 +445,7 @@ class Repository:
         self._client = client if client is not None else new_client()
         self._now = now or (lambda: datetime.now(UTC))
         self._release: Release | None = None
-        self._indexes: dict[str, list[PackageRecord]] = {}
+        self._indexes: dict[str, PackageIndex] = {}
 
     @property
     def client(self) -> httpx.Client:
@@ -560,10 +560,14 @@ class Repository:
             hashes[path] = sha256
         return hashes
 
-    def index(self, arch: str) -> list[PackageRecord]:
-        """Every package of every configured component for ``arch``, in component order."""
+    def index(self, arch: str) -> PackageIndex:
+        """Every package of every configured component for ``arch``, in component order.
+
+        Cached indexes stay lazily decoded (see ``PackageIndex``): a warm
+        resolution decodes only the records it looks at.
+        """
         if arch not in self._indexes:
-            records: list[PackageRecord] = []
+            parts: list[PackageIndex] = []
             for component in self.source.components:
                 path, size, sha256 = self._index_file(component, arch)
 
@@ -572,8 +576,8 @@ class Repository:
 
                 # Two processes sharing a cache parse an index once: the second waits.
                 with self.cache.lock(INDEX_CACHE_KIND, sha256):
-                    records += load_index(self.cache, sha256, raw, component=component)
-            self._indexes[arch] = records
+                    parts.append(load_index(self.cache, sha256, raw, component=component))
+            self._indexes[arch] = PackageIndex.concat(parts)
         return self._indexes[arch]
 
     def _download_index(self, path: str, size: int, sha256: str) -> bytes:

@@ -209,8 +209,8 @@ def _check_entry(cache: Cache, kind: str, key: str, path: Path, bad_blobs: set[s
             return f"its blob {digest} has the wrong size"
         return ""
     if kind == INDEXES:
-        if not key.endswith(index_cache_key("")):
-            return "written by another polyarch version (other record layout)"
+        if _other_format(key):
+            return ""  # never read by this version; prune removes it
         if _read_cached_index(path) is None:
             return "not a parsed index"
     return ""
@@ -254,8 +254,9 @@ def prune_cache(
     Temporary files untouched for ``TEMP_GRACE`` seconds are always removed
     (a live writer keeps writing, so its file stays recent). An entry's last
     use is the later of its access and modification times; ``Cache.get``
-    sets the access time on every use. Layer records whose blob is gone are
-    removed with it, and so are lock files no entry needs any more.
+    sets the access time on every use. Layer records whose blob is gone,
+    parsed indexes in another version's format, and lock files no entry
+    needs any more are removed too: nothing can use them.
     """
     now = time.time() if now is None else now
     temp_count = temp_bytes = 0
@@ -278,7 +279,8 @@ def prune_cache(
                 continue
             stale = older_than is not None and now - max(st.st_atime, st.st_mtime) > older_than
             dangling = kind == LAYERS and _dangling_layer(cache, path)
-            if stale or dangling:
+            unusable = kind == INDEXES and _other_format(key)
+            if stale or dangling or unusable:
                 path.unlink(missing_ok=True)
                 (cache.root / LOCKS_DIR / kind / f"{key}.lock").unlink(missing_ok=True)
                 count += 1
@@ -286,6 +288,11 @@ def prune_cache(
         removed[kind] = KindInfo(kind, count, size)
     _remove_orphan_locks(cache, now)
     return PruneReport(removed, temp_count, temp_bytes)
+
+
+def _other_format(index_key: str) -> bool:
+    """A parsed index written by another polyarch version: its key names another format."""
+    return not index_key.endswith(index_cache_key(""))
 
 
 def _dangling_layer(cache: Cache, path: Path) -> bool:

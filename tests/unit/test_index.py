@@ -6,15 +6,16 @@ import hashlib
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 from debian import deb822
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polyarch.cache import Cache
-from polyarch.debian.index import CACHE_KIND, cache_key, load_index, parse_packages
+from polyarch.debian.index import CACHE_KIND, PackageIndex, cache_key, load_index, parse_packages
 from polyarch.debian.packages import PackageRecord
-from polyarch.errors import IntegrityError
+from polyarch.errors import CacheError, IntegrityError
 
 SHA = "ab" * 32
 
@@ -176,3 +177,111 @@ def test_unreadable_cached_index_is_rebuilt(tmp_path: Path) -> None:
     records = load_index(cache, digest, lambda: INDEX.encode(), component="main")
     assert [r.name for r in records] == ["libc6", "bash"]
     assert load_index(cache, digest, lambda: b"", component="main") == records
+
+
+# -- the lazily decoded cache --------------------------------------------------
+
+
+def _rec(
+    name: str, version: str = "1", *, arch: str = "amd64", provides: str = ""
+) -> PackageRecord:
+    return PackageRecord(
+        name=name,
+        version=version,
+        architecture=arch,
+        filename=f"pool/{name}_{version}.deb",
+        size=1,
+        sha256=hashlib.sha256(f"{name}{version}{arch}".encode()).hexdigest(),
+        provides=provides,
+    )
+
+
+def _stanza(record: PackageRecord) -> str:
+    lines = [
+        f"Package: {record.name}",
+        f"Version: {record.version}",
+        f"Architecture: {record.architecture}",
+    ]
+    if record.provides:
+        lines.append(f"Provides: {record.provides}")
+    lines += [f"Filename: {record.filename}", f"Size: {record.size}", f"SHA256: {record.sha256}"]
+    return "\n".join(lines) + "\n"
+
+
+RECORDS = [
+    _rec("mawk", provides="awk"),
+    _rec("zlib1g", "1:1.2"),
+    _rec("gawk", "5.2", provides="awk (= 5.2), gawk-doc-shim"),
+    _rec("zlib1g", "1:1.3"),
+    *(_rec(f"lib{i}") for i in range(40)),  # past msgpack's 16-item fixarray
+]
+TEXT = "\n".join(_stanza(r) for r in RECORDS).encode()
+
+
+def _cached_twice(tmp_path: Path) -> tuple[PackageIndex, PackageIndex, Path]:
+    cache = Cache(tmp_path)
+    digest = hashlib.sha256(b"compressed").hexdigest()
+    cold = load_index(cache, digest, lambda: TEXT, component="main")
+    warm = load_index(cache, digest, lambda: b"", component="main")
+    path = cache.get(CACHE_KIND, cache_key(digest))
+    assert path is not None
+    return cold, warm, path
+
+
+def test_warm_index_has_the_same_records_in_index_order(tmp_path: Path) -> None:
+    cold, warm, _ = _cached_twice(tmp_path)
+    assert (
+        list(warm)
+        == list(cold)
+        == [r.__class__(**{**msgspec.structs.asdict(r), "component": "main"}) for r in RECORDS]
+    )
+    assert len(warm) == len(RECORDS)
+    assert warm[2].name == "gawk" and warm[-1].name == "lib39"
+    assert [r.name for r in warm[1:4]] == ["zlib1g", "gawk", "zlib1g"]
+
+
+def test_lookups_by_name_and_provided_name_decode_the_same_records(tmp_path: Path) -> None:
+    for index in _cached_twice(tmp_path)[:2]:
+        assert [r.version for r in index.named("zlib1g")] == ["1:1.2", "1:1.3"]
+        assert index.named("awk") == []
+        provided = index.provided("awk")
+        assert [(r.name, v) for r, v in provided] == [("mawk", None), ("gawk", "5.2")]
+        # The same object, whichever way it was found: the resolver relies on it.
+        assert provided[1][0] is index.named("gawk")[0]
+        assert index.provided("gawk-doc-shim")[0][0] is index.named("gawk")[0]
+        assert {"awk", "gawk-doc-shim", "mawk", "lib39"} <= index.names()
+
+
+def test_concatenated_indexes_keep_component_order(tmp_path: Path) -> None:
+    _, warm, _ = _cached_twice(tmp_path)
+    extra = PackageIndex.from_records([_rec("zlib1g", "1:1.4", arch="all")])
+    both = PackageIndex.concat([warm, extra])
+    assert len(both) == len(RECORDS) + 1
+    assert [r.version for r in both.named("zlib1g")] == ["1:1.2", "1:1.3", "1:1.4"]
+    assert both[-1].version == "1:1.4"
+
+
+def test_truncated_cached_index_is_rebuilt(tmp_path: Path) -> None:
+    _, _, path = _cached_twice(tmp_path)
+    path.write_bytes(path.read_bytes()[:-7])
+    cache = Cache(tmp_path)
+    rebuilt = load_index(
+        cache, hashlib.sha256(b"compressed").hexdigest(), lambda: TEXT, component="main"
+    )
+    assert [r.name for r in rebuilt.named("gawk")] == ["gawk"]
+    assert path.stat().st_size > 0
+
+
+def test_damaged_record_in_a_cached_index_is_reported_and_removed(tmp_path: Path) -> None:
+    _, _, path = _cached_twice(tmp_path)
+    data = bytearray(path.read_bytes())
+    # Overwrite the bytes of the last record (lib39) with msgpack "nil"s.
+    data[-30:] = b"\xc0" * 30
+    path.write_bytes(bytes(data))
+    index = load_index(
+        Cache(tmp_path), hashlib.sha256(b"compressed").hexdigest(), lambda: b"", component="main"
+    )
+    assert index.named("gawk")[0].name == "gawk"  # untouched records still load
+    with pytest.raises(CacheError, match="damaged"):
+        index.named("lib39")
+    assert not path.exists()

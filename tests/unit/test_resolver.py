@@ -13,6 +13,7 @@ import pytest
 from debrepo import DebSpec
 
 from polyarch.cache import Cache
+from polyarch.debian.index import load_index
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import PackageUniverse, Resolution, resolve
 from polyarch.errors import ResolveError
@@ -562,3 +563,51 @@ def test_a_generated_repository_resolves_through_the_verified_index(
         "coreutils",
         "libc6",
     ]
+
+
+def test_universe_over_a_cached_index_resolves_exactly_like_one_over_records(
+    tmp_path: Path,
+) -> None:
+    records = [
+        *BASE,
+        pkg("mawk", "1.3.4", provides="awk"),
+        pkg("gawk", "5.2", provides="awk (= 5.2)"),
+        pkg("tool", "2.0", depends="awk, libc6 (>= 2.30), zlib1g"),
+        pkg("zlib1g", "1:1.2"),
+        pkg("zlib1g", "1:1.3"),
+        pkg("zlib1g", "1:1.4", arch="arm64"),
+    ]
+    cache = Cache(tmp_path)
+    digest = hashlib.sha256(b"index").hexdigest()
+    text = "\n".join(
+        "".join(
+            f"{field}: {value}\n"
+            for field, value in (
+                ("Package", r.name),
+                ("Version", r.version),
+                ("Architecture", r.architecture),
+                ("Depends", r.depends),
+                ("Pre-Depends", r.pre_depends),
+                ("Provides", r.provides),
+                ("Multi-Arch", r.multi_arch),
+                ("Filename", r.filename),
+                ("Size", str(r.size)),
+                ("SHA256", r.sha256),
+            )
+            if value
+        )
+        for r in records
+    ).encode()
+    load_index(cache, digest, lambda: text, component="")
+    warm = load_index(cache, digest, lambda: b"", component="")
+    from_cache = resolve(
+        PackageUniverse(warm, "amd64"),
+        system=AMD64,
+        container="tool",
+        base=["bash"],
+        roots=["tool"],
+    )
+    from_records = closure(records, ["tool"], base=["bash"])
+    assert from_cache == from_records
+    assert versions(from_cache)["zlib1g"] == "1:1.3"
+    assert "gawk" in versions(from_cache)  # providers are ordered by name

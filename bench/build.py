@@ -1,0 +1,254 @@
+"""Benchmark: build fd for both systems, cold and warm, and the image sizes, against mmdebstrap.
+
+    python bench/build.py [--repetitions N] [--baseline-repetitions N] [--json FILE]
+
+Uses the real archive (the host's apt mirror) and the repository's
+containers.toml. Rows:
+
+- cold build, process: ``polyarch build fd --all-systems`` with a new, empty
+  cache dir per sample (indexes and .debs downloaded, layers compressed);
+  baseline: ``mmdebstrap --variant=essential --include=fd-find`` for each
+  system into a tar, both systems started together (the foreign one runs under
+  qemu-user through binfmt_misc); aim: at least 10x faster.
+- warm build, process: the same command on a warm cache; aim < 1.5 s.
+- warm build, library call: a new ``Session`` + ``build_container`` in this
+  process per sample (InRelease + gpgv, indexes, layers from the cache, outputs
+  written); informational.
+- image size per system, compressed (sum of gzip layers) and uncompressed
+  (sum of layer tars); baseline: mmdebstrap's tar, and that tar gzipped at
+  level 6 (the level polyarch uses); aims < 12 MB and < 40 MB.
+
+Every cold and warm run must give the same index digest, or the benchmark
+fails. Takes ~5 minutes, most of it mmdebstrap; ``--baseline-repetitions 0``
+skips the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _common import (
+    ROOT,
+    Aim,
+    Row,
+    add_common_arguments,
+    debian_mirror,
+    measure,
+    polyarch_argv,
+    python_env,
+    report,
+    run_command,
+    temp_dir,
+)
+
+from polyarch.cache import Cache
+from polyarch.config import find_config, load_config
+from polyarch.workflows.build import build_container
+from polyarch.workflows.resolve import Session
+
+SUITE = "bookworm"
+GZIP_LEVEL = 6
+MB = 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, repetitions=3)
+    parser.add_argument("--baseline-repetitions", type=int, default=1, metavar="N")
+    parser.add_argument("--container", default="fd")
+    parser.add_argument("--config", type=Path, default=ROOT / "containers.toml")
+    args = parser.parse_args()
+    n = args.repetitions
+
+    config = load_config(find_config(args.config))
+    container = config.container(args.container)
+    systems = container.systems
+    rows: list[Row] = []
+    digests: set[str] = set()
+
+    with temp_dir("build") as work:
+        runs = iter(range(1_000_000))
+        state = {"cache": work / "unused", "out": work / "unused"}
+
+        def cli() -> list[str]:
+            return polyarch_argv(
+                "build", container.name, "--all-systems", "-q",
+                "-f", str(config.path), "--out", str(state["out"]),
+            )  # fmt: skip
+
+        def build_process() -> None:
+            run_command(cli(), env=python_env(POLYARCH_CACHE_DIR=str(state["cache"])))
+
+        def new_cold_run() -> None:
+            i = next(runs)
+            state["cache"], state["out"] = work / f"cache-{i}", work / f"out-{i}"
+
+        def collect_digest() -> None:
+            digests.add(index_digest(state["out"] / container.name))
+
+        cold = []
+        for _ in range(n):
+            cold += measure(build_process, 1, setup=new_cold_run)
+            collect_digest()
+        warm = []
+        for _ in range(n):  # the last cold cache, now warm
+            warm += measure(build_process, 1)
+            collect_digest()
+
+        out = work / "library"
+
+        def library_call() -> None:
+            session = Session(config=config, cache=Cache(state["cache"]))
+            try:
+                built = build_container(session, container, systems, out_dir=out)
+            finally:
+                session.repository.close()
+            digests.add(built.index_digest)
+
+        library_call()  # the first call in a process also pays for lazy imports
+        library = measure(library_call, n)
+        sizes = image_sizes(state["out"] / container.name)
+
+        baseline: list[float] = []
+        baseline_sizes: dict[str, tuple[int, int]] = {}
+        per_system: list[dict[str, float]] = []
+        for i in range(args.baseline_repetitions):
+            seconds, each, baseline_sizes = mmdebstrap_all(
+                work / f"mmdebstrap-{i}", container.package, [s.debian_arch for s in systems]
+            )
+            baseline.append(seconds)
+            per_system.append(each)
+
+    if len(digests) != 1:
+        raise SystemExit(f"builds disagree: index digests {sorted(digests)}")
+    both = f"{len(systems)} systems"
+    rows.append(
+        Row(
+            f"cold build {container.name}, {both} (process)",
+            cold,
+            baseline=baseline,
+            baseline_what="mmdebstrap, systems in parallel",
+            aim=Aim.ratio_at_least(10) if baseline else None,
+        )
+    )
+    rows.append(Row(f"warm build {container.name}, {both} (process)", warm, aim=Aim.below(1.5)))
+    rows.append(Row(f"warm build {container.name}, {both} (library call)", library))
+    for system in systems:
+        compressed, uncompressed = sizes[system.oci_platform]
+        base = baseline_sizes.get(system.debian_arch)
+        rows.append(
+            Row(
+                f"image {system.name}, compressed",
+                [compressed / MB],
+                baseline=[base[1] / MB] if base else [],
+                baseline_what="mmdebstrap tar, gzip -6",
+                unit="MB",
+                aim=Aim.below(12),
+            )
+        )
+        rows.append(
+            Row(
+                f"image {system.name}, uncompressed",
+                [uncompressed / MB],
+                baseline=[base[0] / MB] if base else [],
+                baseline_what="mmdebstrap tar",
+                unit="MB",
+                aim=Aim.below(40),
+            )
+        )
+    report(
+        "build",
+        rows,
+        json_path=args.json,
+        command="python bench/build.py",
+        extra={"index_digest": digests.pop(), "mmdebstrap_seconds_per_arch": per_system},
+    )
+    return 0
+
+
+def index_digest(result: Path) -> str:
+    """The digest of the image index an OCI layout's index.json points at."""
+    layout = json.loads((result / "oci" / "index.json").read_text())
+    digest: str = layout["manifests"][0]["digest"]
+    return digest
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / digest.replace(":", "/", 1)
+
+
+def image_sizes(result: Path) -> dict[str, tuple[int, int]]:
+    """OCI platform ("linux/arm64/v8") → (compressed, uncompressed) bytes of its layers."""
+    layout = result / "oci"
+    index = json.loads(_blob(layout, index_digest(result)).read_text())
+    sizes: dict[str, tuple[int, int]] = {}
+    for entry in index["manifests"]:
+        platform = entry["platform"]
+        name = "/".join(
+            [platform["os"], platform["architecture"]]
+            + ([platform["variant"]] if "variant" in platform else [])
+        )
+        manifest = json.loads(_blob(layout, entry["digest"]).read_text())
+        compressed = sum(layer["size"] for layer in manifest["layers"])
+        uncompressed = sum(
+            gunzipped_size(_blob(layout, layer["digest"])) for layer in manifest["layers"]
+        )
+        sizes[name] = (compressed, uncompressed)
+    return sizes
+
+
+def gunzipped_size(path: Path) -> int:
+    inflate = zlib.decompressobj(wbits=31)
+    total = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(inflate.decompress(chunk))
+    return total + len(inflate.flush())
+
+
+def gzipped_size(path: Path) -> int:
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    total = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(deflate.compress(chunk))
+    return total + len(deflate.flush())
+
+
+def mmdebstrap_all(
+    work: Path, package: str, arches: list[str]
+) -> tuple[float, dict[str, float], dict[str, tuple[int, int]]]:
+    """mmdebstrap of every arch, started together: (wall seconds, seconds per arch, sizes per arch).
+
+    Sizes are (tar bytes, gzipped tar bytes).
+    """
+    work.mkdir(parents=True)
+    mirror = debian_mirror(SUITE)
+
+    def one(arch: str) -> float:
+        argv = ["mmdebstrap", "--quiet", "--variant=essential", f"--include={package}"]
+        argv += [f"--architectures={arch}", SUITE, str(work / f"{arch}.tar"), mirror]
+        started = time.perf_counter()
+        run_command(argv, cwd=work)
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(arches)) as pool:
+        each = dict(zip(arches, pool.map(one, arches), strict=True))
+    seconds = time.perf_counter() - started
+    sizes = {}
+    for arch in arches:
+        tar = work / f"{arch}.tar"
+        sizes[arch] = (tar.stat().st_size, gzipped_size(tar))
+        tar.unlink()
+    return seconds, each, sizes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

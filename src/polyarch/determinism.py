@@ -15,6 +15,7 @@ import os
 import tarfile
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NewType
 
 Digest = NewType("Digest", str)
@@ -54,6 +55,12 @@ def canonical_json(value: Any) -> bytes:
 
 def sha256_digest(data: bytes) -> Digest:
     return Digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def sha256_file(path: Path) -> Digest:
+    """``sha256_digest`` of a file's content, read in chunks (.debs and layers can be large)."""
+    with path.open("rb") as f:
+        return Digest("sha256:" + hashlib.file_digest(f, "sha256").hexdigest())
 
 
 def gzip_bytes(data: bytes, level: int = GZIP_LEVEL) -> bytes:

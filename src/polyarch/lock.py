@@ -31,7 +31,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +40,7 @@ import msgspec
 from polyarch.config import Config, Container
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
-from polyarch.determinism import canonical_json
+from polyarch.determinism import canonical_json, rfc3339
 from polyarch.errors import LockError
 from polyarch.platforms import System
 
@@ -161,7 +161,7 @@ def locked_system(
     )
     return LockedSystem(
         debian_arch=resolution.system.debian_arch,
-        release_date=release_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        release_date=rfc3339(int(release_date.timestamp())),
         suite=suite,
         codename=codename,
         indexes=dict(sorted(indexes.items())),

@@ -22,6 +22,7 @@ from polyarch import http
 from polyarch.cache import Cache
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Repository
+from polyarch.determinism import sha256_file
 from polyarch.errors import FetchError, IntegrityError
 from polyarch.progress import NULL_PROGRESS, Progress
 
@@ -41,11 +42,6 @@ class _Counter:
             self._progress.advance(self._task, amount)
 
 
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
     """The cached .deb for ``record`` if it is there and still intact; a damaged one is removed."""
     path = cache.get(CACHE_KIND, record.sha256)
@@ -53,7 +49,7 @@ def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
         return None
     try:
         # Size first: it catches truncation without reading the file.
-        if path.stat().st_size == record.size and _file_sha256(path) == record.sha256:
+        if path.stat().st_size == record.size and sha256_file(path) == f"sha256:{record.sha256}":
             return path
     except OSError:
         pass

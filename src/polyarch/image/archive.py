@@ -43,6 +43,7 @@ from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_INDEX,
     MEDIA_TYPE_MANIFEST,
+    TAG_PATTERN,
     Descriptor,
     Image,
     LayerLike,
@@ -56,7 +57,6 @@ OCI_LAYOUT_VERSION = "1.0.0"
 BLOB_MODE = 0o444
 """Blobs are content-addressed and never change; read-only says so (also through hard links)."""
 
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 # A docker reference "[host[:port]/]path[:tag]", lower-case path components.
 _REPOSITORY = re.compile(
     r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
@@ -64,7 +64,7 @@ _REPOSITORY = re.compile(
 
 
 def _check_tag(tag: str) -> None:
-    if not _TAG.fullmatch(tag):
+    if not TAG_PATTERN.fullmatch(tag):
         raise ImageError(
             f"tag {tag!r} is not a valid image tag",
             hint="use letters, digits, '.', '_' and '-', at most 128 characters",

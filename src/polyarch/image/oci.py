@@ -34,6 +34,10 @@ ANNOTATION_CREATED = "org.opencontainers.image.created"
 ANNOTATION_DESCRIPTION = "org.opencontainers.image.description"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
+# \Z, not $: $ also matches before a trailing newline, which no tag may hold.
+TAG_PATTERN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+"""A tag, as the distribution spec and docker allow it (also an OCI layout's ref name)."""
+
 
 class LayerLike(Protocol):
     """What an image needs of a layer (``polyarch.image.layers.Layer`` has it)."""

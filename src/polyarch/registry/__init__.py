@@ -13,7 +13,7 @@ from polyarch.registry.imports import (
 from polyarch.registry.layout import Format, PushPlan, convert_plan, read_layout
 from polyarch.registry.push import PushResult, push_layout
 from polyarch.registry.reference import Reference, parse_reference
-from polyarch.registry.tags import automatic_tags, sanitise_tag, tags_from_env
+from polyarch.registry.tags import automatic_tags, sanitise_tag, tags_from_env, version_from_env
 
 __all__ = [
     "Credentials",
@@ -37,4 +37,5 @@ __all__ = [
     "resolve_credentials",
     "sanitise_tag",
     "tags_from_env",
+    "version_from_env",
 ]

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from polyarch import cmd
 from polyarch.errors import ConfigError, RegistryAuthError, UsageError
+from polyarch.registry.reference import DOCKER_HUB, HUB_ALIASES
 
 _VAR = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"
-_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ def default_docker_config() -> Path:
 def config_key_host(key: str) -> str:
     """The host a docker config key names: ``https://host/v1/`` → ``host``."""
     host = re.sub(r"^[a-z]+://", "", key.strip()).split("/", 1)[0].lower()
-    return "docker.io" if host in _HUB_HOSTS else host
+    return DOCKER_HUB if host in HUB_ALIASES else host
 
 
 def resolve_credentials(
@@ -129,7 +129,7 @@ def _from_docker_config(path: Path, host: str) -> Credentials | None:
                     return found
     store = config.get("credsStore")
     if isinstance(store, str) and store:
-        return _from_helper(store, _HUB_CONFIG_KEY if host == "docker.io" else host)
+        return _from_helper(store, _HUB_CONFIG_KEY if host == DOCKER_HUB else host)
     return None
 
 

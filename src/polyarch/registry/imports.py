@@ -21,10 +21,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
-from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_digest
+from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_digest, sha256_file
 from polyarch.errors import ImageError
+from polyarch.image.archive import OCI_LAYOUT_VERSION, publish_outputs
 from polyarch.registry.layout import (
     DOCKER_LAYER,
     DOCKER_LAYER_GZIP,
@@ -37,7 +38,6 @@ from polyarch.registry.layout import (
     OCI_MANIFEST,
     REF_NAME,
     blob_path,
-    file_sha256,
 )
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -77,9 +77,6 @@ class ImportedLayer:
     size: int
     diff_id: Digest
     path: Path
-
-    def open(self) -> BinaryIO:
-        return self.path.open("rb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +368,7 @@ def _collect(
             raise ImageError(f"{source} lacks layer {layer['digest']}", hint="copy the image again")
         dest = blob_path(store, layer["digest"])
         if not dest.exists():
-            if file_sha256(src) != layer["digest"]:
+            if sha256_file(src) != layer["digest"]:
                 raise ImageError(f"layer {layer['digest']} in {source} is corrupt")
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
@@ -404,13 +401,14 @@ def index_from_image_files(
 
     Platforms come from each image's config; two images of one platform are an
     ImageError naming both files. The layout is built beside ``dest_layout`` and
-    renamed into place, replacing what was there. Returns the index digest.
+    swapped into place, replacing what was there (``publish_outputs``). Returns the index digest.
     """
     if not paths:
         raise ImageError("no image files given", hint="pass at least one --image-file")
-    dest_layout.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest_layout.name}.", dir=dest_layout.parent))
-    try:
+    index_digest: Digest | None = None
+
+    def write(work: Path) -> None:
+        nonlocal index_digest
         images: list[ImportedImage] = []
         by_platform: dict[tuple[str, str, str | None], ImportedImage] = {}
         for path in paths:
@@ -445,7 +443,9 @@ def index_from_image_files(
             index["annotations"] = dict(annotations)
         index_bytes = canonical_json(index)
         index_digest, _ = _store(work, index_bytes)
-        (work / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+        (work / "oci-layout").write_bytes(
+            canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION})
+        )
         (work / "index.json").write_bytes(
             canonical_json(
                 {
@@ -462,18 +462,7 @@ def index_from_image_files(
                 }
             )
         )
-        _replace_dir(work, dest_layout)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    publish_outputs(dest_layout.parent, dest_layout.name, write)
+    assert index_digest is not None  # write() ran to its end, or publish_outputs raised
     return index_digest
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old: Path | None = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-        os.replace(dest, old / "x")
-    os.replace(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

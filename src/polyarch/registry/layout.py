@@ -8,7 +8,6 @@ re-encoded with Docker media types (new bytes, so new digests).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,12 +15,21 @@ from typing import Any, Literal
 
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
+from polyarch.image.oci import (
+    ANNOTATION_REF_NAME,
+    MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_MANIFEST,
+    parse_json_object,
+)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+# The OCI names are image.oci's; the short names pair them with their Docker twins.
+OCI_INDEX = MEDIA_TYPE_INDEX
+OCI_MANIFEST = MEDIA_TYPE_MANIFEST
+OCI_CONFIG = MEDIA_TYPE_CONFIG
+OCI_LAYER_GZIP = MEDIA_TYPE_LAYER_GZIP
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_FOREIGN_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -30,7 +38,7 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-REF_NAME = "org.opencontainers.image.ref.name"
+REF_NAME = ANNOTATION_REF_NAME
 
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -80,16 +88,6 @@ class PushPlan:
         return self.manifests[-1]
 
 
-def _load_json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise ImageError(f"{what} is not valid JSON", hint="rebuild the image") from None
-    if not isinstance(value, dict):
-        raise ImageError(f"{what} is not a JSON object", hint="rebuild the image")
-    return value
-
-
 def blob_path(layout: Path, digest: str) -> Path:
     algorithm, _, hexpart = digest.partition(":")
     if (
@@ -109,7 +107,7 @@ def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
     """
     index_json = layout / "index.json"
     try:
-        top = _load_json(index_json.read_bytes(), f"{index_json}")
+        top = parse_json_object(index_json.read_bytes(), f"{index_json}")
     except FileNotFoundError:
         raise ImageError(
             f"{layout} is not an OCI image layout (no index.json)", hint="build it first"
@@ -157,7 +155,7 @@ def _walk(
         ) from None
     if len(data) != size or sha256_digest(data) != digest:
         raise ImageError(f"manifest blob {digest} in {layout} is corrupt", hint="rebuild the image")
-    doc = _load_json(data, f"manifest {digest}")
+    doc = parse_json_object(data, f"manifest {digest}")
     media_type = str(doc.get("mediaType") or media_type)
     if media_type in INDEX_TYPES or "manifests" in doc:
         for child in doc.get("manifests", []):
@@ -178,14 +176,6 @@ def _walk(
     else:
         raise ImageError(f"{digest} in {layout} is neither an index nor a manifest ({media_type})")
     manifests[digest] = Manifest(digest, media_type, data)
-
-
-def file_sha256(path: Path) -> Digest:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return Digest("sha256:" + h.hexdigest())
 
 
 def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:

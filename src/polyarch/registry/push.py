@@ -25,13 +25,14 @@ import filelock
 import httpx
 
 from polyarch.cache import default_cache_dir
-from polyarch.determinism import Digest
+from polyarch.determinism import Digest, canonical_json
 from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
+from polyarch.image.oci import TAG_PATTERN
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.registry.client import RegistryClient, RetryableError, registry_message
 from polyarch.registry.credentials import Credentials
 from polyarch.registry.layout import Blob, Format, Manifest, convert_plan, read_layout
-from polyarch.registry.reference import TAG_PATTERN, Reference, parse_reference
+from polyarch.registry.reference import Reference, parse_reference
 
 MIB = 1 << 20
 _OCTET = {"Content-Type": "application/octet-stream"}
@@ -112,7 +113,7 @@ class BlobRecord:
                     ]
                 fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
                 with os.fdopen(fd, "wb") as f:
-                    f.write(json.dumps(merged, sort_keys=True).encode())
+                    f.write(canonical_json(merged))
                 os.replace(tmp, self.path)
         except (OSError, filelock.Timeout):
             # Losing the hint only costs a future upload instead of a mount.
@@ -404,7 +405,7 @@ def push_layout(
     reference = parse_reference(ref)
     plan = convert_plan(read_layout(layout, reference.tag), format)
     for tag in tags:
-        if not TAG_PATTERN.match(tag):
+        if not TAG_PATTERN.fullmatch(tag):
             raise UsageError(f"invalid tag {tag!r}", hint="tags are up to 128 of A-Z a-z 0-9 _ . -")
     primary = reference.tag or plan.tag or (tags[0] if tags else "latest")
     if reference.digest and reference.digest != plan.root.digest:

@@ -8,15 +8,18 @@ from dataclasses import dataclass
 
 from polyarch.determinism import Digest
 from polyarch.errors import UsageError
+from polyarch.image.oci import TAG_PATTERN
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+HUB_ALIASES = frozenset(
+    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+)
+"""Every spelling of Docker Hub's host in references and docker config keys."""
 
 # The grammar of github.com/distribution/reference, restated.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -92,14 +95,14 @@ def parse_reference(text: str) -> Reference:
     last = text.rsplit("/", 1)[-1]
     if ":" in last:
         text, tag = text.rsplit(":", 1)
-        if not TAG_PATTERN.match(tag):
+        if not TAG_PATTERN.fullmatch(tag):
             raise UsageError(f"invalid tag {tag!r} in image reference {original!r}", hint=hint)
     first, _, rest = text.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, path = first, rest
     else:
         registry, path = DOCKER_HUB, text
-    if registry in _HUB_ALIASES:
+    if registry in HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from polyarch.errors import UsageError
-from polyarch.registry.reference import TAG_PATTERN
+from polyarch.image.oci import TAG_PATTERN
 
 _NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
 _RELEASE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?(\+[0-9A-Za-z.-]+)?$")
@@ -25,7 +25,7 @@ def sanitise_tag(text: str) -> str | None:
         if text.startswith(prefix):
             text = text[len(prefix) :]
     tag = _NOT_TAG_CHAR.sub("-", text.strip()).lstrip(".-")[:128]
-    return tag if tag and TAG_PATTERN.match(tag) else None
+    return tag if tag and TAG_PATTERN.fullmatch(tag) else None
 
 
 def _version_tags(version: str) -> list[str]:
@@ -58,7 +58,7 @@ def automatic_tags(
     """
     tags: list[str] = []
     for tag in explicit:
-        if not TAG_PATTERN.match(tag):
+        if not TAG_PATTERN.fullmatch(tag):
             raise UsageError(
                 f"invalid tag {tag!r}",
                 hint="tags are up to 128 letters, digits, _ . - and do not start with . or -",
@@ -91,13 +91,9 @@ def tags_from_env(
     on pull requests), CI_COMMIT_BRANCH, BRANCH_NAME. default branch:
     CI_DEFAULT_BRANCH, the GitHub event's repository.default_branch, else ``main``.
     """
-    is_github_tag = env.get("GITHUB_REF_TYPE") == "tag"
     if version is None:
-        version = env.get("VERSION") or None
-        if version is None and is_github_tag:
-            version = env.get("GITHUB_REF_NAME") or None
-        version = version or env.get("CI_COMMIT_TAG") or None
-    if branch is None and not is_github_tag:
+        version = version_from_env(env)
+    if branch is None and env.get("GITHUB_REF_TYPE") != "tag":
         branch = env.get("GITHUB_REF_NAME") or env.get("CI_COMMIT_BRANCH") or env.get("BRANCH_NAME")
         branch = branch or None
     if default_branch is None:
@@ -107,6 +103,14 @@ def tags_from_env(
     return automatic_tags(
         version=version, branch=branch, default_branch=default_branch, explicit=explicit
     )
+
+
+def version_from_env(env: Mapping[str, str]) -> str | None:
+    """VERSION, else the pushed git tag (GITHUB_REF_NAME when GITHUB_REF_TYPE=tag, CI_COMMIT_TAG)."""
+    version = env.get("VERSION") or None
+    if version is None and env.get("GITHUB_REF_TYPE") == "tag":
+        version = env.get("GITHUB_REF_NAME") or None
+    return version or env.get("CI_COMMIT_TAG") or None
 
 
 def _github_default_branch(env: Mapping[str, str]) -> str | None:

@@ -18,7 +18,6 @@ Cachix plays). ``--locked`` still checks every .deb it reads against the lock.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,11 +35,17 @@ from polyarch.cache import LOCKS_DIR, Cache
 from polyarch.debian.index import CACHE_KIND as INDEXES
 from polyarch.debian.index import _read_cached as _read_cached_index  # its own format check
 from polyarch.debian.index import cache_key as index_cache_key
-from polyarch.determinism import Digest, canonical_json, sha256_digest
+from polyarch.determinism import Digest, canonical_json, sha256_digest, sha256_file
 from polyarch.errors import IntegrityError, RegistryError, UsageError
+from polyarch.image.archive import OCI_LAYOUT_VERSION
 from polyarch.image.layers import BLOBS_KIND as BLOBS
 from polyarch.image.layers import LAYERS_KIND as LAYERS
-from polyarch.image.oci import MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST
+from polyarch.image.oci import (
+    ANNOTATION_REF_NAME,
+    MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_MANIFEST,
+)
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.registry import (
     Credentials,
@@ -80,11 +85,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- info ------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def _check_entry(cache: Cache, kind: str, key: str, path: Path, bad_blobs: set[s
     if kind in _CONTENT_ADDRESSED:
         if not re.fullmatch(r"[0-9a-f]{64}", key):
             return "not named by a sha256"
-        actual = _file_sha256(path)
+        actual = sha256_file(path).removeprefix("sha256:")
         return "" if actual == key else f"content hashes to {actual}"
     if kind == LAYERS:
         try:
@@ -391,9 +391,9 @@ def _collect(cache: Cache, kinds: Sequence[str], progress: Progress) -> list[_En
     def entry(item: tuple[str, str, Path]) -> _Entry:
         kind, key, path = item
         # debs and blobs are named by their sha256; push_layout re-hashes them as it sends.
-        hexdigest = key if kind in _CONTENT_ADDRESSED else _file_sha256(path)
+        digest = Digest(f"sha256:{key}") if kind in _CONTENT_ADDRESSED else sha256_file(path)
         progress.advance(task)
-        return _Entry(kind, key, path, Digest("sha256:" + hexdigest), _size(path))
+        return _Entry(kind, key, path, digest, _size(path))
 
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -461,12 +461,12 @@ def _write_layout(layout: Path, entries: Sequence[_Entry], tag: str) -> None:
                 "mediaType": MEDIA_TYPE_INDEX,
                 "digest": put(index),
                 "size": len(index),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
+                "annotations": {ANNOTATION_REF_NAME: tag},
             }
         ],
     }
     (layout / "index.json").write_bytes(canonical_json(top))
-    (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+    (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
 
 
 # --- pull ------------------------------------------------------------------------------

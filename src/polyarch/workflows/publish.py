@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from polyarch import cmd
 from polyarch.config import Container
 from polyarch.determinism import Digest, canonical_json, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ConfigError, ImageError, PolyarchError, UsageError
-from polyarch.image.archive import read_oci_layout
+from polyarch.image.archive import publish_outputs, read_oci_layout
 from polyarch.image.oci import (
     ANNOTATION_CREATED,
     ANNOTATION_DESCRIPTION,
@@ -53,6 +52,7 @@ from polyarch.registry import (
     push_layout,
     resolve_credentials,
     tags_from_env,
+    version_from_env,
 )
 from polyarch.workflows.build import DEFAULT_TAG, BuildResult, build_container
 from polyarch.workflows.resolve import Session
@@ -136,11 +136,7 @@ def publish_version(version: str | None, env: Mapping[str, str] | None = None) -
     """The version to annotate: ``--version``, else VERSION or the CI's git tag, else None."""
     if version:
         return version
-    source = os.environ if env is None else env
-    found = source.get("VERSION") or None
-    if found is None and source.get("GITHUB_REF_TYPE") == "tag":
-        found = source.get("GITHUB_REF_NAME") or None
-    return found or source.get("CI_COMMIT_TAG") or None
+    return version_from_env(os.environ if env is None else env)
 
 
 def _repository_ref(text: str, where: str) -> Reference:
@@ -445,8 +441,8 @@ def annotate_layout(
     """Write at ``dest`` a layout of ``source``'s one index with ``annotations`` merged in.
 
     Only the index blob is new; every other blob is a hard link to ``source``'s
-    (a copy where linking fails). The layout is made beside ``dest`` and renamed
-    into place, replacing what was there. Returns the new index digest.
+    (a copy where linking fails). The layout is made beside ``dest`` and swapped
+    into place, replacing what was there (``publish_outputs``). Returns the new index digest.
     """
     layout = read_oci_layout(source)
     if len(layout.entries) != 1:
@@ -461,9 +457,20 @@ def annotate_layout(
     document["annotations"] = {**document.get("annotations", {}), **annotations}
     index = canonical_json(document)
     digest = sha256_digest(index)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    top = {
+        "schemaVersion": 2,
+        "mediaType": entry.media_type,
+        "manifests": [
+            {
+                "mediaType": entry.media_type,
+                "digest": digest,
+                "size": len(index),
+                "annotations": {ANNOTATION_REF_NAME: tag},
+            }
+        ],
+    }
+
+    def write(work: Path) -> None:
         blobs = work / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for blob in (source / "blobs" / "sha256").iterdir():
@@ -471,24 +478,9 @@ def annotate_layout(
                 _link_or_copy(blob, blobs / blob.name)
         (blobs / digest.removeprefix("sha256:")).write_bytes(index)
         (work / "oci-layout").write_bytes((source / "oci-layout").read_bytes())
-        top = {
-            "schemaVersion": 2,
-            "mediaType": entry.media_type,
-            "manifests": [
-                {
-                    "mediaType": entry.media_type,
-                    "digest": digest,
-                    "size": len(index),
-                    "annotations": {ANNOTATION_REF_NAME: tag},
-                }
-            ],
-        }
         (work / "index.json").write_bytes(canonical_json(top))
-        os.chmod(work, 0o755)
-        _replace_dir(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    publish_outputs(dest.parent, dest.name, write)
     return digest
 
 
@@ -497,16 +489,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old: Path | None = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-        os.replace(dest, old / "x")
-    os.replace(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _describe(layout_path: Path, digest: Digest, build: BuildResult | None) -> IndexLayout:

@@ -33,6 +33,8 @@ import platformdirs
 from polyarch.errors import CacheError
 
 ENV_VAR = "POLYARCH_CACHE_DIR"
+REGISTRY_RECORDS_KIND = "registry-blobs"
+"""Where each registry is known to hold which blob (for cross-repository mounts)."""
 LOCKS_DIR = "locks"
 """Holds the lock files of ``Cache.lock``; not a kind of entry."""
 TMP_SUFFIX = ".tmp"

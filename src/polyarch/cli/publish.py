@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from polyarch.cache import REGISTRY_RECORDS_KIND
 from polyarch.cli._common import Commands, cache_of, session_of
 from polyarch.errors import UsageError
 from polyarch.ui import ConsoleProgress, human_size, print_table
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         print_index(index)
 
     published: list[Published] = []
-    record_dir = cache_of(args).root / "registry-blobs"
+    record_dir = cache_of(args).root / REGISTRY_RECORDS_KIND
     try:
         for target in targets:
             published.append(

@@ -27,6 +27,7 @@ from polyarch.ui import ConsoleProgress, print_table
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.run import (
     TestReport,
+    ensure_runnable,
     load_from_layout,
     load_image,
     raise_for_failures,
@@ -124,6 +125,7 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         print_build(result)
         if len(systems) == 1 and not args.multiarch:
             # container-all: the one system asked for becomes NAME:TAG, native or not.
+            ensure_runnable(systems[0])
             reference = load_image(engine, container, systems[0], out_dir=out, tag=args.tag)
             reports = [run_smoke_test(engine, container, systems[0], reference)]
         else:

@@ -443,6 +443,11 @@ def _write_cached(cache: Cache, key: str, records: list[PackageRecord], tables: 
         f.writelines(encoded)
 
 
+def is_valid_cached_index(path: Path) -> bool:
+    """Whether ``path`` holds a parsed index this version of polyarch can read."""
+    return _read_cached(path) is not None
+
+
 def _read_cached(path: Path) -> _Part | None:
     """The part a cache file holds, or None if it is not a well-formed cache file."""
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import filelock
 import httpx
 
-from polyarch.cache import default_cache_dir
+from polyarch.cache import REGISTRY_RECORDS_KIND, default_cache_dir
 from polyarch.determinism import Digest, canonical_json
 from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
 from polyarch.image.oci import TAG_PATTERN
@@ -415,7 +415,7 @@ def push_layout(
         )
     extra = [t for t in dict.fromkeys(tags) if t != primary]
     record = BlobRecord(
-        record_path(record_dir or default_cache_dir() / "registry-blobs", reference.api_host)
+        record_path(record_dir or default_cache_dir() / REGISTRY_RECORDS_KIND, reference.api_host)
     )
     client = RegistryClient(
         reference.api_host,

@@ -31,10 +31,10 @@ from typing import Any
 
 import httpx
 
-from polyarch.cache import LOCKS_DIR, Cache
+from polyarch.cache import LOCKS_DIR, REGISTRY_RECORDS_KIND, Cache
 from polyarch.debian.index import CACHE_KIND as INDEXES
-from polyarch.debian.index import _read_cached as _read_cached_index  # its own format check
 from polyarch.debian.index import cache_key as index_cache_key
+from polyarch.debian.index import is_valid_cached_index
 from polyarch.determinism import Digest, canonical_json, sha256_digest, sha256_file
 from polyarch.errors import IntegrityError, RegistryError, UsageError
 from polyarch.image.archive import OCI_LAYOUT_VERSION
@@ -211,7 +211,7 @@ def _check_entry(cache: Cache, kind: str, key: str, path: Path, bad_blobs: set[s
     if kind == INDEXES:
         if _other_format(key):
             return ""  # never read by this version; prune removes it
-        if _read_cached_index(path) is None:
+        if not is_valid_cached_index(path):
             return "not a parsed index"
     return ""
 
@@ -373,7 +373,7 @@ def push_cache(
             ca_bundle=ca_bundle,
             jobs=jobs,
             progress=progress,
-            record_dir=cache.root / "registry-blobs",
+            record_dir=cache.root / REGISTRY_RECORDS_KIND,
         )
     counts = {kind: sum(1 for e in entries if e.kind == kind) for kind in kinds}
     return CachePushResult(result, counts)

@@ -72,6 +72,12 @@ class TestReport:
         )
 
 
+def ensure_runnable(system: System) -> None:
+    """EmulationError with what to install when ``system``'s images cannot run here."""
+    if not runs_natively(system):
+        require_runnable(system)
+
+
 def archive_path(out_dir: Path, container: Container, system: System) -> Path:
     return out_dir / container.name / f"{system.name}.tar"
 
@@ -99,9 +105,10 @@ def _load_as(engine: Engine, archive: Path, reference: str) -> str:
 def run_smoke_test(
     engine: Engine, container: Container, system: System, reference: str
 ) -> TestReport:
-    """Run the container's smoke test and the bash/coreutils check on ``reference``."""
-    if not runs_natively(system):
-        require_runnable(system)
+    """Run the container's smoke test and the bash/coreutils check on ``reference``.
+
+    Call ``ensure_runnable`` first for a foreign system, before loading it.
+    """
     # Naming the platform of a foreign image keeps the engines' mismatch warning
     # out of the output that the checks read.
     platform = None if runs_natively(system) else system.oci_platform
@@ -171,8 +178,7 @@ def run_smoke_tests(
     ordered = sorted(systems, key=lambda s: s == native)
     reports: list[TestReport] = []
     for system in ordered:
-        if not runs_natively(system):
-            require_runnable(system)  # before loading anything: say what to install
+        ensure_runnable(system)  # before loading anything: say what to install
         if system == native:
             reference = load_image(engine, container, system, out_dir=out_dir, tag=tag)
         else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,17 +76,20 @@ def build_container(
     debs = download(session, resolutions, only=needed)
     names = {p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages}
 
+    late = threading.Lock()
+
     def read(sha256: str) -> DebContents:
         if sha256 not in debs:
             # A layer vanished from the cache after the check above (pruned meanwhile).
-            debs.update(download(session, resolutions, only={sha256}))
+            with late:
+                debs.update(download(session, resolutions, only={sha256}))
         return read_deb(debs[sha256], names[sha256])
 
     stats = LayerStats()
-    builds: list[SystemBuild] = []
-    for system in sorted(resolutions, key=SYSTEMS.index):
-        resolution = resolutions[system]
-        layers = build_layers(
+    ordered = sorted(resolutions, key=SYSTEMS.index)
+
+    def layers_of(system: System) -> list[Layer]:
+        return build_layers(
             plans[system],
             read,
             session.cache,
@@ -94,6 +99,16 @@ def build_container(
             progress=session.progress,
             stats=stats,
         )
+
+    # Systems build side by side, so one system's big layer (libc6) never
+    # leaves a core idle while the other system still has layers to compress.
+    with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
+        layers_by_system = dict(zip(ordered, pool.map(layers_of, ordered), strict=True))
+
+    builds: list[SystemBuild] = []
+    for system in ordered:
+        resolution = resolutions[system]
+        layers = layers_by_system[system]
         version = _version_of(container, resolution)
         image = build_image(
             system,

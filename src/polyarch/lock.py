@@ -25,9 +25,7 @@ verifies packages downloaded from any other.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
 from polyarch.determinism import canonical_json, rfc3339
 from polyarch.errors import LockError
+from polyarch.files import atomic_write
 from polyarch.platforms import System
 
 LOCK_NAME = "containers.lock"
@@ -331,19 +330,10 @@ def read_lock(path: Path) -> Lock:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write ``lock`` to ``path`` atomically (a reader sees the old file or the new one)."""
-    data = render_lock(lock).encode()
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, render_lock(lock).encode())
     except OSError as exc:
         raise LockError(f"cannot write {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _HEADER = """\

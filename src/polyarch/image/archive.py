@@ -39,10 +39,12 @@ from polyarch.determinism import (
     source_date_epoch,
 )
 from polyarch.errors import ImageError
+from polyarch.files import link_or_copy
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
     MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_MANIFEST,
     TAG_PATTERN,
     Descriptor,
     Image,
@@ -134,10 +136,7 @@ def _place_layer_blob(layer: LayerLike, target: Path) -> None:
             f"layer {layer.digest} at {layer.blob} has {actual} bytes, expected {layer.size}",
             hint="run `polyarch cache prune` and rebuild",
         )
-    try:
-        os.link(layer.blob, target)
-    except OSError:
-        shutil.copyfile(layer.blob, target)
+    link_or_copy(layer.blob, target)
     os.chmod(target, BLOB_MODE)
 
 
@@ -189,7 +188,7 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
             for layer in image.layers:
                 contents[layer.digest] = layer
         for digest in sorted(contents):
-            content, target = contents[digest], blobs / digest.removeprefix("sha256:")
+            content, target = contents[digest], blob_path(tmp, digest)
             if isinstance(content, bytes):
                 _write_file(target, content, BLOB_MODE)
             else:
@@ -378,12 +377,43 @@ def write_build_outputs(
 # --------------------------------------------------------------------------- reading
 
 
+def blob_path(root: Path, digest: Digest) -> Path:
+    """Where the OCI layout at ``root`` keeps blob ``digest`` (a checked sha256 digest)."""
+    return root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutManifest:
+    """An index or image manifest met walking a layout; ``data`` matches ``descriptor``."""
+
+    descriptor: Descriptor
+    """How its parent (or index.json) names it; ``platform`` is the parent's word."""
+    media_type: str
+    """The document's own ``mediaType``, else the descriptor's."""
+    data: bytes
+    document: dict[str, Any]
+    parent: LayoutManifest | None
+    """The index that lists it; None for an entry of index.json."""
+    config: Descriptor | None
+    """An image manifest's config; None for an index."""
+    layers: tuple[Descriptor, ...]
+    """An image manifest's layers, or an index's manifests."""
+
+    @property
+    def digest(self) -> Digest:
+        return self.descriptor.digest
+
+    @property
+    def is_index(self) -> bool:
+        return self.config is None
+
+
 @dataclass(frozen=True, slots=True)
 class LayoutImage:
     """One image found in an OCI layout: its manifest, config and layer descriptors."""
 
     platform: Platform | None
-    """From the index entry; from the config when the tag names a manifest directly."""
+    """From the index entry, else from the config."""
     manifest: Descriptor
     manifest_bytes: bytes
     config: Descriptor
@@ -401,13 +431,19 @@ class OciLayout:
 
     root: Path
     entries: tuple[Descriptor, ...]
+    label: str = ""
+    """What messages call the layout (e.g. the archive it was unpacked from); else ``root``."""
+
+    @property
+    def name(self) -> str:
+        return self.label or str(self.root)
 
     @property
     def tags(self) -> tuple[str, ...]:
         return tuple(t for e in self.entries if (t := e.annotation(ANNOTATION_REF_NAME)))
 
     def blob_path(self, digest: Digest) -> Path:
-        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+        return blob_path(self.root, digest)
 
     def read_blob(self, descriptor: Descriptor) -> bytes:
         """The blob's bytes, after checking its size and sha256 against the descriptor."""
@@ -415,15 +451,36 @@ class OciLayout:
             data = self.blob_path(descriptor.digest).read_bytes()
         except OSError as exc:
             raise ImageError(
-                f"blob {descriptor.digest} is missing from {self.root}: {exc.strerror}",
-                hint="rebuild the image",
+                f"blob {descriptor.digest} is missing from {self.name}: {exc.strerror}",
+                hint=_DAMAGED,
             ) from exc
         if len(data) != descriptor.size or sha256_digest(data) != descriptor.digest:
             raise ImageError(
-                f"blob {descriptor.digest} in {self.root} does not match its digest",
-                hint="the layout was modified; rebuild the image",
+                f"blob {descriptor.digest} in {self.name} does not match its digest",
+                hint=_DAMAGED,
             )
         return data
+
+    def checked_blob(self, descriptor: Descriptor) -> Path:
+        """The blob's path, after checking it exists with the descriptor's size.
+
+        Not hashed here: large blobs are hashed by whoever reads them anyway.
+        """
+        path = self.blob_path(descriptor.digest)
+        try:
+            actual = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(
+                f"blob {descriptor.digest} is missing from {self.name}: {exc.strerror}",
+                hint=_DAMAGED,
+            ) from exc
+        if actual != descriptor.size:
+            raise ImageError(
+                f"blob {descriptor.digest} in {self.name} has {actual} bytes, "
+                f"expected {descriptor.size}",
+                hint=_DAMAGED,
+            )
+        return path
 
     def resolve(self, tag: str) -> Descriptor:
         """The index.json entry named ``tag``."""
@@ -431,13 +488,75 @@ class OciLayout:
             if entry.annotation(ANNOTATION_REF_NAME) == tag:
                 return entry
         raise ImageError(
-            f"{self.root} has no image tagged {tag!r}",
+            f"{self.name} has no image tagged {tag!r}",
             hint=f"tags: {', '.join(self.tags) or 'none'}",
         )
 
+    def walk(
+        self, descriptor: Descriptor, *, skip_unknown: bool = False
+    ) -> Iterator[LayoutManifest]:
+        """Every index and image manifest under ``descriptor``, children before parents.
+
+        Each one's bytes are checked against its descriptor; configs and layers are
+        not read. OCI and Docker schema 2 types are understood (and documents that
+        lack a ``mediaType``, by their fields); any other kind is an ImageError, or
+        left out with ``skip_unknown``. A document listed twice is met twice.
+        """
+        return self._walk(descriptor, None, skip_unknown, depth=0)
+
+    def _walk(
+        self,
+        descriptor: Descriptor,
+        parent: LayoutManifest | None,
+        skip_unknown: bool,
+        depth: int,
+    ) -> Iterator[LayoutManifest]:
+        if depth > 4:
+            raise ImageError(f"{self.name}: indexes nest too deep", hint=_DAMAGED)
+        data = self.read_blob(descriptor)
+        where = f"{self.name} blob {descriptor.digest}"
+        document = parse_json_object(data, where)
+        media_type = document.get("mediaType") or descriptor.media_type
+        if not isinstance(media_type, str):
+            raise ImageError(f"{where}: mediaType is not a string", hint=_DAMAGED)
+        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
+            manifests = document.get("manifests")
+            if not isinstance(manifests, list):
+                raise ImageError(f"{where}: index has no manifests", hint=_DAMAGED)
+            children = tuple(parse_descriptor(item, where) for item in manifests)
+            node = LayoutManifest(descriptor, media_type, data, document, parent, None, children)
+            for child in children:
+                yield from self._walk(child, node, skip_unknown, depth + 1)
+            yield node
+        elif media_type in MANIFEST_MEDIA_TYPES or "layers" in document:
+            config = parse_descriptor(document.get("config"), where)
+            raw_layers = document.get("layers")
+            if not isinstance(raw_layers, list):
+                raise ImageError(f"{where}: manifest has no layers", hint=_DAMAGED)
+            layers = tuple(parse_descriptor(item, where) for item in raw_layers)
+            yield LayoutManifest(descriptor, media_type, data, document, parent, config, layers)
+        elif not skip_unknown:
+            raise ImageError(
+                f"{where}: unsupported media type {media_type}",
+                hint="polyarch reads OCI and Docker image indexes and manifests",
+            )
+
     def images(self, tag: str) -> tuple[LayoutImage, ...]:
         """Every image under ``tag``: one per index entry, or the one manifest it names."""
-        return tuple(self._walk(self.resolve(tag), None, depth=0))
+        found = []
+        for node in self.walk(self.resolve(tag)):
+            if node.config is None:
+                continue
+            config_bytes = self.read_blob(node.config)
+            platform = node.descriptor.platform or Platform.of_config(
+                parse_json_object(config_bytes, f"config {node.config.digest}")
+            )
+            found.append(
+                LayoutImage(
+                    platform, node.descriptor, node.data, node.config, config_bytes, node.layers
+                )
+            )
+        return tuple(found)
 
     def image(self, tag: str, system: System) -> LayoutImage:
         """The image of ``system`` under ``tag``."""
@@ -445,71 +564,36 @@ class OciLayout:
             if candidate.system == system:
                 return candidate
         raise ImageError(
-            f"{self.root}:{tag} has no image for {system.name}",
+            f"{self.name}:{tag} has no image for {system.name}",
             hint=f"build it: polyarch build NAME --system {system.name}",
         )
 
-    def _walk(
-        self, descriptor: Descriptor, platform: Platform | None, depth: int
-    ) -> Iterator[LayoutImage]:
-        if depth > 4:
-            raise ImageError(f"{self.root}: indexes nest too deep", hint="rebuild the image")
-        data = self.read_blob(descriptor)
-        document = parse_json_object(data, f"blob {descriptor.digest}")
-        where = f"{self.root} blob {descriptor.digest}"
-        if descriptor.media_type == MEDIA_TYPE_INDEX:
-            manifests = document.get("manifests")
-            if not isinstance(manifests, list):
-                raise ImageError(f"{where}: index has no manifests", hint="rebuild the image")
-            for item in manifests:
-                child = parse_descriptor(item, where)
-                yield from self._walk(child, child.platform, depth + 1)
-            return
-        if descriptor.media_type != MEDIA_TYPE_MANIFEST:
-            raise ImageError(
-                f"{where}: unsupported media type {descriptor.media_type}",
-                hint="polyarch reads OCI image indexes and manifests",
-            )
-        config = parse_descriptor(document.get("config"), where)
-        raw_layers = document.get("layers")
-        if not isinstance(raw_layers, list):
-            raise ImageError(f"{where}: manifest has no layers", hint="rebuild the image")
-        layers = tuple(parse_descriptor(item, where) for item in raw_layers)
-        config_bytes = self.read_blob(config)
-        if platform is None:
-            platform = _platform_of_config(
-                parse_json_object(config_bytes, f"config {config.digest}")
-            )
-        yield LayoutImage(platform, descriptor, data, config, config_bytes, layers)
+
+_DAMAGED = "the layout is damaged; build or copy the image again"
 
 
-def _platform_of_config(config: dict[str, Any]) -> Platform | None:
-    os_, arch, variant = config.get("os"), config.get("architecture"), config.get("variant")
-    if not isinstance(os_, str) or not isinstance(arch, str):
-        return None
-    return Platform(os_, arch, variant if isinstance(variant, str) else None)
+def read_oci_layout(path: Path, *, label: str | None = None) -> OciLayout:
+    """Open an OCI image layout: check ``oci-layout``, read the entries of ``index.json``.
 
-
-def read_oci_layout(path: Path) -> OciLayout:
-    """Open an OCI image layout: check ``oci-layout``, read the entries of ``index.json``."""
+    ``label`` is what error messages call it (default: ``path``).
+    """
+    name = label or str(path)
     try:
         marker = (path / "oci-layout").read_bytes()
         top = (path / "index.json").read_bytes()
     except OSError as exc:
         raise ImageError(
-            f"{path} is not an OCI image layout: {exc.strerror}",
-            hint="point at the oci/ directory that `polyarch build` wrote",
+            f"{name} is not an OCI image layout: {exc.strerror}",
+            hint="point at an OCI layout directory, such as the oci/ that `polyarch build` writes",
         ) from exc
-    version = parse_json_object(marker, f"{path}/oci-layout").get("imageLayoutVersion")
+    version = parse_json_object(marker, f"{name}/oci-layout").get("imageLayoutVersion")
     if version != OCI_LAYOUT_VERSION:
-        raise ImageError(
-            f"{path}: unsupported imageLayoutVersion {version!r}", hint="rebuild the image"
-        )
-    manifests = parse_json_object(top, f"{path}/index.json").get("manifests")
+        raise ImageError(f"{name}: unsupported imageLayoutVersion {version!r}", hint=_DAMAGED)
+    where = f"{name}/index.json"
+    manifests = parse_json_object(top, where).get("manifests")
     if not isinstance(manifests, list):
-        raise ImageError(f"{path}/index.json has no manifests", hint="rebuild the image")
-    where = f"{path}/index.json"
-    return OciLayout(path, tuple(parse_descriptor(m, where) for m in manifests))
+        raise ImageError(f"{where} has no manifests", hint=_DAMAGED)
+    return OciLayout(path, tuple(parse_descriptor(m, where) for m in manifests), label or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,11 +625,6 @@ def image_from_layout(layout: OciLayout, tag: str, system: System) -> Image:
         )
     layers = []
     for descriptor, diff_id in zip(found.layers, diff_ids, strict=True):
-        path = layout.blob_path(descriptor.digest)
-        if not path.is_file() or path.stat().st_size != descriptor.size:
-            raise ImageError(
-                f"layer {descriptor.digest} of {layout.root} is missing or truncated",
-                hint="rebuild the image",
-            )
+        path = layout.checked_blob(descriptor)
         layers.append(_LayoutLayer(descriptor.digest, Digest(diff_id), descriptor.size, 0, path))
     return Image(system, found.config_bytes, found.manifest_bytes, tuple(layers))

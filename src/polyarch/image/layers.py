@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from polyarch.cache import Cache
 from polyarch.debian.deb import DebContents, DebEntry
@@ -341,6 +341,50 @@ def packages_to_read(
     return needed
 
 
+@dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """A ``layers`` cache entry: the blob it names, and the rest of the layer it describes."""
+
+    digest: Digest
+    size: int
+    meta: dict[str, Any]
+
+    @property
+    def blob_key(self) -> str:
+        """The blob's key in cache kind ``blobs``."""
+        return self.digest.removeprefix("sha256:")
+
+    def layer(self, blob: Path) -> Layer:
+        """The layer, its gzip file at ``blob``; ValueError if the record lacks part of it."""
+        try:
+            return Layer(
+                digest=self.digest,
+                diff_id=Digest(self.meta["diff_id"]),
+                size=self.size,
+                uncompressed_size=int(self.meta["uncompressed_size"]),
+                blob=blob,
+                packages=tuple(self.meta["packages"]),
+                commands=tuple(self.meta["commands"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"incomplete layer record: {exc}") from None
+
+
+def read_layer_record(path: Path) -> LayerRecord | None:
+    """The layer record at ``path``; None for a generated layer that had no entries.
+
+    OSError if it cannot be read, ValueError if it is not a layer record (a
+    damaged entry: the build rebuilds it, ``cache verify`` reports it).
+    """
+    try:
+        meta = json.loads(path.read_bytes())
+        if meta.get("empty") is True:
+            return None
+        return LayerRecord(Digest(str(meta["digest"])), int(meta["size"]), meta)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a layer record: {exc}") from None
+
+
 class _Empty:
     """A cached generated layer that had no entries."""
 
@@ -350,23 +394,14 @@ def _cached(cache: Cache, key: str) -> Layer | _Empty | None:
     if path is None:
         return None
     try:
-        meta = json.loads(path.read_bytes())
-        if meta.get("empty") is True:
+        record = read_layer_record(path)
+        if record is None:
             return _Empty()
-        digest = Digest(meta["digest"])
-        blob = cache.get(BLOBS_KIND, digest.removeprefix("sha256:"))
-        if blob is None or blob.stat().st_size != meta["size"]:
+        blob = cache.get(BLOBS_KIND, record.blob_key)
+        if blob is None or blob.stat().st_size != record.size:
             return None
-        return Layer(
-            digest=digest,
-            diff_id=Digest(meta["diff_id"]),
-            size=int(meta["size"]),
-            uncompressed_size=int(meta["uncompressed_size"]),
-            blob=blob,
-            packages=tuple(meta["packages"]),
-            commands=tuple(meta["commands"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return record.layer(blob)
+    except (OSError, ValueError):
         return None  # a damaged entry is rebuilt and overwritten
 
 

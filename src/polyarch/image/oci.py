@@ -24,6 +24,11 @@ MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+# Layouts written by other tools (skopeo, docker) may hold Docker schema 2 documents.
+MEDIA_TYPE_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_TYPE_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_LIST})
+MANIFEST_MEDIA_TYPES = frozenset({MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST})
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH of every image: Debian's root PATH, the one docker's own images use."""
@@ -56,12 +61,53 @@ class LayerLike(Protocol):
     def packages(self) -> tuple[str, ...]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """An OCI platform: what a manifest in an index runs on."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def of_system(cls, system: System) -> Platform:
+        return cls(system.oci_os, system.oci_architecture, system.oci_variant)
+
+    @classmethod
+    def of_config(cls, config: Mapping[str, Any]) -> Platform | None:
+        """The platform an image config names, or None if it names no os/architecture."""
+        os_, arch, variant = config.get("os"), config.get("architecture"), config.get("variant")
+        if not isinstance(os_, str) or not isinstance(arch, str) or not os_ or not arch:
+            return None
+        return cls(os_, arch, variant if isinstance(variant, str) and variant else None)
+
+    @property
+    def system(self) -> System | None:
+        """The polyarch system of this platform, or None if polyarch has none for it."""
+        return system_for_platform(self.os, self.architecture, self.variant)
+
+    def key(self) -> tuple[str, str, str | None]:
+        """Equal for platforms that are the same (arm64 without variant is arm64/v8)."""
+        variant = self.variant
+        if self.architecture == "arm64" and variant in (None, "v8"):
+            variant = None
+        return (self.os, self.architecture, variant)
+
+    def as_json(self) -> dict[str, str]:
+        """The OCI ``platform`` object; ``variant`` only when there is one."""
+        value = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            value["variant"] = self.variant
+        return value
+
+    def __str__(self) -> str:
+        base = f"{self.os}/{self.architecture}"
+        return f"{base}/{self.variant}" if self.variant else base
+
+
 def platform_of(system: System) -> dict[str, str]:
     """The OCI ``platform`` object of a system; ``variant`` only when it has one."""
-    platform = {"architecture": system.oci_architecture, "os": system.oci_os}
-    if system.oci_variant:
-        platform["variant"] = system.oci_variant
-    return platform
+    return Platform.of_system(system).as_json()
 
 
 def history_created_by(packages: Sequence[str]) -> str:
@@ -273,24 +319,6 @@ def build_image(
 def build_index(images: Sequence[Image], annotations: Mapping[str, str] | None = None) -> bytes:
     """The image index over ``images`` (see ``image_index`` for the order)."""
     return image_index([(image.system, image.manifest) for image in images], annotations)
-
-
-@dataclass(frozen=True, slots=True)
-class Platform:
-    """An OCI platform: what a manifest in an index runs on."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @property
-    def system(self) -> System | None:
-        """The polyarch system of this platform, or None if polyarch has none for it."""
-        return system_for_platform(self.os, self.architecture, self.variant)
-
-    def __str__(self) -> str:
-        base = f"{self.os}/{self.architecture}"
-        return f"{base}/{self.variant}" if self.variant else base
 
 
 @dataclass(frozen=True, slots=True)

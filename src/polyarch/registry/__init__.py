@@ -1,11 +1,11 @@
 """Registries: references, credentials, automatic tags, reading image files, and pushing."""
 
+from polyarch.image.oci import Platform
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import Credentials, github_target, resolve_credentials
 from polyarch.registry.imports import (
     ImportedImage,
     ImportedLayer,
-    Platform,
     index_from_image_files,
     read_image_file,
     read_images,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import posixpath
 import shutil
 import tarfile
@@ -25,47 +24,30 @@ from typing import Any
 
 from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_digest, sha256_file
 from polyarch.errors import ImageError
-from polyarch.image.archive import OCI_LAYOUT_VERSION, publish_outputs
+from polyarch.files import atomic_copy, atomic_write
+from polyarch.image.archive import (
+    OCI_LAYOUT_VERSION,
+    LayoutManifest,
+    OciLayout,
+    blob_path,
+    publish_outputs,
+    read_oci_layout,
+)
+from polyarch.image.oci import Platform
 from polyarch.registry.layout import (
     DOCKER_LAYER,
     DOCKER_LAYER_GZIP,
-    INDEX_TYPES,
-    MANIFEST_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER,
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
     REF_NAME,
-    blob_path,
 )
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _TO_OCI_LAYER = {DOCKER_LAYER: OCI_LAYER, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
-
-
-@dataclass(frozen=True, slots=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def key(self) -> tuple[str, str, str | None]:
-        """Equal for platforms that are the same (arm64 without variant is arm64/v8)."""
-        variant = self.variant
-        if self.architecture == "arm64" and variant in (None, "v8"):
-            variant = None
-        return (self.os, self.architecture, variant)
-
-    def as_json(self) -> dict[str, str]:
-        value = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            value["variant"] = self.variant
-        return value
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,16 +194,13 @@ def _load_json(data: bytes, what: str) -> Any:
 
 def _platform(config: bytes, source: Path) -> Platform:
     doc = _load_json(config, f"the image config in {source}")
-    if not isinstance(doc, dict):
-        doc = {}
-    arch, os_name = doc.get("architecture"), doc.get("os")
-    if not isinstance(arch, str) or not isinstance(os_name, str) or not arch or not os_name:
+    platform = Platform.of_config(doc) if isinstance(doc, dict) else None
+    if platform is None:
         raise ImageError(
             f"the image config in {source} names no architecture/os",
             hint="rebuild it with a platform, e.g. dockerTools' `architecture`",
         )
-    variant = doc.get("variant")
-    return Platform(os_name, arch, variant if isinstance(variant, str) and variant else None)
+    return platform
 
 
 def _diff_ids(config: bytes, source: Path) -> list[str]:
@@ -235,10 +214,7 @@ def _store(store: Path, data: bytes) -> tuple[Digest, Path]:
     final = blob_path(store, digest)
     if not final.exists():
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, final)
+        atomic_write(final, data)
     return digest, final
 
 
@@ -308,82 +284,45 @@ def _read_oci_archive(
     return _read_oci_layout(root, source, store)
 
 
-def _read_oci_layout(layout: Path, source: Path, store: Path) -> list[ImportedImage]:
-    index_path = layout / "index.json"
-    try:
-        top = _load_json(index_path.read_bytes(), f"index.json of {source}")
-    except FileNotFoundError:
-        raise ImageError(
-            f"{source} is not an OCI layout (no index.json)", hint="check the path"
-        ) from None
+def _read_oci_layout(path: Path, source: Path, store: Path) -> list[ImportedImage]:
+    layout = read_oci_layout(path, label=str(source))
     images: list[ImportedImage] = []
-    seen: set[str] = set()
-    for desc in top.get("manifests", []) if isinstance(top, dict) else []:
-        _collect(layout, source, desc, store, images, seen, None)
+    seen: set[Digest] = set()
+    for entry in layout.entries:
+        # Documents of other kinds (signatures, attestations as artifacts) are not images.
+        for node in layout.walk(entry, skip_unknown=True):
+            if node.config is not None and node.digest not in seen:
+                seen.add(node.digest)
+                images.append(_import_manifest(layout, node, source, store))
     if not images:
         raise ImageError(f"{source} holds no image manifest", hint="check the image file")
     return images
 
 
-def _read_blob(layout: Path, source: Path, digest: str) -> bytes:
-    try:
-        data = blob_path(layout, digest).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{source} lacks blob {digest}", hint="copy the image again") from None
-    if sha256_digest(data) != digest:
-        raise ImageError(f"blob {digest} in {source} is corrupt", hint="copy the image again")
-    return data
-
-
-def _collect(
-    layout: Path,
-    source: Path,
-    desc: dict[str, Any],
-    store: Path,
-    images: list[ImportedImage],
-    seen: set[str],
-    annotations: dict[str, str] | None,
-) -> None:
-    digest = str(desc.get("digest", ""))
-    if digest in seen:
-        return
-    seen.add(digest)
-    doc = _load_json(_read_blob(layout, source, digest), f"manifest {digest} in {source}")
-    media_type = doc.get("mediaType") or desc.get("mediaType")
-    if media_type in INDEX_TYPES or "manifests" in doc:
-        for child in doc.get("manifests", []):
-            _collect(layout, source, child, store, images, seen, doc.get("annotations"))
-        return
-    if media_type not in MANIFEST_TYPES and "layers" not in doc:
-        return
-    config = _read_blob(layout, source, doc["config"]["digest"])
+def _import_manifest(
+    layout: OciLayout, node: LayoutManifest, source: Path, store: Path
+) -> ImportedImage:
+    assert node.config is not None
+    config = layout.read_blob(node.config)
     diff_ids = _diff_ids(config, source)
-    if len(diff_ids) != len(doc.get("layers", [])):
-        raise ImageError(f"manifest {digest} in {source} and its config disagree on the layers")
+    if len(diff_ids) != len(node.layers):
+        raise ImageError(
+            f"manifest {node.digest} in {source} and its config disagree on the layers"
+        )
     layers = []
-    for layer, diff_id in zip(doc.get("layers", []), diff_ids, strict=True):
-        layer_type = _TO_OCI_LAYER.get(layer["mediaType"], layer["mediaType"])
-        src = blob_path(layout, layer["digest"])
-        if not src.is_file():
-            raise ImageError(f"{source} lacks layer {layer['digest']}", hint="copy the image again")
-        dest = blob_path(store, layer["digest"])
+    for layer, diff_id in zip(node.layers, diff_ids, strict=True):
+        src = layout.checked_blob(layer)
+        dest = blob_path(store, layer.digest)
         if not dest.exists():
-            if sha256_file(src) != layer["digest"]:
-                raise ImageError(f"layer {layer['digest']} in {source} is corrupt")
+            if sha256_file(src) != layer.digest:
+                raise ImageError(f"layer {layer.digest} in {source} is corrupt")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        layers.append(
-            ImportedLayer(
-                layer_type, Digest(layer["digest"]), int(layer["size"]), Digest(diff_id), dest
-            )
-        )
-    images.append(
-        ImportedImage(
-            source, _platform(config, source), config, tuple(layers), dict(annotations or {})
-        )
+            atomic_copy(src, dest)
+        layer_type = _TO_OCI_LAYER.get(layer.media_type, layer.media_type)
+        layers.append(ImportedLayer(layer_type, layer.digest, layer.size, Digest(diff_id), dest))
+    index_annotations = node.parent.document.get("annotations") if node.parent else None
+    return ImportedImage(
+        source, _platform(config, source), config, tuple(layers), dict(index_annotations or {})
     )
 
 

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
+from polyarch.image.archive import read_oci_layout
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_DOCKER_LIST,
+    MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_INDEX,
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_MANIFEST,
-    parse_json_object,
 )
 
 # The OCI names are image.oci's; the short names pair them with their Docker twins.
@@ -32,16 +34,13 @@ OCI_LAYER_GZIP = MEDIA_TYPE_LAYER_GZIP
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_FOREIGN_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = MEDIA_TYPE_DOCKER_LIST
+DOCKER_MANIFEST = MEDIA_TYPE_DOCKER_MANIFEST
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 REF_NAME = ANNOTATION_REF_NAME
-
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
 Format = Literal["oci", "docker"]
 
@@ -88,94 +87,32 @@ class PushPlan:
         return self.manifests[-1]
 
 
-def blob_path(layout: Path, digest: str) -> Path:
-    algorithm, _, hexpart = digest.partition(":")
-    if (
-        algorithm != "sha256"
-        or len(hexpart) != 64
-        or not all(c in "0123456789abcdef" for c in hexpart)
-    ):
-        raise ImageError(f"unsupported or malformed digest {digest!r} in {layout}")
-    return layout / "blobs" / algorithm / hexpart
-
-
 def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
     """What pushing ``layout`` sends. ``tag`` picks an index.json entry by ref name.
 
     Manifests are read and their digests verified here; large blobs are checked
     for existence and size here and hashed while they are sent.
     """
-    index_json = layout / "index.json"
-    try:
-        top = parse_json_object(index_json.read_bytes(), f"{index_json}")
-    except FileNotFoundError:
-        raise ImageError(
-            f"{layout} is not an OCI image layout (no index.json)", hint="build it first"
-        ) from None
-    entries = [e for e in top.get("manifests", []) if isinstance(e, dict)]
+    opened = read_oci_layout(layout)
+    entries = list(opened.entries)
     if tag is not None:
-        named = [e for e in entries if e.get("annotations", {}).get(REF_NAME) == tag]
-        entries = named or entries
+        entries = [e for e in entries if e.annotation(REF_NAME) == tag] or entries
     if len(entries) != 1:
-        names = sorted(str(e.get("annotations", {}).get(REF_NAME)) for e in entries)
+        names = sorted(str(e.annotation(REF_NAME)) for e in entries)
         raise ImageError(
-            f"{index_json} has {len(entries)} entries, expected one",
+            f"{layout}/index.json has {len(entries)} entries, expected one",
             hint=f"name the tag to push; entries: {', '.join(names) or 'none'}",
         )
     entry = entries[0]
-    blobs: dict[str, Blob] = {}
-    manifests: dict[str, Manifest] = {}
-    _walk(layout, entry, blobs, manifests)
-    ref_name = entry.get("annotations", {}).get(REF_NAME)
-    return PushPlan(tuple(blobs.values()), tuple(manifests.values()), ref_name)
-
-
-def _descriptor(d: Any, where: str) -> tuple[Digest, int, str]:
-    if (
-        not isinstance(d, dict)
-        or not isinstance(d.get("digest"), str)
-        or not isinstance(d.get("size"), int)
-    ):
-        raise ImageError(f"malformed descriptor in {where}", hint="rebuild the image")
-    return Digest(d["digest"]), d["size"], str(d.get("mediaType", ""))
-
-
-def _walk(
-    layout: Path, desc: dict[str, Any], blobs: dict[str, Blob], manifests: dict[str, Manifest]
-) -> None:
-    digest, size, media_type = _descriptor(desc, str(layout / "index.json"))
-    if digest in manifests:
-        return
-    path = blob_path(layout, digest)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(
-            f"{layout} lacks manifest blob {digest}", hint="rebuild the image"
-        ) from None
-    if len(data) != size or sha256_digest(data) != digest:
-        raise ImageError(f"manifest blob {digest} in {layout} is corrupt", hint="rebuild the image")
-    doc = parse_json_object(data, f"manifest {digest}")
-    media_type = str(doc.get("mediaType") or media_type)
-    if media_type in INDEX_TYPES or "manifests" in doc:
-        for child in doc.get("manifests", []):
-            _walk(layout, child, blobs, manifests)
-    elif media_type in MANIFEST_TYPES or "layers" in doc:
-        for d in [doc.get("config"), *doc.get("layers", [])]:
-            bd, bsize, btype = _descriptor(d, f"manifest {digest}")
-            bpath = blob_path(layout, bd)
-            try:
-                actual = bpath.stat().st_size
-            except FileNotFoundError:
-                raise ImageError(f"{layout} lacks blob {bd}", hint="rebuild the image") from None
-            if actual != bsize:
-                raise ImageError(
-                    f"blob {bd} in {layout} has the wrong size", hint="rebuild the image"
-                )
-            blobs.setdefault(bd, Blob(bd, bsize, btype, bpath))
-    else:
-        raise ImageError(f"{digest} in {layout} is neither an index nor a manifest ({media_type})")
-    manifests[digest] = Manifest(digest, media_type, data)
+    blobs: dict[Digest, Blob] = {}
+    manifests: dict[Digest, Manifest] = {}
+    for node in opened.walk(entry):
+        if node.config is not None:
+            for d in (node.config, *node.layers):
+                if d.digest not in blobs:
+                    blobs[d.digest] = Blob(d.digest, d.size, d.media_type, opened.checked_blob(d))
+        manifests.setdefault(node.digest, Manifest(node.digest, node.media_type, node.data))
+    return PushPlan(tuple(blobs.values()), tuple(manifests.values()), entry.annotation(REF_NAME))
 
 
 def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:

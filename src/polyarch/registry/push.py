@@ -14,8 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import httpx
 from polyarch.cache import REGISTRY_RECORDS_KIND, default_cache_dir
 from polyarch.determinism import Digest, canonical_json
 from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
+from polyarch.files import atomic_write
 from polyarch.image.oci import TAG_PATTERN
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.registry.client import RegistryClient, RetryableError, registry_message
@@ -111,10 +110,7 @@ class BlobRecord:
                     merged[digest] = list(dict.fromkeys([*repos, *merged.get(digest, [])]))[
                         : self.MAX_REPOS
                     ]
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(canonical_json(merged))
-                os.replace(tmp, self.path)
+                atomic_write(self.path, canonical_json(merged))
         except (OSError, filelock.Timeout):
             # Losing the hint only costs a future upload instead of a mount.
             return

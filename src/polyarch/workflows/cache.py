@@ -40,6 +40,7 @@ from polyarch.errors import IntegrityError, RegistryError, UsageError
 from polyarch.image.archive import OCI_LAYOUT_VERSION
 from polyarch.image.layers import BLOBS_KIND as BLOBS
 from polyarch.image.layers import LAYERS_KIND as LAYERS
+from polyarch.image.layers import read_layer_record
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_INDEX,
@@ -192,21 +193,18 @@ def _check_entry(cache: Cache, kind: str, key: str, path: Path, bad_blobs: set[s
         return "" if actual == key else f"content hashes to {actual}"
     if kind == LAYERS:
         try:
-            meta = json.loads(path.read_bytes())
-            if meta.get("empty") is True:
-                return ""
-            digest = str(meta["digest"])
-            size = int(meta["size"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+            record = read_layer_record(path)
+        except ValueError:
             return "not a layer record"
-        blob_key = digest.removeprefix("sha256:")
-        blob = cache.path(BLOBS, blob_key)
-        if blob_key in bad_blobs:
-            return f"its blob {digest} is damaged"
+        if record is None:
+            return ""
+        blob = cache.path(BLOBS, record.blob_key)
+        if record.blob_key in bad_blobs:
+            return f"its blob {record.digest} is damaged"
         if not blob.is_file():
-            return f"its blob {digest} is missing"
-        if blob.stat().st_size != size:
-            return f"its blob {digest} has the wrong size"
+            return f"its blob {record.digest} is missing"
+        if blob.stat().st_size != record.size:
+            return f"its blob {record.digest} has the wrong size"
         return ""
     if kind == INDEXES:
         if _other_format(key):
@@ -297,12 +295,10 @@ def _other_format(index_key: str) -> bool:
 
 def _dangling_layer(cache: Cache, path: Path) -> bool:
     try:
-        meta = json.loads(path.read_bytes())
-        if meta.get("empty") is True:
-            return False
-        return not cache.path(BLOBS, str(meta["digest"]).removeprefix("sha256:")).is_file()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        record = read_layer_record(path)
+    except (OSError, ValueError):
         return True
+    return record is not None and not cache.path(BLOBS, record.blob_key).is_file()
 
 
 def _remove_orphan_locks(cache: Cache, now: float) -> None:

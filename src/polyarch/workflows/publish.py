@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from polyarch import cmd
 from polyarch.config import Container
 from polyarch.determinism import Digest, canonical_json, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ConfigError, ImageError, PolyarchError, UsageError
+from polyarch.files import link_or_copy
 from polyarch.image.archive import publish_outputs, read_oci_layout
 from polyarch.image.oci import (
     ANNOTATION_CREATED,
@@ -475,20 +475,13 @@ def annotate_layout(
         blobs.mkdir(parents=True)
         for blob in (source / "blobs" / "sha256").iterdir():
             if blob.name != entry.digest.removeprefix("sha256:"):
-                _link_or_copy(blob, blobs / blob.name)
+                link_or_copy(blob, blobs / blob.name)
         (blobs / digest.removeprefix("sha256:")).write_bytes(index)
         (work / "oci-layout").write_bytes((source / "oci-layout").read_bytes())
         (work / "index.json").write_bytes(canonical_json(top))
 
     publish_outputs(dest.parent, dest.name, write)
     return digest
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _describe(layout_path: Path, digest: Digest, build: BuildResult | None) -> IndexLayout:

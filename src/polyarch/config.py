@@ -8,6 +8,7 @@ file so every message names file, line and key.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -144,8 +145,6 @@ class Config:
         for c in self.containers:
             if c.name == name:
                 return c
-        import difflib
-
         names = [c.name for c in self.containers]
         near = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"defined: {', '.join(names) or 'none'}"
@@ -230,7 +229,7 @@ def _apply_defaults(
     max_layers = _pick(spec.max_layers, d.max_layers, DEFAULT_MAX_LAYERS)
     if not 2 <= max_layers <= 127:
         line = _line_of(text, ("containers", name, "max_layers"))
-        raise ConfigError(f"{path}:{line}: max_layers must be between 2 and 127")
+        raise ConfigError(f"{path}:{line}: containers.{name}.max_layers: must be between 2 and 127")
     if spec.expect is not None:
         try:
             re.compile(spec.expect)
@@ -268,6 +267,14 @@ def _apply_defaults(
 
 
 # --- error locations -------------------------------------------------------
+
+_KNOWN_KEYS = sorted(
+    {
+        name
+        for struct in (_File, RepositoryConfig, RegistryConfig, DefaultsConfig, ContainerSpec)
+        for name in struct.__struct_fields__
+    }
+)
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
@@ -324,7 +331,8 @@ def _located(path: Path, text: str, msgspec_message: str, where: tuple[str, ...]
     unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
     if unknown:
         keys.append(unknown.group(1))
-        what = "unknown key"
+        near = difflib.get_close_matches(unknown.group(1), _KNOWN_KEYS, n=1)
+        what = f"unknown key (did you mean {near[0]!r}?)" if near else "unknown key"
     dotted = ".".join(keys) or "(top level)"
     line = _line_of(text, tuple(keys))
     return f"{path}:{line}: {dotted}: {what}"

@@ -72,12 +72,19 @@ class ConsoleProgress:
             self.console.print(message, soft_wrap=True)
 
 
+class _Stdout(Console):
+    """stdout whose closed pipe ends the command like any other (exit 141, in cli.main)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table on stdout; plain aligned text when stdout is not a terminal."""
-    console = Console(highlight=False)
+    console = _Stdout(highlight=False)
     if not console.is_terminal:
         # In a pipe, never wrap: one row per line, whatever the width.
-        console = Console(highlight=False, width=max(200, console.width), no_color=True)
+        console = _Stdout(highlight=False, width=max(200, console.width), no_color=True)
     table = Table(title=title, title_justify="left")
     for c in columns:
         table.add_column(c, overflow="fold")

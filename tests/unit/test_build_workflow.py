@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -290,3 +291,35 @@ def test_a_package_missing_on_one_system_names_that_system(
     )
     assert code == ResolveError.exit_code
     assert "not available for aarch64-linux (arm64); it exists for x86_64-linux" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(project: Path, tmp_path: Path) -> None:
+    # `polyarch resolve --json | head`: the reader goes away before the output is written.
+    import subprocess
+    import sys
+
+    for extra in (["--json"], []):
+        reader, writer = os.pipe()
+        os.close(reader)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "polyarch",
+                "-f",
+                str(project),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "resolve",
+                "hello",
+                "--all-systems",
+                *extra,
+            ],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        os.close(writer)
+        assert done.returncode == 141, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr == ""

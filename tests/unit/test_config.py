@@ -63,6 +63,7 @@ def test_config_values_are_immutable() -> None:
 def test_unknown_key_names_file_line_and_key() -> None:
     message = error_of('[containers.fd]\npackage = "fd-find"\ncomand = "fdfind"\n')
     assert message.startswith("containers.toml:3: containers.fd.comand: unknown key")
+    assert "did you mean 'command'?" in message
 
 
 def test_wrong_type_names_the_key_and_line() -> None:

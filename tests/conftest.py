@@ -8,6 +8,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The machines are shared and noisy: a property is about results, never about
+# how long one example took.
+settings.register_profile("polyarch", deadline=None)
+settings.load_profile("polyarch")
 
 sys.path.insert(0, str(Path(__file__).parent))
 

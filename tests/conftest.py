@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# The machines are shared and noisy: a property is about results, never about
-# how long one example took.
-settings.register_profile("polyarch", deadline=None)
-settings.load_profile("polyarch")
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 from debrepo import DebSpec, TestKey, TestRepo, serve
 from engine_fixtures import docker_engine, emulation_ready, engine, podman_engine
 
 __all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
+
+# The machines are shared and noisy: a property is about results, never about
+# how long one example took.
+settings.register_profile("polyarch", deadline=None)
+settings.load_profile("polyarch")
 
 
 @pytest.fixture(scope="session")

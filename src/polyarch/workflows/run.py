@@ -19,7 +19,7 @@ from pathlib import Path
 
 from polyarch.config import Container
 from polyarch.emulation import require_runnable, runs_natively
-from polyarch.engine import Engine
+from polyarch.engine import Engine, RunResult
 from polyarch.errors import ContainerTestError, ImageError
 from polyarch.image.archive import image_from_layout, read_oci_layout, write_docker_archive
 from polyarch.platforms import System, native_system
@@ -122,24 +122,17 @@ def run_smoke_test(
 
 def _smoke(engine: Engine, container: Container, reference: str, platform: str | None) -> Check:
     args = list(container.test)
-    name = " ".join([container.command, *args])
     result = engine.run(reference, args, platform=platform, timeout=TEST_TIMEOUT_SECONDS)
-    if result.exit_code != 0:
-        return Check(name, result.command, result.exit_code, result.output, False, "non-zero exit")
-    if container.expect is not None and not re.search(container.expect, result.output, re.M):
-        return Check(
-            name,
-            result.command,
-            result.exit_code,
-            result.output,
-            False,
-            f"output does not match expect = {container.expect!r}",
-        )
-    return Check(name, result.command, result.exit_code, result.output, True, "")
+    expect = container.expect
+    return _judge(
+        " ".join([container.command, *args]),
+        result,
+        expect is None or re.search(expect, result.output, re.M) is not None,
+        f"output does not match expect = {expect!r}",
+    )
 
 
 def _shell(engine: Engine, reference: str, platform: str | None) -> Check:
-    name = "bash -c (coreutils check)"
     result = engine.run(
         reference,
         ["-c", SHELL_CHECK],
@@ -147,18 +140,23 @@ def _shell(engine: Engine, reference: str, platform: str | None) -> Check:
         platform=platform,
         timeout=TEST_TIMEOUT_SECONDS,
     )
+    return _judge(
+        "bash -c (coreutils check)",
+        result,
+        SHELL_EXPECT in result.output,
+        f"no {SHELL_EXPECT} in output",
+    )
+
+
+def _judge(name: str, result: RunResult, output_ok: bool, output_problem: str) -> Check:
+    """A check passes when the command exits 0 and its output is as expected."""
     if result.exit_code != 0:
-        return Check(name, result.command, result.exit_code, result.output, False, "non-zero exit")
-    if SHELL_EXPECT not in result.output:
-        return Check(
-            name,
-            result.command,
-            result.exit_code,
-            result.output,
-            False,
-            f"no {SHELL_EXPECT} in output",
-        )
-    return Check(name, result.command, result.exit_code, result.output, True, "")
+        reason = "non-zero exit"
+    elif not output_ok:
+        reason = output_problem
+    else:
+        reason = ""
+    return Check(name, result.command, result.exit_code, result.output, not reason, reason)
 
 
 def run_smoke_tests(

@@ -168,7 +168,7 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 def debian_mirror(suite: str = "bookworm") -> str:
     """The Debian mirror of this host's apt sources (read at run time, never written down)."""
     from polyarch.config import RepositoryConfig
-    from polyarch.debian.repository import find_source
+    from polyarch.debian.sources import find_source
 
     return find_source(RepositoryConfig(suite=suite)).url
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,8 +35,32 @@ import platformdirs
 from polyarch.errors import CacheError
 
 ENV_VAR = "POLYARCH_CACHE_DIR"
-REGISTRY_RECORDS_KIND = "registry-blobs"
-"""Where each registry is known to hold which blob (for cross-repository mounts)."""
+
+
+class Kind(StrEnum):
+    """The kinds of entries, each a directory of the cache; in the order verify and push visit them."""
+
+    DEBS = "debs"
+    """Downloaded .debs; key: the .deb's SHA256."""
+    BLOBS = "blobs"
+    """gzip layer blobs; key: their SHA256."""
+    LAYERS = "layers"
+    """Layer records (JSON naming a blob); key: the hash of the layer's inputs."""
+    INDEXES = "indexes"
+    """Parsed Packages indexes; key: the signed index file's SHA256 + record layout."""
+
+    @property
+    def content_addressed(self) -> bool:
+        """The key is the SHA256 of the entry's bytes (else a hash of what made it)."""
+        return self in (Kind.DEBS, Kind.BLOBS)
+
+
+KEY_PATTERN = re.compile(r"[0-9a-f]{64}(?:-[0-9a-f]{8})?")
+"""What a cache key looks like; nothing else may become a file name in the cache."""
+
+
+REGISTRY_RECORDS_DIR = "registry-blobs"
+"""Where each registry is known to hold which blob (mount hints); not a kind of entry."""
 LOCKS_DIR = "locks"
 """Holds the lock files of ``Cache.lock``; not a kind of entry."""
 TMP_SUFFIX = ".tmp"
@@ -51,16 +77,16 @@ def default_cache_dir() -> Path:
 
 
 class Cache:
-    """A directory of kinds (``debs``, ``indexes``, ``layers``, ...), each a flat key → file map."""
+    """A directory per ``Kind``, each a flat key → file map (sharded by the key's first two chars)."""
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def path(self, kind: str, key: str) -> Path:
+    def path(self, kind: Kind, key: str) -> Path:
         """Where the entry would live; it may not exist."""
         return self.root / kind / key[:2] / key
 
-    def get(self, kind: str, key: str) -> Path | None:
+    def get(self, kind: Kind, key: str) -> Path | None:
         """The entry's path if it exists (and mark it used), else None."""
         p = self.path(kind, key)
         try:
@@ -77,7 +103,7 @@ class Cache:
         return p
 
     @contextmanager
-    def lock(self, kind: str, key: str) -> Iterator[None]:
+    def lock(self, kind: Kind, key: str) -> Iterator[None]:
         """Hold the producer lock of one entry (blocks while another process holds it)."""
         path = self.root / LOCKS_DIR / kind / f"{key}.lock"
         try:
@@ -94,18 +120,11 @@ class Cache:
         finally:
             lock.release()
 
-    def kinds(self) -> list[str]:
-        """The kinds present in the cache, sorted."""
-        try:
-            return sorted(
-                p.name
-                for p in self.root.iterdir()
-                if p.is_dir() and p.name != LOCKS_DIR and not p.name.startswith(".")
-            )
-        except OSError:
-            return []
+    def kinds(self) -> list[Kind]:
+        """The kinds present in the cache."""
+        return [kind for kind in Kind if (self.root / kind).is_dir()]
 
-    def entries(self, kind: str) -> Iterator[tuple[str, Path]]:
+    def entries(self, kind: Kind) -> Iterator[tuple[str, Path]]:
         """Every (key, path) of ``kind``, in no particular order; temporary files excluded."""
         base = self.root / kind
         try:
@@ -127,7 +146,7 @@ class Cache:
             yield from (self.root / kind).glob(f"*/.*{TMP_SUFFIX}")
 
     @contextmanager
-    def writer(self, kind: str, key: str) -> Iterator[BinaryIO]:
+    def writer(self, kind: Kind, key: str) -> Iterator[BinaryIO]:
         """Open a temporary file; on a clean exit it becomes the entry, else it vanishes."""
         final = self.path(kind, key)
         try:
@@ -146,12 +165,12 @@ class Cache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put(self, kind: str, key: str, data: bytes) -> Path:
+    def put(self, kind: Kind, key: str, data: bytes) -> Path:
         """Write ``data`` as the entry (atomically); return its path."""
         with self.writer(kind, key) as f:
             f.write(data)
         return self.path(kind, key)
 
-    def discard(self, kind: str, key: str) -> None:
+    def discard(self, kind: Kind, key: str) -> None:
         """Remove the entry if it is there."""
         self.path(kind, key).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 import zlib
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from typing import Any, NewType
 
 Digest = NewType("Digest", str)
 """An OCI digest: ``sha256:<64 hex>``."""
+DIGEST_PATTERN = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
+"""The only digests polyarch accepts from anywhere (a file name is made of the hex)."""
 
 DEFAULT_EPOCH = 0
 """Used when SOURCE_DATE_EPOCH is unset: 1970-01-01T00:00:00Z, as Nix and apko do."""

@@ -10,13 +10,13 @@ registration lines in /usr/lib/binfmt.d; ``install_handlers`` writes them with F
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from polyarch import cmd
-from polyarch.errors import EmulationError, PolyarchError, ToolMissingError
-from polyarch.platforms import SYSTEMS, System, native_system
+from polyarch.errors import EmulationError, ToolMissingError
+from polyarch.platforms import System, native_system
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF_DIR = Path("/usr/lib/binfmt.d")
@@ -48,23 +48,6 @@ class HandlerStatus:
     def runnable(self) -> bool:
         """Images of this system run here, also inside containers."""
         return self.native or (self.registered and self.enabled and self.fix_binary)
-
-
-@dataclass(frozen=True)
-class DoctorRow:
-    """One line of ``polyarch doctor``: can this system's images run here, and if not, why."""
-
-    system: System
-    can_run: bool
-    engine: str | None
-    """The engine that would run the images (``docker (unix:///…)``), None when there is none."""
-    engine_ok: bool
-    handler: str
-    """``native``, the interpreter of the registered handler, or what is missing."""
-    fix_binary: bool | None
-    """The handler's F flag; None for native systems and missing handlers."""
-    advice: str | None
-    """What to do when ``can_run`` is false: the engine's problem, then emulation's, joined by "; "."""
 
 
 def runs_natively(system: System, native: System | None = None) -> bool:
@@ -111,7 +94,7 @@ def require_runnable(
 ) -> HandlerStatus:
     """Return the status when ``system``'s images can run here; else EmulationError saying what to do."""
     status = handler_status(system, binfmt_dir=binfmt_dir, native=native, handler=handler)
-    problem = _problem(status, binfmt_dir)
+    problem = emulation_problem(status, binfmt_dir)
     if problem is not None:
         raise problem
     return status
@@ -202,52 +185,9 @@ def unregister_handler(name: str, *, binfmt_dir: Path = BINFMT_DIR) -> bool:
     return True
 
 
-def diagnose(
-    systems: Sequence[System] | None = None,
-    *,
-    preferred_engine: str | None = None,
-    binfmt_dir: Path = BINFMT_DIR,
-    native: System | None = None,
-) -> list[DoctorRow]:
-    """Per system: can its images run here (engine answering, binfmt handler, F flag), and advice."""
-    from polyarch.engine import (
-        detect_engine,
-    )  # engine detection runs programs; only doctor needs it
-
-    engine: str | None
-    engine_problem: PolyarchError | None = None
-    try:
-        engine = detect_engine(preferred_engine).describe()
-    except PolyarchError as error:
-        engine, engine_problem = None, error
-    rows: list[DoctorRow] = []
-    for system in systems or SYSTEMS:
-        status = handler_status(system, binfmt_dir=binfmt_dir, native=native)
-        problem = _problem(status, binfmt_dir)
-        if status.native:
-            handler = "native"
-        elif status.registered:
-            handler = status.interpreter or status.handler
-        elif not status.binfmt_mounted:
-            handler = "binfmt_misc not mounted"
-        else:
-            handler = "no handler"
-        advice = "; ".join(str(p) for p in (engine_problem, problem) if p is not None)
-        rows.append(
-            DoctorRow(
-                system=system,
-                can_run=engine_problem is None and problem is None,
-                engine=engine,
-                engine_ok=engine_problem is None,
-                handler=handler,
-                fix_binary=None if status.native or not status.registered else status.fix_binary,
-                advice=advice or None,
-            )
-        )
-    return rows
-
-
-def _problem(status: HandlerStatus, binfmt_dir: Path) -> EmulationError | None:
+def emulation_problem(
+    status: HandlerStatus, binfmt_dir: Path = BINFMT_DIR
+) -> EmulationError | None:
     """Why ``status.system`` cannot run here, most fundamental cause first; None if it can."""
     if status.native or status.runnable:
         return None
@@ -347,9 +287,8 @@ def _write(path: Path, text: str) -> None:
 __all__ = [
     "BINFMT_CONF_DIR",
     "BINFMT_DIR",
-    "DoctorRow",
     "HandlerStatus",
-    "diagnose",
+    "emulation_problem",
     "handler_status",
     "install_handlers",
     "register_handler",

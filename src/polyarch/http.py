@@ -1,13 +1,14 @@
 """HTTP for talking to a Debian mirror: one client setup, retries with backoff.
 
-Transient failures (connection errors, timeouts, 408, 429, 5xx) are retried
-with exponential backoff; every other answer (200, 404, 403, ...) is returned
-to the caller, who knows what a missing file means. A mirror that cannot be
+Transient failures (connection errors, timeouts, the statuses of
+``polyarch.retry``) are retried with its policy; every other answer (200,
+404, 403, ...) is returned to the caller, who knows what a missing file means. A mirror that cannot be
 reached at all becomes a ``MirrorError`` naming the URL.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,44 +18,42 @@ from importlib.metadata import version as _dist_version
 import httpx
 
 from polyarch.errors import MirrorError
+from polyarch.retry import MIRROR_POLICY, RetryPolicy, is_transient, retry_after
 
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_ATTEMPTS = 4
-BASE_DELAY = 0.5
-"""Seconds before the first retry; doubled each time. Tests set it near zero."""
-MAX_RETRY_AFTER = 60.0
-"""A server's Retry-After is honoured up to this many seconds."""
-RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+CONNECT_TIMEOUT = 30.0
 UNREACHABLE_HINT = "check [repository] url in containers.toml, or the network"
+POLICY: RetryPolicy = MIRROR_POLICY
+"""The policy mirror requests use; tests replace it with one that does not wait."""
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
+    """``polyarch/VERSION``: how polyarch names itself to mirrors and registries."""
     try:
         return f"polyarch/{_dist_version('polyarch')}"
     except PackageNotFoundError:
         return "polyarch"
 
 
-def new_client(timeout: float = DEFAULT_TIMEOUT) -> httpx.Client:
-    """An ``httpx.Client`` that follows redirects and names itself polyarch.
-
-    It is safe to share between threads (``fetch_debs`` does).
-    """
+def new_client(
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.BaseTransport | None = None,
+    follow_redirects: bool = True,
+) -> httpx.Client:
+    """An ``httpx.Client`` that names itself polyarch (safe to share between threads)."""
     return httpx.Client(
-        follow_redirects=True,
-        timeout=httpx.Timeout(timeout),
-        headers={"User-Agent": _user_agent()},
+        follow_redirects=follow_redirects,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+        headers={"User-Agent": user_agent()},
+        verify=verify,
+        transport=transport,
     )
 
 
-def _delay(attempt: int, base_delay: float | None, response: httpx.Response | None) -> float:
-    base = BASE_DELAY if base_delay is None else base_delay
-    delay: float = base * 2.0**attempt
-    if response is not None and base > 0:
-        retry_after = response.headers.get("Retry-After", "")
-        if retry_after.isdigit():
-            delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER))
-    return delay
+def _delay(attempt: int, response: httpx.Response | None) -> float:
+    return POLICY.delay(attempt, retry_after(response.headers) if response is not None else None)
 
 
 def unreachable(url: str, exc: httpx.TransportError) -> MirrorError:
@@ -72,15 +71,15 @@ def get_with_retries(
     client: httpx.Client,
     url: str,
     *,
-    attempts: int = DEFAULT_ATTEMPTS,
-    base_delay: float | None = None,
+    attempts: int | None = None,
 ) -> httpx.Response:
     """GET ``url`` with its body read, retrying transient failures.
 
     Returns the last response whatever its status (a 503 after ``attempts``
     tries, a 404 at once); raises ``MirrorError`` if no answer ever came.
-    ``base_delay`` defaults to the module's ``BASE_DELAY`` at call time.
+    ``attempts`` defaults to the policy's.
     """
+    attempts = attempts or POLICY.attempts
     for attempt in range(attempts):
         last = attempt + 1 == attempts
         try:
@@ -88,11 +87,11 @@ def get_with_retries(
         except httpx.TransportError as exc:
             if last:
                 raise unreachable(url, exc) from exc
-            time.sleep(_delay(attempt, base_delay, None))
+            time.sleep(_delay(attempt, None))
             continue
-        if response.status_code not in RETRY_STATUSES or last:
+        if not is_transient(response.status_code) or last:
             return response
-        time.sleep(_delay(attempt, base_delay, response))
+        time.sleep(_delay(attempt, response))
     raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
@@ -101,14 +100,14 @@ def stream_with_retries(
     client: httpx.Client,
     url: str,
     *,
-    attempts: int = DEFAULT_ATTEMPTS,
-    base_delay: float | None = None,
+    attempts: int | None = None,
 ) -> Iterator[httpx.Response]:
     """Like ``get_with_retries`` but yields a response whose body is not read yet.
 
     Retries cover getting the response headers; a failure while reading the
     body is the caller's to retry (it alone knows what it already wrote).
     """
+    attempts = attempts or POLICY.attempts
     for attempt in range(attempts):
         last = attempt + 1 == attempts
         with ExitStack() as stack:
@@ -117,10 +116,10 @@ def stream_with_retries(
             except httpx.TransportError as exc:
                 if last:
                     raise unreachable(url, exc) from exc
-                time.sleep(_delay(attempt, base_delay, None))
+                time.sleep(_delay(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
-                delay = _delay(attempt, base_delay, response)
+            if is_transient(response.status_code) and not last:
+                delay = _delay(attempt, response)
                 stack.close()
                 time.sleep(delay)
                 continue

@@ -10,7 +10,8 @@ import pytest
 from polyarch.cache import Cache
 from polyarch.config import RepositoryConfig
 from polyarch.debian.fetch import fetch_debs
-from polyarch.debian.repository import DEFAULT_KEYRING, Repository, find_source
+from polyarch.debian.repository import Repository
+from polyarch.debian.sources import DEFAULT_KEYRING, find_source
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from polyarch.engine import Engine
 from polyarch.platforms import System, parse_system
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.resolve import Session
-from polyarch.workflows.run import raise_for_failures, run_smoke_tests
+from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
 
 pytestmark = pytest.mark.integration
 

@@ -12,30 +12,25 @@ from typing import Any
 import pytest
 from imagekit import make_layer
 
-from polyarch import cmd
+from polyarch import cmd, files
 from polyarch.determinism import (
     rfc3339,
     sha256_digest,
 )
 from polyarch.errors import ImageError
-from polyarch.image import archive
-from polyarch.image.archive import (
-    BLOB_MODE,
-    publish_outputs,
-    read_oci_layout,
-    split_repo_tag,
-    write_build_outputs,
-    write_docker_archive,
-    write_oci_layout,
-)
+from polyarch.files import replace_directory
+from polyarch.image.docker_archive import write_docker_archive
+from polyarch.image.layout import BLOB_MODE, read_oci_layout, write_oci_layout
 from polyarch.image.oci import (
-    MEDIA_TYPE_INDEX,
     Image,
     build_image,
     build_index,
     image_annotations,
 )
+from polyarch.media_types import OCI_INDEX as MEDIA_TYPE_INDEX
+from polyarch.outputs import Outputs, write_build_outputs
 from polyarch.platforms import System, parse_system
+from polyarch.reference import split_local_name
 
 X86 = parse_system("x86_64-linux")
 ARM64 = parse_system("aarch64-linux")
@@ -305,7 +300,7 @@ def test_docker_archive_is_identical_when_written_twice(tmp_path: Path) -> None:
     ],
 )
 def test_repo_tags_default_to_latest(reference: str, expected: tuple[str, str]) -> None:
-    assert split_repo_tag(reference) == expected
+    assert split_local_name(reference) == expected
 
 
 @pytest.mark.parametrize("reference", ["FD:latest", "fd@sha256:" + "0" * 64, "fd:bad/tag", ""])
@@ -375,7 +370,7 @@ def test_build_outputs_are_an_oci_layout_and_one_tarball_per_system(
 ) -> None:
     images, index = built
     result = write_build_outputs(
-        tmp_path / "result", "tool", images, index, tag="latest", repo_tags=["tool:latest"]
+        Outputs(tmp_path / "result", "tool"), images, index, tag="latest", repo_tags=["tool:latest"]
     )
     assert result == tmp_path / "result" / "tool"
     assert sorted(p.name for p in result.iterdir()) == [
@@ -390,9 +385,10 @@ def test_build_outputs_are_an_oci_layout_and_one_tarball_per_system(
 def test_a_build_of_one_system_replaces_the_whole_result(tmp_path: Path, built: Any) -> None:
     images, index = built
     out = tmp_path / "result"
-    write_build_outputs(out, "tool", images, index, tag="latest", repo_tags=["tool:latest"])
+    outputs = Outputs(out, "tool")
+    write_build_outputs(outputs, images, index, tag="latest", repo_tags=["tool:latest"])
     write_build_outputs(
-        out, "tool", images[1:], build_index(images[1:]), tag="latest", repo_tags=["tool:latest"]
+        outputs, images[1:], build_index(images[1:]), tag="latest", repo_tags=["tool:latest"]
     )
     assert sorted(p.name for p in (out / "tool").iterdir()) == ["aarch64-linux.tar", "oci"]
     assert [i.system for i in read_oci_layout(out / "tool" / "oci").images("latest")] == [ARM64]
@@ -410,22 +406,22 @@ def test_a_new_result_replaces_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
     if not exchange:
-        monkeypatch.setattr(archive, "_exchange", lambda a, b: False)
-    publish_outputs(tmp_path, "tool", write_marker("old"))
-    publish_outputs(tmp_path, "tool", write_marker("new"))
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    replace_directory(tmp_path / "tool", write_marker("old"))
+    replace_directory(tmp_path / "tool", write_marker("new"))
     assert (tmp_path / "tool" / "marker").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tool"]
 
 
 def test_a_failed_build_leaves_the_previous_result_and_no_temporary_dir(tmp_path: Path) -> None:
-    publish_outputs(tmp_path, "tool", write_marker("old"))
+    replace_directory(tmp_path / "tool", write_marker("old"))
 
     def failing(staging: Path) -> None:
         (staging / "marker").write_text("half")
         raise ImageError("boom")
 
     with pytest.raises(ImageError, match="boom"):
-        publish_outputs(tmp_path, "tool", failing)
+        replace_directory(tmp_path / "tool", failing)
     assert (tmp_path / "tool" / "marker").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tool"]
 
@@ -435,7 +431,9 @@ def test_a_failed_first_build_writes_nothing(tmp_path: Path, built: Any) -> None
     wrong_index = build_index(images[:1])
     out = tmp_path / "result"
     with pytest.raises(ImageError, match="does not list exactly"):
-        write_build_outputs(out, "tool", images, wrong_index, tag="latest", repo_tags=["tool"])
+        write_build_outputs(
+            Outputs(out, "tool"), images, wrong_index, tag="latest", repo_tags=["tool"]
+        )
     assert list(out.iterdir()) == []
 
 
@@ -444,4 +442,4 @@ def test_output_names_that_are_not_a_plain_directory_name_are_refused(
     tmp_path: Path, name: str
 ) -> None:
     with pytest.raises(ImageError, match="cannot name an output directory"):
-        publish_outputs(tmp_path, name, write_marker("x"))
+        write_build_outputs(Outputs(tmp_path, name), [], b"", tag="latest", repo_tags=["x"])

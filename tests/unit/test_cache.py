@@ -219,7 +219,8 @@ def test_cli_prune_older_than(cli: Cli, tmp_path: Path) -> None:
 def test_layer_records_are_json_the_verifier_understands(tmp_path: Path) -> None:
     # The verifier reads what layers.py writes: keep the two in step.
     from polyarch.debian.deb import DebContents
-    from polyarch.image.layers import LayerPlan, build_layers
+    from polyarch.image.layer_plan import LayerPlan
+    from polyarch.image.layers import build_layers
 
     def read(sha256: str) -> DebContents:
         raise AssertionError("the skeleton layer reads no package")

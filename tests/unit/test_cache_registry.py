@@ -20,15 +20,14 @@ from registry_server import (
 
 from polyarch.cache import Cache
 from polyarch.errors import IntegrityError, RegistryError
-from polyarch.registry import push_layout
-from polyarch.workflows.cache import (
+from polyarch.media_types import POLYARCH_CACHE as ARTIFACT_TYPE
+from polyarch.registry.push import push_layout
+from polyarch.workflows.cache import cache_info, verify_cache
+from polyarch.workflows.cache_transfer import (
     ANNOTATION_KEY,
     ANNOTATION_KIND,
-    ARTIFACT_TYPE,
-    cache_info,
     pull_cache,
     push_cache,
-    verify_cache,
 )
 
 pytestmark = [

@@ -21,7 +21,6 @@ from engines import REPO_ROOT, tiny_program
 from polyarch.emulation import (
     BINFMT_CONF_DIR,
     BINFMT_DIR,
-    diagnose,
     handler_status,
     install_handlers,
     register_handler,
@@ -31,6 +30,7 @@ from polyarch.emulation import (
 )
 from polyarch.errors import EmulationError
 from polyarch.platforms import native_system, parse_system
+from polyarch.workflows.doctor import diagnose
 
 NATIVE = native_system()
 FOREIGN = parse_system("aarch64-linux" if NATIVE.name == "x86_64-linux" else "x86_64-linux")

@@ -17,17 +17,19 @@ from conftest import base_packages
 from debrepo import DebSpec, TestKey, TestRepo, flaky_serve, serve
 
 from polyarch import http
-from polyarch.cache import Cache
-from polyarch.debian.fetch import CACHE_KIND, fetch_debs
+from polyarch.cache import Cache, Kind
+from polyarch.debian.fetch import fetch_debs
 from polyarch.debian.packages import PackageRecord
-from polyarch.debian.repository import Repository, Source
+from polyarch.debian.repository import Repository
+from polyarch.debian.sources import Source
 from polyarch.errors import FetchError, IntegrityError
 from polyarch.progress import NullProgress
+from polyarch.retry import RetryPolicy
 
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http, "BASE_DELAY", 0.001)
+    monkeypatch.setattr(http, "POLICY", RetryPolicy(backoff=0.001))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def by_name(records: list[PackageRecord]) -> dict[str, PackageRecord]:
 
 
 def no_stray_files(cache: Cache) -> bool:
-    return not [p for p in (cache.root / CACHE_KIND).rglob("*") if p.name.endswith(".tmp")]
+    return not [p for p in (cache.root / Kind.DEBS).rglob("*") if p.name.endswith(".tmp")]
 
 
 class _Recorder(NullProgress):
@@ -103,7 +105,7 @@ def test_debs_are_downloaded_verified_and_cached(
     assert set(paths) == {r.sha256 for r in records}
     for record in records:
         path = paths[record.sha256]
-        assert path == cache.path(CACHE_KIND, record.sha256)
+        assert path == cache.path(Kind.DEBS, record.sha256)
         assert hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256
     assert progress.totals == [sum(r.size for r in records)]
     assert progress.advanced == sum(r.size for r in records)
@@ -137,7 +139,7 @@ def test_tampered_deb_is_refused_and_not_cached(
             fetch_debs([bash], repository, cache)
     assert repository.url_of(bash) in str(info.value)
     assert "does not match its index" in str(info.value)
-    assert cache.get(CACHE_KIND, bash.sha256) is None
+    assert cache.get(Kind.DEBS, bash.sha256) is None
     assert no_stray_files(cache)
 
 
@@ -152,7 +154,7 @@ def test_deb_longer_than_its_index_says_is_refused(
         deb.write_bytes(deb.read_bytes() + b"\0" * (3 << 20))
         with pytest.raises(IntegrityError, match=r"size \d+\+, expected"):
             fetch_debs([big], repository, cache)
-    assert cache.get(CACHE_KIND, big.sha256) is None
+    assert cache.get(Kind.DEBS, big.sha256) is None
     assert no_stray_files(cache)
 
 

@@ -12,9 +12,9 @@ from debian import deb822
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polyarch.cache import Cache
-from polyarch.debian.index import CACHE_KIND, PackageIndex, cache_key, load_index, parse_packages
-from polyarch.debian.packages import PackageRecord
+from polyarch.cache import Cache, Kind
+from polyarch.debian.index import PackageIndex, cache_key, load_index
+from polyarch.debian.packages import PackageRecord, parse_packages
 from polyarch.errors import CacheError, IntegrityError
 
 SHA = "ab" * 32
@@ -167,13 +167,13 @@ def test_parsed_index_is_cached_under_the_compressed_files_hash(tmp_path: Path) 
     assert first == second
     assert len(first) == 2
     assert calls == [1]
-    assert cache.get(CACHE_KIND, cache_key(digest)) is not None
+    assert cache.get(Kind.INDEXES, cache_key(digest)) is not None
 
 
 def test_unreadable_cached_index_is_rebuilt(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     digest = hashlib.sha256(b"compressed").hexdigest()
-    cache.put(CACHE_KIND, cache_key(digest), b"\xc1 not msgpack")
+    cache.put(Kind.INDEXES, cache_key(digest), b"\xc1 not msgpack")
     records = load_index(cache, digest, lambda: INDEX.encode(), component="main")
     assert [r.name for r in records] == ["libc6", "bash"]
     assert load_index(cache, digest, lambda: b"", component="main") == records
@@ -223,7 +223,7 @@ def _cached_twice(tmp_path: Path) -> tuple[PackageIndex, PackageIndex, Path]:
     digest = hashlib.sha256(b"compressed").hexdigest()
     cold = load_index(cache, digest, lambda: TEXT, component="main")
     warm = load_index(cache, digest, lambda: b"", component="main")
-    path = cache.get(CACHE_KIND, cache_key(digest))
+    path = cache.get(Kind.INDEXES, cache_key(digest))
     assert path is not None
     return cold, warm, path
 

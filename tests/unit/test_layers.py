@@ -21,14 +21,8 @@ import polyarch.image.layers as layers_module
 from polyarch.cache import Cache
 from polyarch.debian.deb import DebContents, read_deb
 from polyarch.errors import PackageError
-from polyarch.image.layers import (
-    GENERATED_NAME,
-    SKELETON_NAME,
-    Layer,
-    LayerStats,
-    build_layers,
-    plan_layers,
-)
+from polyarch.image.layer_plan import GENERATED_NAME, SKELETON_NAME, plan_layers
+from polyarch.image.layers import Layer, LayerStats, build_layers
 
 EPOCH = 1_700_000_000
 

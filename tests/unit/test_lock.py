@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from polyarch.config import RepositoryConfig, load_config
-from polyarch.debian.repository import find_source
+from polyarch.debian.sources import find_source
 from polyarch.errors import ConfigError, IntegrityError, LockError
 from polyarch.lock import LOCK_SCHEMA, _str, lock_path, read_lock, render_lock
 

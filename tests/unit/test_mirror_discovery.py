@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from polyarch.config import RepositoryConfig
-from polyarch.debian.repository import DEFAULT_KEYRING, find_source
+from polyarch.debian.sources import DEFAULT_KEYRING, find_source
 from polyarch.errors import ConfigError, MirrorError
 
 MIRROR = "http://mirror.example.invalid/debian"

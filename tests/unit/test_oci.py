@@ -18,10 +18,6 @@ from polyarch.errors import ImageError
 from polyarch.image.layers import Layer
 from polyarch.image.oci import (
     DEFAULT_PATH,
-    MEDIA_TYPE_CONFIG,
-    MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_MANIFEST,
     build_image,
     build_index,
     image_annotations,
@@ -30,6 +26,10 @@ from polyarch.image.oci import (
     image_manifest,
     parse_descriptor,
 )
+from polyarch.media_types import OCI_CONFIG as MEDIA_TYPE_CONFIG
+from polyarch.media_types import OCI_INDEX as MEDIA_TYPE_INDEX
+from polyarch.media_types import OCI_LAYER_GZIP as MEDIA_TYPE_LAYER_GZIP
+from polyarch.media_types import OCI_MANIFEST as MEDIA_TYPE_MANIFEST
 from polyarch.platforms import parse_system
 
 X86 = parse_system("x86_64-linux")

@@ -11,22 +11,14 @@ import pytest
 from registry_server import make_layout
 
 from polyarch.config import Container, parse_config
+from polyarch.debian.copyright import debian_licenses
 from polyarch.errors import ConfigError, UsageError
-from polyarch.registry.layout import read_layout
-from polyarch.workflows.publish import (
-    ANNOTATION_LICENSES,
-    ANNOTATION_REVISION,
-    ANNOTATION_SOURCE,
-    annotate_layout,
-    debian_licenses,
-    git_revision,
-    git_source,
-    public_url,
-    publish_annotations,
-    publish_tags,
-    publish_version,
-    push_targets,
-)
+from polyarch.image.layout import annotate_layout
+from polyarch.image.oci import ANNOTATION_LICENSES, ANNOTATION_REVISION, ANNOTATION_SOURCE
+from polyarch.registry.plan import read_layout
+from polyarch.vcs import git_revision, git_source, public_url
+from polyarch.workflows.publish import publish_annotations, publish_tags, publish_version
+from polyarch.workflows.targets import TargetKind, push_targets
 
 SECRET = "tok-3x4mple-n0t-printed"
 GITHUB_ENV = {
@@ -101,7 +93,9 @@ def test_to_overrides_the_configured_registries() -> None:
     targets = push_targets(
         c, to="127.0.0.1:5000/elsewhere", env={}, docker_config=Path("/nonexistent")
     )
-    assert [(t.name, t.repository) for t in targets] == [("--to", "127.0.0.1:5000/elsewhere")]
+    assert [(t.kind, t.repository) for t in targets] == [
+        (TargetKind.EXPLICIT, "127.0.0.1:5000/elsewhere")
+    ]
 
 
 def test_to_with_a_tag_is_refused() -> None:

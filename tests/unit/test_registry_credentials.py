@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from polyarch.errors import ConfigError, RegistryAuthError, UsageError
-from polyarch.registry import Credentials, github_target, resolve_credentials
+from polyarch.registry.credentials import Credentials, github_target, resolve_credentials
 
 HELPER = """#!/bin/sh
 read server

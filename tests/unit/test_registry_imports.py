@@ -15,7 +15,15 @@ from registry_server import REGISTRY, SKOPEO, SampleLayout, make_layout, run_reg
 
 from polyarch.determinism import canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.registry import index_from_image_files, push_layout, read_image_file, read_images
+from polyarch.image.imports import ImportedImage, index_from_image_files, read_images
+from polyarch.registry.push import push_layout
+
+
+def read_image_file(path: Path, store: Path) -> ImportedImage:
+    """The one image of a single-image file."""
+    (image,) = read_images(path, store)
+    return image
+
 
 needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="needs skopeo")
 

@@ -16,8 +16,9 @@ import pytest
 from registry_server import make_layout
 
 from polyarch.errors import RegistryError
-from polyarch.registry import push_layout
 from polyarch.registry.client import parse_challenge
+from polyarch.registry.push import push_layout
+from polyarch.retry import RetryPolicy
 
 
 class MiniRegistry:
@@ -98,7 +99,7 @@ def _push(tmp_path: Path, registry: MiniRegistry, **kwargs: object) -> object:
         layout.path,
         "127.0.0.1:1/tools/fd:v1",
         record_dir=tmp_path / "rec",
-        backoff=0.001,
+        policy=RetryPolicy(attempts=int(kwargs.pop("attempts", 5)), backoff=0.001),  # type: ignore[call-overload]
         transport=httpx.MockTransport(handler),
         **kwargs,
     )  # type: ignore[arg-type]
@@ -129,7 +130,7 @@ def test_a_registry_that_stores_other_bytes_is_an_error(tmp_path: Path) -> None:
 def test_persistent_5xx_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     registry = MiniRegistry(fail_first={"HEAD": [500] * 10})
     with pytest.raises(RegistryError, match="gave up after 3 attempts"):
-        _push(tmp_path, registry, jobs=1, retries=3)
+        _push(tmp_path, registry, jobs=1, attempts=3)
 
 
 def test_challenges_parse_quoted_and_bare_parameters() -> None:

@@ -27,8 +27,9 @@ from registry_server import (
 )
 
 from polyarch.errors import RegistryAuthError, RegistryError
-from polyarch.registry import Credentials, push_layout
-from polyarch.registry.push import PushResult
+from polyarch.registry.credentials import Credentials
+from polyarch.registry.push import PushResult, push_layout
+from polyarch.retry import RetryPolicy
 
 pytestmark = [
     pytest.mark.registry,
@@ -71,7 +72,7 @@ def layout(tmp_path: Path) -> SampleLayout:
 
 def push(layout: SampleLayout, ref: str, tmp_path: Path, **kwargs: object) -> PushResult:
     kwargs.setdefault("record_dir", tmp_path / "record")
-    kwargs.setdefault("backoff", 0.01)
+    kwargs.setdefault("policy", RetryPolicy(backoff=0.01))
     return push_layout(layout.path, ref, **kwargs)  # type: ignore[arg-type]
 
 

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from polyarch.errors import UsageError
-from polyarch.registry import automatic_tags, parse_reference, sanitise_tag, tags_from_env
-from polyarch.registry.reference import TAG_PATTERN, is_loopback
+from polyarch.reference import TAG_PATTERN, is_loopback, parse_reference
+from polyarch.registry.tags import automatic_tags, sanitise_tag, tags_from_env
 
 
 def test_release_version_gives_version_minor_and_major() -> None:

@@ -20,15 +20,16 @@ from conftest import RepoFactory, base_packages
 from debrepo import DebSpec, TestKey, TestRepo, flaky_serve, serve
 
 from polyarch import http
-from polyarch.cache import Cache
-from polyarch.debian.index import CACHE_KIND
-from polyarch.debian.repository import Repository, Source
+from polyarch.cache import Cache, Kind
+from polyarch.debian.repository import Repository
+from polyarch.debian.sources import Source
 from polyarch.errors import IntegrityError, MirrorError, SignatureError
+from polyarch.retry import RetryPolicy
 
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http, "BASE_DELAY", 0.001)
+    monkeypatch.setattr(http, "POLICY", RetryPolicy(backoff=0.001))
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +266,7 @@ def test_tampered_packages_index_is_refused_and_not_cached(
         pytest.raises(IntegrityError, match=r"main/binary-amd64/Packages\.xz does not match"),
     ):
         r.index("amd64")
-    assert not (tmp_path / "cache" / CACHE_KIND).exists()
+    assert not (tmp_path / "cache" / Kind.INDEXES).exists()
 
 
 def test_gzip_index_is_used_when_the_release_lists_no_xz(
@@ -384,4 +385,4 @@ def test_mirror_that_keeps_failing_gives_up_after_the_attempts(
         pytest.raises(MirrorError, match="HTTP 503"),
     ):
         r.release()
-    assert seen["/dists/bookworm/InRelease"] == http.DEFAULT_ATTEMPTS
+    assert seen["/dists/bookworm/InRelease"] == http.POLICY.attempts

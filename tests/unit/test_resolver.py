@@ -15,7 +15,8 @@ from debrepo import DebSpec
 from polyarch.cache import Cache
 from polyarch.debian.index import load_index
 from polyarch.debian.packages import PackageRecord
-from polyarch.debian.resolver import PackageUniverse, Resolution, resolve
+from polyarch.debian.resolver import Resolution, resolve
+from polyarch.debian.universe import PackageUniverse
 from polyarch.errors import ResolveError
 from polyarch.platforms import System, parse_system
 

@@ -11,13 +11,14 @@ from conftest import RepoFactory, write_project
 from debrepo import DebSpec, File
 from engines import tiny_program
 
-import polyarch.workflows.run as run_workflow
+import polyarch.workflows.smoke_test as smoke_test
 from polyarch.config import load_config
 from polyarch.emulation import require_runnable
 from polyarch.engine import Engine
 from polyarch.errors import ContainerTestError, EmulationError, ImageError
 from polyarch.platforms import parse_system
-from polyarch.workflows.run import load_image, raise_for_failures, run_smoke_tests
+from polyarch.workflows.load import load_image
+from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -119,7 +120,7 @@ def test_a_system_without_a_binfmt_handler_fails_with_advice_before_loading(
     def unregistered(system, **kwargs):  # type: ignore[no-untyped-def]
         return require_runnable(system, handler="qemu-polyarch-test-unregistered")
 
-    monkeypatch.setattr(run_workflow, "require_runnable", unregistered)
+    monkeypatch.setattr(smoke_test, "require_runnable", unregistered)
     project, tag = built
     container = load_config(project).container("hello")
     never = Engine("docker", "/nonexistent/docker")  # would fail loudly if anything were loaded

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polyarch.cache import ENV_VAR as CACHE_ENV_VAR
 from polyarch.cache import Cache
 from polyarch.config import Config, Container, find_config, load_config
 from polyarch.errors import UsageError
+from polyarch.lock import lock_path, read_lock
+from polyarch.outputs import DEFAULT_OUT
 from polyarch.platforms import System, native_system, parse_system
+from polyarch.reference import DEFAULT_TAG
 from polyarch.ui import ConsoleProgress
 from polyarch.workflows.resolve import Session
 
@@ -71,11 +76,59 @@ def add_system_options(p: argparse.ArgumentParser) -> None:
     x.add_argument("--all-systems", action="store_true", help="every system of the container")
 
 
-def add_out_options(p: argparse.ArgumentParser) -> None:
+def add_out_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--out", metavar="DIR", default="result", help="output directory (default: result)"
+        "--out",
+        metavar="DIR",
+        default=DEFAULT_OUT,
+        help=f"output directory (default: {DEFAULT_OUT})",
     )
-    p.add_argument("--tag", default="latest", help="image tag (default: latest)")
+
+
+def add_out_options(p: argparse.ArgumentParser) -> None:
+    """--out and --tag."""
+    add_out_option(p)
+    p.add_argument("--tag", default=DEFAULT_TAG, help=f"image tag (default: {DEFAULT_TAG})")
+
+
+def add_lock_options(p: argparse.ArgumentParser) -> None:
+    """--locked and --offline, for every command that builds."""
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="build exactly the packages of containers.lock; read no index",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="no network: build from containers.lock and the cache (implies --locked)",
+    )
+
+
+def add_registry_options(p: argparse.ArgumentParser, *, jobs_help: str) -> None:
+    """TLS, credentials and parallelism of commands that talk to a registry."""
+    p.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
+    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for the registry")
+    p.add_argument("--username", metavar="U", help="registry user (with --password-stdin)")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password or token from stdin"
+    )
+    p.add_argument("--jobs", type=int, default=8, help=f"{jobs_help} (default: 8)")
+
+
+def ca_bundle_of(args: argparse.Namespace) -> Path | None:
+    return Path(args.ca_bundle) if args.ca_bundle else None
+
+
+def jobs_of(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return int(args.jobs)
+
+
+def password_of(args: argparse.Namespace) -> bytes | None:
+    """The secret piped in with --password-stdin (read once, kept in memory only)."""
+    return sys.stdin.buffer.read() if args.password_stdin else None
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -87,7 +140,12 @@ def cache_of(args: argparse.Namespace) -> Cache:
 
 
 def session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
-    return Session(config=load(args), cache=cache_of(args), progress=progress)
+    """The session, with containers.lock loaded for --locked/--offline."""
+    session = Session(config=load(args), cache=cache_of(args), progress=progress)
+    if getattr(args, "locked", False) or getattr(args, "offline", False):
+        session.lock = read_lock(lock_path(session.config))
+        session.offline = bool(getattr(args, "offline", False))
+    return session
 
 
 def systems_of(args: argparse.Namespace, container: Container) -> tuple[System, ...]:

@@ -7,20 +7,19 @@ from pathlib import Path
 
 from polyarch.cli._common import (
     Commands,
+    add_lock_options,
     add_out_options,
     add_system_options,
     containers_of,
     session_of,
     systems_of,
 )
-from polyarch.lock import lock_path, read_lock
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.build import BuildResult, build_container
-from polyarch.workflows.resolve import Session
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("build", run, "build a container's images and index")
+    p = commands.add("build", cmd_build, "build a container's images and index")
     p.add_argument("name", metavar="NAME", nargs="?")
     p.add_argument("--all", action="store_true", help="build every container of containers.toml")
     add_system_options(p)
@@ -28,31 +27,8 @@ def register(commands: Commands) -> None:
     add_lock_options(p)
 
 
-def add_lock_options(p: argparse.ArgumentParser) -> None:
-    """--locked and --offline, for every command that builds."""
-    p.add_argument(
-        "--locked",
-        action="store_true",
-        help="build exactly the packages of containers.lock; read no index",
-    )
-    p.add_argument(
-        "--offline",
-        action="store_true",
-        help="no network: build from containers.lock and the cache (implies --locked)",
-    )
-
-
-def locked_session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
-    """The session, with containers.lock loaded for --locked/--offline."""
+def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress)
-    if getattr(args, "locked", False) or getattr(args, "offline", False):
-        session.lock = read_lock(lock_path(session.config))
-        session.offline = bool(getattr(args, "offline", False))
-    return session
-
-
-def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    session = locked_session_of(args, progress)
     for container in containers_of(args, session.config):
         result = build_container(
             session, container, systems_of(args, container), out_dir=Path(args.out), tag=args.tag

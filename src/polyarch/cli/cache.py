@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from polyarch.cli._common import Commands, Handler, cache_of, session_of
+from polyarch.cache import Kind
+from polyarch.cli._common import (
+    Commands,
+    Handler,
+    add_registry_options,
+    ca_bundle_of,
+    cache_of,
+    jobs_of,
+    password_of,
+    session_of,
+)
 from polyarch.errors import CacheError, UsageError
 from polyarch.lock import lock_path, write_lock
-from polyarch.registry import Credentials, parse_reference, resolve_credentials
+from polyarch.reference import parse_reference
+from polyarch.registry.credentials import Credentials, resolve_credentials
 from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.cache import (
-    KINDS,
-    cache_info,
-    parse_duration,
-    prune_cache,
-    pull_cache,
-    push_cache,
-    verify_cache,
-)
+from polyarch.workflows.cache import cache_info, parse_duration, prune_cache, verify_cache
+from polyarch.workflows.cache_transfer import pull_cache, push_cache
 from polyarch.workflows.resolve import lock_containers
 
 
 def register(commands: Commands) -> None:
     p = commands.add(
-        "lock", run_lock, "write containers.lock: the exact packages of every container"
+        "lock", cmd_lock, "write containers.lock: the exact packages of every container"
     )
     p.add_argument(
         "--update",
@@ -36,7 +38,7 @@ def register(commands: Commands) -> None:
         help="re-resolve NAME (without NAME: every container) even if its entry is current",
     )
 
-    cache = commands.add("cache", _usage, "inspect, check, prune and share the local cache")
+    cache = commands.add("cache", cmd_cache, "inspect, check, prune and share the local cache")
     sub = cache.add_subparsers(title="cache commands", metavar="COMMAND")
 
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -46,43 +48,45 @@ def register(commands: Commands) -> None:
         q.set_defaults(handler=handler)
         return q
 
-    add("info", run_info, "entries and sizes per kind")
-    q = add("verify", run_verify, "re-hash every entry; report (and with --repair delete) bad ones")
+    add("info", cmd_cache_info, "entries and sizes per kind")
+    q = add(
+        "verify",
+        cmd_cache_verify,
+        "re-hash every entry; report (and with --repair delete) bad ones",
+    )
     q.add_argument("--repair", action="store_true", help="delete bad entries")
     q = add(
         "prune",
-        run_prune,
+        cmd_cache_prune,
         "remove crash leftovers, and with --older-than entries no build used for that long",
     )
     q.add_argument(
         "--older-than", metavar="DURATION", help="e.g. 30d, 12h, 2w: remove entries unused as long"
     )
     for name, handler, help in (
-        ("push", run_push, "upload the cache's layers, .debs and indexes to REF as OCI artifacts"),
-        ("pull", run_pull, "fill the cache from what `cache push` uploaded to REF"),
+        (
+            "push",
+            cmd_cache_push,
+            "upload the cache's layers, .debs and indexes to REF as OCI artifacts",
+        ),
+        ("pull", cmd_cache_pull, "fill the cache from what `cache push` uploaded to REF"),
     ):
         q = add(name, handler, help)
         q.add_argument("ref", metavar="REF", help="host[:port]/repository[:tag]")
         q.add_argument(
             "--kind",
             action="append",
-            choices=KINDS,
+            choices=[kind.value for kind in Kind],
             help="only this kind of entry; repeat (default: all)",
         )
-        q.add_argument(
-            "--insecure", action="store_true", help="allow plain HTTP and unverified TLS"
-        )
-        q.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust")
-        q.add_argument("--username", metavar="U", help="registry user (with --password-stdin)")
-        q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-        q.add_argument("--jobs", type=int, default=8, help="parallel transfers (default: 8)")
+        add_registry_options(q, jobs_help="parallel transfers")
 
 
-def _usage(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     raise UsageError("which cache command?", hint="info, verify, prune, push or pull")
 
 
-def run_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress)
     config = session.config
     update: set[str] | bool = args.update
@@ -96,7 +100,7 @@ def run_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     return 0
 
 
-def run_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     info = cache_info(cache_of(args))
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in info.kinds]
     if info.temp_files:
@@ -106,7 +110,7 @@ def run_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     return 0
 
 
-def run_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     cache = cache_of(args)
     report = verify_cache(cache, repair=args.repair, progress=progress)
     checked = ", ".join(f"{n} {kind}" for kind, n in report.checked.items())
@@ -126,7 +130,7 @@ def run_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     )
 
 
-def run_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     older_than = parse_duration(args.older_than) if args.older_than else None
     report = prune_cache(cache_of(args), older_than=older_than)
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in report.removed.values()]
@@ -135,24 +139,27 @@ def run_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     return 0
 
 
+def _kinds(args: argparse.Namespace) -> tuple[Kind, ...]:
+    return tuple(Kind(k) for k in args.kind) if args.kind else tuple(Kind)
+
+
 def _credentials(args: argparse.Namespace) -> Credentials | None:
     if args.password_stdin and not args.username:
         raise UsageError("--password-stdin needs --username")
-    secret = sys.stdin.buffer.read() if args.password_stdin else None
     return resolve_credentials(
-        parse_reference(args.ref).api_host, username=args.username, password_stdin=secret
+        parse_reference(args.ref).api_host, username=args.username, password_stdin=password_of(args)
     )
 
 
-def run_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     result = push_cache(
         cache_of(args),
         args.ref,
-        kinds=tuple(args.kind or KINDS),
+        kinds=_kinds(args),
         credentials=_credentials(args),
         insecure=args.insecure,
-        ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
-        jobs=args.jobs,
+        ca_bundle=ca_bundle_of(args),
+        jobs=jobs_of(args),
         progress=progress,
     )
     push = result.push
@@ -165,16 +172,16 @@ def run_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     return 0
 
 
-def run_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     cache = cache_of(args)
     result = pull_cache(
         cache,
         args.ref,
-        kinds=tuple(args.kind or KINDS),
+        kinds=_kinds(args),
         credentials=_credentials(args),
         insecure=args.insecure,
-        ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
-        jobs=args.jobs,
+        ca_bundle=ca_bundle_of(args),
+        jobs=jobs_of(args),
         progress=progress,
     )
     print(f"pulled {result.reference} into {cache.root}")

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polyarch.cache import REGISTRY_RECORDS_KIND
-from polyarch.cli._common import Commands, cache_of, session_of
+from polyarch.cache import REGISTRY_RECORDS_DIR
+from polyarch.cli._common import (
+    Commands,
+    add_out_option,
+    add_registry_options,
+    ca_bundle_of,
+    cache_of,
+    jobs_of,
+    password_of,
+    session_of,
+)
 from polyarch.errors import UsageError
+from polyarch.reference import parse_reference
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.publish import (
     IndexLayout,
     Published,
-    Target,
     container_index,
     image_files_dest,
     image_files_index,
     publish_tags,
     publish_version,
     push_index,
-    push_targets,
 )
+from polyarch.workflows.targets import Target, TargetKind, push_targets
 
 MANIFEST_SCHEMA = "polyarch.manifest/v1"
 
@@ -32,7 +40,7 @@ MANIFEST_SCHEMA = "polyarch.manifest/v1"
 def register(commands: Commands) -> None:
     p = commands.add(
         "manifest",
-        run,
+        cmd_manifest,
         "make the multi-arch index of a container (or of image files) and push it",
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="container of containers.toml")
@@ -45,9 +53,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--push", action="store_true", help="push the index to the registries")
     p.add_argument("--to", metavar="REF", help="push to this repository only (host/path)")
-    p.add_argument(
-        "--out", metavar="DIR", default="result", help="output directory (default: result)"
-    )
+    add_out_option(p)
     p.add_argument(
         "--no-build",
         action="store_true",
@@ -61,13 +67,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--branch", help="branch: tags it, and latest on the default branch")
     p.add_argument("--format", choices=("oci", "docker"), default="oci", help="media types")
-    p.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
-    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for the registry")
-    p.add_argument("--username", metavar="U", help="registry user (with --password-stdin)")
-    p.add_argument(
-        "--password-stdin", action="store_true", help="read the password or token from stdin"
-    )
-    p.add_argument("--jobs", type=int, default=8, help="parallel blob uploads (default: 8)")
+    add_registry_options(p, jobs_help="parallel blob uploads")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -78,33 +78,22 @@ def register(commands: Commands) -> None:
     )
 
 
-def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     image_files = [Path(f) for f in args.image_file]
-    if bool(args.name) == bool(image_files):
-        raise UsageError(
-            "give a container NAME or --image-file, not both and not neither",
-            hint="polyarch manifest fd, or polyarch manifest --image-file a.tar --image-file b.tar",
-        )
-    if args.no_build and image_files:
-        raise UsageError("--no-build is for a container NAME, not --image-file")
-    if args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    pushing = args.push or args.dry_run
-    if not pushing and (args.password_stdin or args.username):
-        raise UsageError("--username and --password-stdin are for --push")
+    _check_usage(args, image_files)
+    jobs = jobs_of(args)
     session = session_of(args, progress) if args.name else None
     container = session.config.container(args.name) if session else None
     version = publish_version(args.version)
     targets: list[Target] = []
     tags: list[str] = []
-    if pushing:
+    if args.push or args.dry_run:
         # Before building: a missing $VAR or a bad --to fails in a second, not after a build.
-        secret = sys.stdin.buffer.read() if args.password_stdin else None
         targets = push_targets(
             container,
             to=args.to,
             username=args.username,
-            password_stdin=secret,
+            password_stdin=password_of(args),
             progress=progress,
         )
         explicit = [*(container.tags if container else ()), *args.tag]
@@ -119,15 +108,39 @@ def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             session, container, out_dir=out, version=version, build=not args.no_build
         )
     else:
-        title = args.to and args.to.rstrip("/").rsplit("/", 1)[-1].split(":")[0]
+        title = parse_reference(args.to).repository.rsplit("/", 1)[-1] if args.to else None
         index = image_files_index(
-            image_files, image_files_dest(out, args.to), title=title or None, version=version
+            image_files, image_files_dest(out, args.to), title=title, version=version
         )
     if not args.json:
         print_index(index)
+    _push_everywhere(args, progress, index, targets, tags, jobs)
+    return 0
 
+
+def _check_usage(args: argparse.Namespace, image_files: Sequence[Path]) -> None:
+    if bool(args.name) == bool(image_files):
+        raise UsageError(
+            "give a container NAME or --image-file, not both and not neither",
+            hint="polyarch manifest fd, or polyarch manifest --image-file a.tar --image-file b.tar",
+        )
+    if args.no_build and image_files:
+        raise UsageError("--no-build is for a container NAME, not --image-file")
+    if not (args.push or args.dry_run) and (args.password_stdin or args.username):
+        raise UsageError("--username and --password-stdin are for --push")
+
+
+def _push_everywhere(
+    args: argparse.Namespace,
+    progress: ConsoleProgress,
+    index: IndexLayout,
+    targets: Sequence[Target],
+    tags: Sequence[str],
+    jobs: int,
+) -> None:
+    """Push ``index`` to each target; print what was pushed, also when a later push fails."""
     published: list[Published] = []
-    record_dir = cache_of(args).root / REGISTRY_RECORDS_KIND
+    record_dir = cache_of(args).root / REGISTRY_RECORDS_DIR
     try:
         for target in targets:
             published.append(
@@ -137,8 +150,8 @@ def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
                     tags,
                     format=args.format,
                     insecure=args.insecure,
-                    ca_bundle=Path(args.ca_bundle) if args.ca_bundle else None,
-                    jobs=args.jobs,
+                    ca_bundle=ca_bundle_of(args),
+                    jobs=jobs,
                     record_dir=record_dir,
                     progress=progress,
                 )
@@ -148,7 +161,13 @@ def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             print(json.dumps(manifest_json(index, tags, published), indent=2, sort_keys=True))
         elif published:
             print_pushes(published)
-    return 0
+
+
+def target_label(target: Target) -> str:
+    """What tables and ``--json`` call a target: the registry's table name, ``--to`` or ``github``."""
+    if target.kind is TargetKind.EXPLICIT:
+        return "--to"
+    return target.name
 
 
 def print_index(index: IndexLayout) -> None:
@@ -163,7 +182,7 @@ def print_index(index: IndexLayout) -> None:
 def print_pushes(published: Sequence[Published]) -> None:
     rows = [
         [
-            p.target.name,
+            target_label(p.target),
             p.result.reference,
             " ".join(p.result.tags),
             str(p.result.blobs_uploaded),
@@ -190,7 +209,7 @@ def print_plan(targets: Sequence[Target], tags: Sequence[str], as_json: bool) ->
             "tags": list(tags),
             "targets": [
                 {
-                    "registry": t.name,
+                    "registry": target_label(t),
                     "repository": t.repository,
                     "username": t.credentials.username if t.credentials else None,
                 }
@@ -200,7 +219,11 @@ def print_plan(targets: Sequence[Target], tags: Sequence[str], as_json: bool) ->
         print(json.dumps(value, indent=2, sort_keys=True))
         return
     rows = [
-        [t.name, t.repository, t.credentials.username if t.credentials else "(anonymous)"]
+        [
+            target_label(t),
+            t.repository,
+            t.credentials.username if t.credentials else "(anonymous)",
+        ]
         for t in targets
     ]
     print_table(f"would push tags: {' '.join(tags)}", ["registry", "repository", "user"], rows)
@@ -219,7 +242,7 @@ def manifest_json(
         "tags": list(tags),
         "pushes": [
             {
-                "registry": p.target.name,
+                "registry": target_label(p.target),
                 "repository": p.target.repository,
                 "reference": p.result.reference,
                 "digest": p.result.digest,

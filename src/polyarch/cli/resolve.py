@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from polyarch.cli._common import Commands, add_system_options, session_of, systems_of
+from polyarch.config import Container
+from polyarch.debian.resolver import Resolution
+from polyarch.platforms import System
 from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.resolve import download, resolution_json, resolve_container
+from polyarch.workflows.resolve import download, resolve_container
+
+RESOLVE_SCHEMA = "polyarch.resolve/v1"
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("resolve", run, "print the verified package closure per system")
+    p = commands.add("resolve", cmd_resolve, "print the verified package closure per system")
     p.add_argument("name", metavar="NAME")
     add_system_options(p)
     p.add_argument(
-        "--json", action="store_true", help="machine-readable output (schema polyarch.resolve/v1)"
+        "--json", action="store_true", help=f"machine-readable output (schema {RESOLVE_SCHEMA})"
     )
     p.add_argument("--download", action="store_true", help="also download and verify every .deb")
 
 
-def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def cmd_resolve(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress)
     container = session.config.container(args.name)
     resolutions = resolve_container(session, container, systems_of(args, container))
@@ -48,3 +54,33 @@ def run(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             rows,
         )
     return 0
+
+
+def resolution_json(container: Container, resolutions: dict[System, Resolution]) -> dict[str, Any]:
+    """The stable ``--json`` object (schema ``polyarch.resolve/v1``, see docs/JSON.md)."""
+    return {
+        "schema": RESOLVE_SCHEMA,
+        "container": container.name,
+        "package": container.package,
+        "systems": {
+            system.name: {
+                "debian_arch": system.debian_arch,
+                "platform": system.oci_platform,
+                "excluded": list(r.excluded),
+                "packages": [
+                    {
+                        "name": p.record.name,
+                        "version": p.record.version,
+                        "architecture": p.record.architecture,
+                        "size": p.record.size,
+                        "sha256": p.record.sha256,
+                        "filename": p.record.filename,
+                        "base": p.base,
+                        "required_by": list(p.required_by),
+                    }
+                    for p in r.packages
+                ],
+            }
+            for system, r in resolutions.items()
+        },
+    }

@@ -19,14 +19,13 @@ from pathlib import Path
 import httpx
 
 from polyarch import http
-from polyarch.cache import Cache
+from polyarch.cache import Cache, Kind
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Repository
 from polyarch.determinism import sha256_file
 from polyarch.errors import FetchError, IntegrityError
 from polyarch.progress import NULL_PROGRESS, Progress
 
-CACHE_KIND = "debs"
 CHUNK = 1 << 20
 
 
@@ -44,7 +43,7 @@ class _Counter:
 
 def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
     """The cached .deb for ``record`` if it is there and still intact; a damaged one is removed."""
-    path = cache.get(CACHE_KIND, record.sha256)
+    path = cache.get(Kind.DEBS, record.sha256)
     if path is None:
         return None
     try:
@@ -53,7 +52,7 @@ def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
             return path
     except OSError:
         pass
-    cache.discard(CACHE_KIND, record.sha256)
+    cache.discard(Kind.DEBS, record.sha256)
     return None
 
 
@@ -80,7 +79,7 @@ def _download(
                         "the index, or use a snapshot mirror",
                     )
                 digest = hashlib.sha256()
-                with cache.writer(CACHE_KIND, record.sha256) as out:
+                with cache.writer(Kind.DEBS, record.sha256) as out:
                     for chunk in response.iter_bytes(CHUNK):
                         written += len(chunk)
                         if written > record.size:
@@ -99,13 +98,13 @@ def _download(
                             hint="the mirror or a proxy serves a damaged file; try again "
                             "later or use another mirror",
                         )
-            return cache.path(CACHE_KIND, record.sha256)
+            return cache.path(Kind.DEBS, record.sha256)
         except httpx.TransportError as exc:
             # The connection broke mid-body: start this file again from scratch.
             counter.advance(-written if written <= record.size else 0)
             if attempt + 1 == attempts:
                 raise http.unreachable(url, exc) from exc
-            time.sleep(http.BASE_DELAY * 2.0**attempt)
+            time.sleep(http.POLICY.delay(attempt))
     raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
@@ -116,7 +115,7 @@ def fetch_debs(
     *,
     jobs: int = 6,
     progress: Progress = NULL_PROGRESS,
-    attempts: int = http.DEFAULT_ATTEMPTS,
+    attempts: int | None = None,
 ) -> dict[str, Path]:
     """Make every record's .deb present and verified in the cache.
 
@@ -125,6 +124,7 @@ def fetch_debs(
     file cannot be had) cancels what has not started and is raised; files
     already verified stay cached.
     """
+    attempts = attempts or http.POLICY.attempts
     unique = {r.sha256: r for r in records}
     task = progress.task(
         f"fetching {len(unique)} packages", total=sum(r.size for r in unique.values())
@@ -136,7 +136,7 @@ def fetch_debs(
         path = cached_deb(record, cache)
         if path is None:
             # Another process sharing the cache may be downloading it: wait, then look again.
-            with cache.lock(CACHE_KIND, record.sha256):
+            with cache.lock(Kind.DEBS, record.sha256):
                 path = cached_deb(record, cache)
                 if path is None:
                     return _download(

@@ -1,10 +1,4 @@
-"""Packages indexes: a fast stanza parser and a lazily decoded cache of the parsed form.
-
-A Packages index of Debian's main component for amd64 holds ~63,000 stanzas
-(~50 MB uncompressed). python-debian's ``deb822`` takes many seconds on that,
-so this module parses it by hand: one regular expression pulls only the fields
-polyarch needs out of each stanza, and the C regex engine skips the rest
-(descriptions, tags, md5sums) without a Python loop over every line.
+"""Parsed Packages indexes, cached in a form a warm run uses without decoding it.
 
 The parsed index is cached under the SHA256 of the compressed index (the hash
 the signed Release names), in a form a warm run can use without decoding it:
@@ -22,14 +16,10 @@ in one call, as fast as a plain msgpack list.
 from __future__ import annotations
 
 import bisect
-import gzip
 import hashlib
 import itertools
-import lzma
 import mmap
-import re
 import sys
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,154 +27,11 @@ from typing import overload
 
 import msgspec
 
-from polyarch.cache import Cache
-from polyarch.debian.packages import PackageRecord
-from polyarch.errors import CacheError, IntegrityError
+from polyarch.cache import Cache, Kind
+from polyarch.debian.packages import PackageRecord, parse_packages, parse_provides
+from polyarch.errors import CacheError
 
-__all__ = [
-    "CACHE_KIND",
-    "PackageIndex",
-    "cache_key",
-    "decompress",
-    "load_index",
-    "parse_packages",
-    "parse_provides",
-]
-
-CACHE_KIND = "indexes"
-
-# Field name (group 1) and value with its continuation lines (group 2). Fields
-# are matched case-insensitively, as deb822 requires; archives use this spelling.
-# The pattern starts with a literal newline rather than ``^`` with MULTILINE:
-# the regex engine then only tries line starts, which makes it ~3x faster.
-_WANTED = (
-    "Package",
-    "Version",
-    "Architecture",
-    "Filename",
-    "Size",
-    "SHA256",
-    "Depends",
-    "Pre-Depends",
-    "Provides",
-    "Conflicts",
-    "Breaks",
-    "Multi-Arch",
-    "Essential",
-    "Source",
-)
-_FIELD_RE = re.compile(
-    r"\n(" + "|".join(re.escape(f) for f in _WANTED) + r"):[ \t]*(.*(?:\n[ \t].*)*)",
-    re.IGNORECASE,
-)
-_CANONICAL = {f.lower(): f for f in _WANTED}
-_BLANK_WITH_SPACE_RE = re.compile(r"\n[ \t]+\n")
-_CONTINUATION_RE = re.compile(r"\s*\n[ \t]+")
-_REQUIRED = ("Package", "Version", "Architecture", "Filename", "Size", "SHA256")
-_REQUIRED_KEYS = frozenset(_REQUIRED)
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
-
-
-def parse_packages(data: bytes, component: str) -> list[PackageRecord]:
-    """Parse an uncompressed Packages index into records, in index order.
-
-    Raises ``IntegrityError`` for a stanza without a name, version,
-    architecture, filename, size or SHA256: such an index cannot be trusted.
-    """
-    text = data.decode("utf-8", errors="replace")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    # deb822 lets a separator line hold only whitespace; archives never do it.
-    if _BLANK_WITH_SPACE_RE.search(text):
-        text = _BLANK_WITH_SPACE_RE.sub("\n\n", text)
-    records: list[PackageRecord] = []
-    find_fields = _FIELD_RE.findall
-    for stanza in text.split("\n\n"):
-        found = find_fields("\n" + stanza)
-        if found:
-            records.append(_record(found, component))
-    return records
-
-
-def _record(found: list[tuple[str, str]], component: str) -> PackageRecord:
-    # This runs ~63,000 times per index: no helper calls per field, only C methods.
-    fields = dict(found)
-    if not fields.keys() >= _REQUIRED_KEYS:
-        # Field names are case-insensitive; only an unusual archive gets here.
-        fields = {_CANONICAL[k.lower()]: v for k, v in found}
-    # Join continuation lines with one space; strip what deb822 says to strip.
-    fields = {
-        k: _CONTINUATION_RE.sub(" ", v).strip() if "\n" in v else v.strip()
-        for k, v in fields.items()
-    }
-    get = fields.get
-    name = get("Package", "")
-    sha256 = get("SHA256", "").lower()
-    size = get("Size", "")
-    if not (
-        name and get("Version") and get("Architecture") and get("Filename") and size and sha256
-    ):
-        missing = next(f for f in _REQUIRED if not get(f))
-        raise IntegrityError(
-            f"Packages index of {component or 'a component'}: package {name or '?'} has no {missing} field",
-            hint="the mirror serves a broken index; try again later or use another mirror",
-        )
-    if not size.isdigit() or not _HEX64_RE.fullmatch(sha256):
-        raise IntegrityError(
-            f"Packages index of {component}: package {name} has a malformed Size or SHA256 field",
-            hint="the mirror serves a broken index; try again later or use another mirror",
-        )
-    return PackageRecord(
-        name=name,
-        version=fields["Version"],
-        architecture=fields["Architecture"],
-        filename=fields["Filename"],
-        size=int(size),
-        sha256=sha256,
-        depends=get("Depends", ""),
-        pre_depends=get("Pre-Depends", ""),
-        provides=get("Provides", ""),
-        conflicts=get("Conflicts", ""),
-        breaks=get("Breaks", ""),
-        multi_arch=get("Multi-Arch", ""),
-        essential=get("Essential", "").lower() == "yes",
-        source=get("Source", ""),
-        component=component,
-    )
-
-
-def decompress(data: bytes, path: str) -> bytes:
-    """The plain bytes of an index file, by its name's extension (.xz, .gz or none)."""
-    try:
-        if path.endswith(".xz"):
-            return lzma.decompress(data)
-        if path.endswith(".gz"):
-            return gzip.decompress(data)
-    except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
-        raise IntegrityError(
-            f"{path} cannot be decompressed: {exc}",
-            hint="the mirror serves a broken file; try again later or use another mirror",
-        ) from exc
-    return data
-
-
-_PROVIDE_RE = re.compile(r"^\s*([^\s(:]+)(?::\S+)?\s*(?:\(\s*=\s*([^)\s]+)\s*\))?\s*$")
-
-
-def parse_provides(text: str) -> list[tuple[str, str | None]]:
-    """``(virtual name, provided version or None)`` of each item of a Provides field.
-
-    A small regex instead of PkgRelation: Provides is read for every record of
-    the index (tens of thousands) and only ever has the form ``name (= version)``.
-    """
-    if "(" not in text and ":" not in text:
-        return [(item.strip(), None) for item in text.split(",") if item.strip()]
-    provided: list[tuple[str, str | None]] = []
-    for item in text.split(","):
-        match = _PROVIDE_RE.match(item)
-        if match:
-            provided.append((match.group(1), match.group(2)))
-    return provided
+__all__ = ["PackageIndex", "cache_key", "load_index"]
 
 
 # -- the lookup tables ---------------------------------------------------------
@@ -436,7 +283,7 @@ def _write_cached(cache: Cache, key: str, records: list[PackageRecord], tables: 
     header = _ENCODER.encode(
         _Header(count=len(records), record_ends=_u32_bytes(ends), tables=tables)
     )
-    with cache.writer(CACHE_KIND, key) as f:
+    with cache.writer(Kind.INDEXES, key) as f:
         f.write(len(header).to_bytes(_HEADER_LENGTH, "little"))
         f.write(header)
         f.write(prefix)
@@ -490,12 +337,12 @@ def load_index(
     discarded and rebuilt.
     """
     key = cache_key(sha256_hex)
-    cached = cache.get(CACHE_KIND, key)
+    cached = cache.get(Kind.INDEXES, key)
     if cached is not None:
         part = _read_cached(cached)
         if part is not None:
             return PackageIndex([part])
-        cache.discard(CACHE_KIND, key)
+        cache.discard(Kind.INDEXES, key)
     records = parse_packages(raw_loader(), component)
     tables = _build_tables(records)
     _write_cached(cache, key, records, tables)

@@ -14,22 +14,17 @@ image builder share the base layers byte for byte between images.
 
 from __future__ import annotations
 
-import difflib
-import functools
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from debian.deb822 import PkgRelation
-
-from polyarch.debian.index import PackageIndex
 from polyarch.debian.packages import PackageRecord
-from polyarch.debian.version import compare_versions, satisfies
+from polyarch.debian.universe import Alternative, Clause, PackageUniverse, clause_text
+from polyarch.debian.version import satisfies
 from polyarch.errors import ResolveError
 from polyarch.platforms import System
 
-__all__ = ["PackageUniverse", "Resolution", "ResolvedPackage", "resolve"]
+__all__ = ["Resolution", "ResolvedPackage", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,152 +58,6 @@ class Resolution:
         return tuple(p.record.name for p in self.packages)
 
 
-@dataclass(frozen=True, slots=True)
-class _Alternative:
-    """One ``name:qual (op version) [arches]`` of a relationship field."""
-
-    name: str
-    archqual: str | None = None
-    op: str | None = None
-    version: str | None = None
-    arches: tuple[tuple[bool, str], ...] = ()
-
-    def __str__(self) -> str:
-        text = f"{self.name}:{self.archqual}" if self.archqual else self.name
-        return f"{text} ({self.op} {self.version})" if self.op else text
-
-
-_Clause = tuple[_Alternative, ...]
-
-
-def _clause_text(clause: _Clause) -> str:
-    return " | ".join(str(alt) for alt in clause)
-
-
-@functools.lru_cache(maxsize=32768)
-def _parse_relation_field(text: str) -> tuple[_Clause, ...]:
-    # Thousands of packages share identical field strings ("libc6 (>= 2.34)"),
-    # so parsing per distinct string keeps python-debian's parser off the hot path.
-    clauses: list[_Clause] = []
-    for group in PkgRelation.parse_relations(text):
-        alternatives: list[_Alternative] = []
-        for rel in group:
-            version: Any = rel.get("version")
-            arches: Any = rel.get("arch") or ()
-            alternatives.append(
-                _Alternative(
-                    name=rel["name"],
-                    archqual=rel.get("archqual"),
-                    op=version[0] if version else None,
-                    version=version[1] if version else None,
-                    arches=tuple((bool(a.enabled), str(a.arch)) for a in arches),
-                )
-            )
-        if alternatives:
-            clauses.append(tuple(alternatives))
-    return tuple(clauses)
-
-
-def _arch_matches(spec: str, arch: str) -> bool:
-    return spec in (arch, "any", "linux-any", f"linux-{arch}", f"any-{arch}")
-
-
-def _record_order(a: PackageRecord, b: PackageRecord) -> int:
-    # Highest version first; the rest only makes duplicates order-independent.
-    by_version = compare_versions(b.version, a.version)
-    if by_version:
-        return by_version
-    ka = (a.architecture, a.filename, a.sha256)
-    kb = (b.architecture, b.filename, b.sha256)
-    return (ka > kb) - (ka < kb)
-
-
-_Provider = tuple[PackageRecord, str | None]
-_RECORD_ORDER = functools.cmp_to_key(_record_order)
-
-
-class PackageUniverse:
-    """Every package of one Debian arch (plus ``all``), indexed for resolution.
-
-    Build it once per Packages index and reuse it for every container. It is
-    lazy: a name's candidates and providers are looked up, filtered to this
-    arch and ordered the first time they are asked for, then kept, so a
-    universe over a cached ``PackageIndex`` costs only the names resolution
-    touches.
-    """
-
-    def __init__(self, records: Sequence[PackageRecord], arch: str) -> None:
-        """Index ``records``; those of another arch than ``arch`` or ``all`` are ignored."""
-        self.arch = arch
-        self._index = (
-            records if isinstance(records, PackageIndex) else PackageIndex.from_records(records)
-        )
-        self._candidates: dict[str, tuple[PackageRecord, ...]] = {}
-        self._providers: dict[str, tuple[_Provider, ...]] = {}
-        self._relations: dict[str, tuple[_Clause, ...]] = {}
-
-    def has(self, name: str) -> bool:
-        """Whether ``name`` is a real or virtual package of this arch."""
-        return bool(self.candidates(name) or self.providers(name))
-
-    def near_names(self, name: str) -> list[str]:
-        """Up to three known package names that look like ``name`` (for typos)."""
-        known = sorted(n for n in self._index.names() if self.has(n))
-        return difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-
-    def candidates(self, name: str) -> tuple[PackageRecord, ...]:
-        """The real packages called ``name``, highest version first."""
-        found = self._candidates.get(name)
-        if found is None:
-            group = [r for r in self._index.named(name) if r.architecture in (self.arch, "all")]
-            found = tuple(sorted(group, key=_RECORD_ORDER)) if len(group) > 1 else tuple(group)
-            self._candidates[name] = found
-        return found
-
-    def providers(self, name: str) -> tuple[_Provider, ...]:
-        """(record, provided version or None) of every package providing ``name``.
-
-        Ordered by provider name, then that provider's version (highest first):
-        the deterministic choice when nothing in the closure provides ``name`` yet.
-        """
-        found = self._providers.get(name)
-        if found is None:
-            ranked: list[tuple[str, int, PackageRecord, str | None]] = []
-            for record, version in self._index.provided(name):
-                # Only providers of this arch count; their rank is their place
-                # among the candidates of their own name.
-                for rank, candidate in enumerate(self.candidates(record.name)):
-                    if candidate is record:
-                        ranked.append((record.name, rank, record, version))
-                        break
-            ranked.sort(key=lambda p: (p[0], p[1]))  # stable: field order within a record
-            found = tuple((p[2], p[3]) for p in ranked)
-            self._providers[name] = found
-        return found
-
-    def relations(self, text: str) -> tuple[_Clause, ...]:
-        """A relationship field parsed, with alternatives restricted to other arches removed."""
-        cached = self._relations.get(text)
-        if cached is None:
-            cached = tuple(
-                clause
-                for clause in (
-                    tuple(alt for alt in group if self._for_this_arch(alt))
-                    for group in _parse_relation_field(text)
-                )
-                if clause
-            )
-            self._relations[text] = cached
-        return cached
-
-    def _for_this_arch(self, alt: _Alternative) -> bool:
-        if not alt.arches:
-            return True
-        if any(enabled for enabled, _ in alt.arches):
-            return any(enabled and _arch_matches(s, self.arch) for enabled, s in alt.arches)
-        return not any(_arch_matches(s, self.arch) for _, s in alt.arches)
-
-
 class _Closure:
     """The mutable state of one resolution; ``resolve`` is its only user."""
 
@@ -235,7 +84,7 @@ class _Closure:
 
     # -- matching -------------------------------------------------------------
 
-    def _real_ok(self, record: PackageRecord, alt: _Alternative) -> bool:
+    def _real_ok(self, record: PackageRecord, alt: Alternative) -> bool:
         if alt.archqual == "any":
             # dpkg: ``pkg:any`` needs the target to declare it may serve any
             # arch (allowed), or not to care about arch at all (foreign).
@@ -247,7 +96,7 @@ class _Closure:
             return True
         return satisfies(record.version, alt.op, alt.version)
 
-    def _provide_ok(self, record: PackageRecord, provided: str | None, alt: _Alternative) -> bool:
+    def _provide_ok(self, record: PackageRecord, provided: str | None, alt: Alternative) -> bool:
         if alt.archqual == "any" and record.multi_arch not in ("allowed", "foreign"):
             return False
         if alt.op is None or alt.version is None:
@@ -255,7 +104,7 @@ class _Closure:
         # As dpkg: an unversioned Provides never satisfies a versioned dependency.
         return provided is not None and satisfies(provided, alt.op, alt.version)
 
-    def _chosen_satisfier(self, alt: _Alternative) -> str | None:
+    def _chosen_satisfier(self, alt: Alternative) -> str | None:
         record = self.chosen.get(alt.name)
         if record is not None and self._real_ok(record, alt):
             return record.name
@@ -267,7 +116,7 @@ class _Closure:
         return None
 
     def _pick(
-        self, alt: _Alternative, *, allow_excluded: bool, only: frozenset[str] | None = None
+        self, alt: Alternative, *, allow_excluded: bool, only: frozenset[str] | None = None
     ) -> PackageRecord | None:
         """The package to add for ``alt``: a real one of that name, else the first provider."""
 
@@ -299,7 +148,7 @@ class _Closure:
                 continue
             if not self.universe.has(root):
                 raise self._unknown_root(root)
-            self._satisfy((_Alternative(root),), None)
+            self._satisfy((Alternative(root),), None)
         while self.queue:
             record = self.queue.popleft()
             for field in (record.pre_depends, record.depends):
@@ -307,7 +156,7 @@ class _Closure:
                     for clause in self.universe.relations(field):
                         self._satisfy(clause, record.name)
 
-    def _satisfy(self, clause: _Clause, dependent: str | None) -> None:
+    def _satisfy(self, clause: Clause, dependent: str | None) -> None:
         # 1. Something already in the closure satisfies one alternative.
         for alt in clause:
             name = self._chosen_satisfier(alt)
@@ -355,7 +204,7 @@ class _Closure:
                         if other is not None:
                             raise self._conflict(record, other, f"{field_name}: {alt}")
 
-    def _conflicting(self, record: PackageRecord, alt: _Alternative) -> PackageRecord | None:
+    def _conflicting(self, record: PackageRecord, alt: Alternative) -> PackageRecord | None:
         target = self.chosen.get(alt.name)
         if (
             target is not None
@@ -402,7 +251,7 @@ class _Closure:
             hint="fix the package name in containers.toml (apt-cache search NAME finds it)",
         )
 
-    def _why_not(self, alt: _Alternative) -> str:
+    def _why_not(self, alt: Alternative) -> str:
         chosen = self.chosen.get(alt.name)
         if chosen is not None:
             by = self.parent.get(alt.name)
@@ -431,8 +280,8 @@ class _Closure:
             )
         return "; ".join(parts)
 
-    def _unsatisfiable(self, clause: _Clause, dependent: str | None) -> ResolveError:
-        path = " → ".join([*self._chain(dependent), _clause_text(clause)])
+    def _unsatisfiable(self, clause: Clause, dependent: str | None) -> ResolveError:
+        path = " → ".join([*self._chain(dependent), clause_text(clause)])
         if len(clause) == 1:
             reason = self._why_not(clause[0])
         else:

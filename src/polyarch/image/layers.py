@@ -1,4 +1,4 @@
-"""Packages → layers: which package goes in which layer, and the deterministic tar + gzip.
+"""Planned layers → deterministic tar + gzip blobs in the cache (the plan is ``layer_plan``).
 
 A package's layer is a pure function of that package's bytes, the filesystem
 rules (``keep_docs``), the epoch and ``LAYER_FORMAT_VERSION``: nothing about
@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from polyarch.cache import Cache
+from polyarch.cache import Cache, Kind
 from polyarch.debian.deb import DebContents, DebEntry
 from polyarch.determinism import (
     TAR_FORMAT,
@@ -35,57 +35,18 @@ from polyarch.determinism import (
     normalise_tarinfo,
     sha256_digest,
 )
-from polyarch.errors import ImageError, PackageError
+from polyarch.errors import PackageError
 from polyarch.image.filesystem import (
     generated_entries,
     layer_tree,
     package_entries,
     skeleton_entries,
 )
+from polyarch.image.layer_plan import LayerPlan
 from polyarch.progress import NULL_PROGRESS, Progress
 
 LAYER_FORMAT_VERSION = 1
 """Bump whenever the bytes of a layer for the same inputs change (rules, tar writer)."""
-
-SKELETON_NAME = "(filesystem)"
-GENERATED_NAME = "(generated)"
-LAYERS_KIND = "layers"
-BLOBS_KIND = "blobs"
-
-
-class PackageLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def sha256(self) -> str: ...
-
-
-class ResolvedPackageLike(Protocol):
-    """What planning needs of the resolver's ``ResolvedPackage``."""
-
-    @property
-    def record(self) -> PackageLike: ...
-    @property
-    def base(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """What one layer holds, bottom to top: the skeleton, packages, the generated entries."""
-
-    packages: tuple[tuple[str, str], ...] = ()
-    """(name, sha256 hex) of each package, in layer order (later wins a path)."""
-    skeleton: bool = False
-    generated: bool = False
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """What is inside, for annotations and tables."""
-        return (
-            ((SKELETON_NAME,) if self.skeleton else ())
-            + tuple(name for name, _ in self.packages)
-            + ((GENERATED_NAME,) if self.generated else ())
-        )
 
 
 @dataclass(frozen=True)
@@ -133,56 +94,6 @@ class LayerStats:
         with self._lock:
             self.hits += hits
             self.misses += misses
-
-
-def plan_layers(packages: Sequence[ResolvedPackageLike], max_layers: int) -> list[LayerPlan]:
-    """Group a system's closure into at most ``max_layers`` layers.
-
-    Order, bottom to top: the skeleton; the base closure's packages (base
-    roots bash + coreutils and what they need), by name; the tool's own
-    packages, by name; the generated layer (``build_layers`` drops it when
-    empty). Each package gets its own layer, which maximises sharing between
-    images. Over ``max_layers``, the least shared layers merge first: the
-    tool's packages from the top of their group into one layer, then, if
-    still too many, the base packages from the top of theirs; only below four
-    layers do the topmost layers merge across groups.
-    """
-    if max_layers < 2:
-        raise ImageError(f"max_layers is {max_layers}", hint="set max_layers to 2 or more")
-    seen: set[str] = set()
-    base: list[LayerPlan] = []
-    tool: list[LayerPlan] = []
-    for p in sorted(packages, key=lambda p: (p.record.name, p.record.sha256)):
-        if p.record.sha256 in seen:
-            continue
-        seen.add(p.record.sha256)
-        (base if p.base else tool).append(LayerPlan(packages=((p.record.name, p.record.sha256),)))
-
-    def excess() -> int:
-        return 2 + len(base) + len(tool) - max_layers
-
-    tool = _merge_top(tool, excess())
-    base = _merge_top(base, excess())
-    plans = [LayerPlan(skeleton=True), *base, *tool, LayerPlan(generated=True)]
-    while len(plans) > max_layers:
-        plans[-2:] = [_merged(plans[-2:])]
-    return plans
-
-
-def _merge_top(group: list[LayerPlan], excess: int) -> list[LayerPlan]:
-    """Merge the top ``excess + 1`` layers of a group into one (fewer if the group is small)."""
-    if excess <= 0 or len(group) < 2:
-        return group
-    keep = max(len(group) - excess - 1, 0)
-    return [*group[:keep], _merged(group[keep:])]
-
-
-def _merged(plans: Sequence[LayerPlan]) -> LayerPlan:
-    return LayerPlan(
-        packages=tuple(p for plan in plans for p in plan.packages),
-        skeleton=any(plan.skeleton for plan in plans),
-        generated=any(plan.generated for plan in plans),
-    )
 
 
 def layer_key(
@@ -249,78 +160,101 @@ def build_layers(
     compressed in ``jobs`` threads (lzma and zlib release the GIL). Pass
     ``stats`` to count hits, misses and .debs read.
     """
-    stats = stats if stats is not None else LayerStats()
-    closure = [p for plan in plans for p in plan.packages]
-    keys = [layer_key(plan, closure, epoch=epoch, keep_docs=keep_docs) for plan in plans]
-    results: list[Layer | None] = [None] * len(plans)
-    missing: list[int] = []
-    for i, key in enumerate(keys):
-        hit = _cached(cache, key)
-        if hit is None:
-            missing.append(i)
-        else:
-            results[i] = hit if isinstance(hit, Layer) else None
-    stats.count(hits=len(plans) - len(missing))
-    task = progress.task("layers", total=len(plans))
-    progress.advance(task, len(plans) - len(missing))
+    builder = _LayerBuilder(plans, read, cache, epoch, keep_docs, progress, stats or LayerStats())
+    return builder.run(jobs)
 
-    # The generated layer needs every package's contents: keep them only if it must be built.
-    needs_closure = any(plans[i].generated for i in missing)
-    contents: dict[str, DebContents] = {}
 
-    def get(name: str, sha256: str) -> DebContents:
-        found = contents.get(sha256)
+class _LayerBuilder:
+    """The state of one ``build_layers`` call, shared by its threads."""
+
+    def __init__(
+        self,
+        plans: Sequence[LayerPlan],
+        read: Callable[[str], DebContents],
+        cache: Cache,
+        epoch: int,
+        keep_docs: bool,
+        progress: Progress,
+        stats: LayerStats,
+    ) -> None:
+        self.plans, self.read, self.cache = plans, read, cache
+        self.epoch, self.keep_docs = epoch, keep_docs
+        self.progress, self.stats = progress, stats
+        self.closure = [p for plan in plans for p in plan.packages]
+        self.keys = [
+            layer_key(plan, self.closure, epoch=epoch, keep_docs=keep_docs) for plan in plans
+        ]
+        self.contents: dict[str, DebContents] = {}
+        self.keep_contents = False
+        self.task = 0
+
+    def run(self, jobs: int) -> list[Layer]:
+        results: list[Layer | None] = [None] * len(self.plans)
+        missing: list[int] = []
+        for i, key in enumerate(self.keys):
+            hit = _cached(self.cache, key)
+            if hit is None:
+                missing.append(i)
+            else:
+                results[i] = hit if isinstance(hit, Layer) else None
+        self.stats.count(hits=len(self.plans) - len(missing))
+        self.task = self.progress.task("layers", total=len(self.plans))
+        self.progress.advance(self.task, len(self.plans) - len(missing))
+        # The generated layer needs every package's contents: keep them only if it must be built.
+        self.keep_contents = any(self.plans[i].generated for i in missing)
+        first = [i for i in missing if not self.plans[i].generated]
+        last = [i for i in missing if self.plans[i].generated]
+        with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+            for i, layer in zip(first, pool.map(self.build, first), strict=True):
+                results[i] = layer
+            if last:
+                # Read what the hit layers did not, in parallel, before the closure-wide layer.
+                unread = [(n, s) for n, s in self.closure if s not in self.contents]
+                list(pool.map(lambda p: self.get(*p), unread))
+                for i, layer in zip(last, pool.map(self.build, last), strict=True):
+                    results[i] = layer
+        self.progress.done(self.task)
+        return [layer for layer in results if layer is not None]
+
+    def get(self, name: str, sha256: str) -> DebContents:
+        found = self.contents.get(sha256)
         if found is None:
-            found = read(sha256)
-            stats.count_read()
+            found = self.read(sha256)
+            self.stats.count_read()
             if found.package != name:
                 raise PackageError(
                     f"package {sha256[:12]} is {found.package}, expected {name}",
                     hint="the package cache is inconsistent; clear it and build again",
                 )
-            if needs_closure:
-                contents[sha256] = found
+            if self.keep_contents:
+                self.contents[sha256] = found
         return found
 
-    def build(i: int) -> Layer | None:
+    def build(self, i: int) -> Layer | None:
         # One producer per layer across processes sharing the cache: whoever
         # waited finds the other's result instead of compressing it again.
-        with cache.lock(LAYERS_KIND, keys[i]):
-            hit = _cached(cache, keys[i])
+        with self.cache.lock(Kind.LAYERS, self.keys[i]):
+            hit = _cached(self.cache, self.keys[i])
             if hit is not None:
-                stats.count(hits=1)
-                progress.advance(task)
+                self.stats.count(hits=1)
+                self.progress.advance(self.task)
                 return hit if isinstance(hit, Layer) else None
-            stats.count(misses=1)
-            return produce(i)
+            self.stats.count(misses=1)
+            return self.produce(i)
 
-    def produce(i: int) -> Layer | None:
-        plan = plans[i]
+    def produce(self, i: int) -> Layer | None:
+        plan, keep_docs = self.plans[i], self.keep_docs
         groups: list[list[DebEntry]] = []
         if plan.skeleton:
             groups.append(skeleton_entries())
         for name, sha256 in plan.packages:
-            groups.append(package_entries(get(name, sha256), keep_docs=keep_docs))
+            groups.append(package_entries(self.get(name, sha256), keep_docs=keep_docs))
         if plan.generated:
-            every = [get(name, sha256) for name, sha256 in closure]
+            every = [self.get(name, sha256) for name, sha256 in self.closure]
             groups.append(generated_entries(every, keep_docs=keep_docs))
-        layer = _store(cache, keys[i], plan, layer_tree(groups), epoch)
-        progress.advance(task)
+        layer = _store(self.cache, self.keys[i], plan, layer_tree(groups), self.epoch)
+        self.progress.advance(self.task)
         return layer
-
-    first = [i for i in missing if not plans[i].generated]
-    last = [i for i in missing if plans[i].generated]
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        for i, layer in zip(first, pool.map(build, first), strict=True):
-            results[i] = layer
-        if last:
-            # Read what the hit layers did not, in parallel, before the one closure-wide layer.
-            unread = [(n, s) for n, s in closure if s not in contents]
-            list(pool.map(lambda p: get(*p), unread))
-            for i, layer in zip(last, pool.map(build, last), strict=True):
-                results[i] = layer
-    progress.done(task)
-    return [layer for layer in results if layer is not None]
 
 
 def packages_to_read(
@@ -390,14 +324,14 @@ class _Empty:
 
 
 def _cached(cache: Cache, key: str) -> Layer | _Empty | None:
-    path = cache.get(LAYERS_KIND, key)
+    path = cache.get(Kind.LAYERS, key)
     if path is None:
         return None
     try:
         record = read_layer_record(path)
         if record is None:
             return _Empty()
-        blob = cache.get(BLOBS_KIND, record.blob_key)
+        blob = cache.get(Kind.BLOBS, record.blob_key)
         if blob is None or blob.stat().st_size != record.size:
             return None
         return record.layer(blob)
@@ -409,7 +343,7 @@ def _store(
     cache: Cache, key: str, plan: LayerPlan, entries: list[DebEntry], epoch: int
 ) -> Layer | None:
     if not entries and plan.generated and not plan.packages and not plan.skeleton:
-        cache.put(LAYERS_KIND, key, canonical_json({"empty": True}))
+        cache.put(Kind.LAYERS, key, canonical_json({"empty": True}))
         return None
     tar = write_tar(entries, epoch)
     blob = gzip_bytes(tar)
@@ -419,7 +353,7 @@ def _store(
         diff_id=sha256_digest(tar),
         size=len(blob),
         uncompressed_size=len(tar),
-        blob=cache.put(BLOBS_KIND, digest.removeprefix("sha256:"), blob),
+        blob=cache.put(Kind.BLOBS, digest.removeprefix("sha256:"), blob),
         packages=plan.names,
         commands=_commands(entries),
     )
@@ -432,5 +366,5 @@ def _store(
         "packages": list(layer.packages),
         "commands": list(layer.commands),
     }
-    cache.put(LAYERS_KIND, key, canonical_json(meta))
+    cache.put(Kind.LAYERS, key, canonical_json(meta))
     return layer

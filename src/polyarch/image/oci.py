@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from polyarch.determinism import Digest, canonical_json, sha256_digest
+from polyarch import media_types
+from polyarch.determinism import DIGEST_PATTERN, Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
 from polyarch.platforms import SYSTEMS, System, system_for_platform
-
-MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-# Layouts written by other tools (skopeo, docker) may hold Docker schema 2 documents.
-MEDIA_TYPE_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_TYPE_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_LIST})
-MANIFEST_MEDIA_TYPES = frozenset({MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST})
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH of every image: Debian's root PATH, the one docker's own images use."""
@@ -38,10 +28,9 @@ ANNOTATION_VERSION = "org.opencontainers.image.version"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 ANNOTATION_DESCRIPTION = "org.opencontainers.image.description"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
-
-# \Z, not $: $ also matches before a trailing newline, which no tag may hold.
-TAG_PATTERN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
-"""A tag, as the distribution spec and docker allow it (also an OCI layout's ref name)."""
+ANNOTATION_REVISION = "org.opencontainers.image.revision"
+ANNOTATION_SOURCE = "org.opencontainers.image.source"
+ANNOTATION_LICENSES = "org.opencontainers.image.licenses"
 
 
 class LayerLike(Protocol):
@@ -198,9 +187,9 @@ def image_manifest(
     """The OCI image manifest (canonical JSON): config descriptor, gzip layer descriptors."""
     document: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": _descriptor(MEDIA_TYPE_CONFIG, sha256_digest(config), len(config)),
-        "layers": [_descriptor(MEDIA_TYPE_LAYER_GZIP, la.digest, la.size) for la in layers],
+        "mediaType": media_types.OCI_MANIFEST,
+        "config": _descriptor(media_types.OCI_CONFIG, sha256_digest(config), len(config)),
+        "layers": [_descriptor(media_types.OCI_LAYER_GZIP, la.digest, la.size) for la in layers],
     }
     if annotations:
         document["annotations"] = dict(annotations)
@@ -227,7 +216,7 @@ def image_index(
         )
     manifests = [
         _descriptor(
-            MEDIA_TYPE_MANIFEST,
+            media_types.OCI_MANIFEST,
             sha256_digest(manifest),
             len(manifest),
             platform=platform_of(system),
@@ -236,7 +225,7 @@ def image_index(
     ]
     document: dict[str, Any] = {
         "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_INDEX,
+        "mediaType": media_types.OCI_INDEX,
         "manifests": manifests,
     }
     if annotations:
@@ -335,9 +324,6 @@ class Descriptor:
         return dict(self.annotations).get(key)
 
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
 def parse_descriptor(value: object, where: str) -> Descriptor:
     """A descriptor from decoded JSON, or ImageError naming ``where``."""
     if not isinstance(value, dict):
@@ -345,7 +331,7 @@ def parse_descriptor(value: object, where: str) -> Descriptor:
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str):
         raise ImageError(f"{where}: descriptor has no mediaType", hint="rebuild the image")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
         raise ImageError(
             f"{where}: digest {digest!r} is not sha256:<hex>", hint="rebuild the image"
         )

@@ -9,7 +9,6 @@ No message built here contains a secret: errors name the user, never the passwor
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import ssl
 import threading
@@ -22,12 +21,13 @@ from typing import TypeVar
 import httpx
 
 from polyarch.errors import RegistryAuthError, RegistryError
+from polyarch.http import new_client
+from polyarch.reference import is_loopback
 from polyarch.registry.credentials import Credentials
-from polyarch.registry.reference import is_loopback
+from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after
 
 T = TypeVar("T")
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -83,16 +83,14 @@ class RegistryClient:
         insecure: bool = False,
         plain_http: bool = False,
         ca_bundle: Path | None = None,
-        retries: int = 5,
-        backoff: float = 0.5,
+        policy: RetryPolicy = REGISTRY_POLICY,
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.registry = registry
         self.credentials = credentials
         self.insecure = insecure
-        self.retries = max(retries, 1)
-        self.backoff = backoff
+        self.policy = policy
         self._loopback = is_loopback(registry)
         if plain_http and not (insecure or self._loopback):
             raise RegistryError(
@@ -105,9 +103,7 @@ class RegistryClient:
             verify = ssl.create_default_context(cafile=str(ca_bundle))
         else:
             verify = not insecure
-        self._http = httpx.Client(
-            verify=verify, timeout=httpx.Timeout(timeout, connect=30.0), transport=transport
-        )
+        self._http = new_client(timeout, verify=verify, transport=transport, follow_redirects=False)
         self._lock = threading.RLock()
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], str] = {}
@@ -260,10 +256,10 @@ class RegistryClient:
             response = self._http.request(method, url, headers=headers, content=content)
         except httpx.TransportError as exc:
             raise RetryableError(f"{method} {_short(url)}: {_transport_reason(exc)}") from exc
-        if response.status_code in RETRY_STATUSES:
+        if is_transient(response.status_code):
             raise RetryableError(
                 f"{method} {_short(url)}: {registry_message(response)}",
-                retry_after=_retry_after(response),
+                retry_after=retry_after(response.headers),
             )
         return response
 
@@ -305,7 +301,7 @@ class RegistryClient:
 
     def _retrying(self, fn: Callable[[], T], *, attempts: int | None = None) -> T:
         """Run ``fn``, again with exponential backoff while it raises RetryableError."""
-        tries = attempts or self.retries
+        tries = max(attempts or self.policy.attempts, 1)
         for n in range(tries):
             try:
                 return fn()
@@ -317,10 +313,7 @@ class RegistryClient:
                     ) from None
                 with self._lock:
                     self.retried += 1
-                delay = self.backoff * (2**n)
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, 30.0))
-                time.sleep(delay)
+                time.sleep(self.policy.delay(n, exc.retry_after))
         raise AssertionError("unreachable")
 
     def retrying(self, fn: Callable[[], T]) -> T:
@@ -344,13 +337,6 @@ def _challenge_scopes(response: httpx.Response, scopes: tuple[str, ...]) -> tupl
     header = response.headers.get("www-authenticate", "")
     extra = parse_challenge(header).params.get("scope") if header else None
     return (*scopes, *extra.split(" ")) if extra else scopes
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    with contextlib.suppress(TypeError, ValueError):
-        return float(value) if value is not None else None
-    return None
 
 
 def _short(url: httpx.URL | str) -> str:

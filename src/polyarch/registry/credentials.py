@@ -17,7 +17,7 @@ from pathlib import Path
 
 from polyarch import cmd
 from polyarch.errors import ConfigError, RegistryAuthError, UsageError
-from polyarch.registry.reference import DOCKER_HUB, HUB_ALIASES
+from polyarch.reference import DOCKER_HUB, HUB_ALIASES
 
 _VAR = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
 _HUB_CONFIG_KEY = "https://index.docker.io/v1/"

@@ -5,33 +5,30 @@ machine knows the registry has the blob, else upload, in parallel), then
 manifests by digest, then the root by tag, then extra tags as PUTs of the same
 bytes. When the repository already holds the root by digest, blobs and child
 manifests are skipped (a registry accepts a manifest only once all it names is
-present), so a warm re-push is a HEAD and the tag PUTs. A registry that answers with a different digest than the bytes we hashed
-is an error.
+present), so a warm re-push is a HEAD and the tag PUTs. A registry that
+answers with a different digest than the bytes we hashed is an error.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
 import httpx
 
-from polyarch.cache import REGISTRY_RECORDS_KIND, default_cache_dir
-from polyarch.determinism import Digest, canonical_json
+from polyarch.determinism import Digest
 from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
-from polyarch.files import atomic_write
-from polyarch.image.oci import TAG_PATTERN
 from polyarch.progress import NULL_PROGRESS, Progress
+from polyarch.reference import DEFAULT_TAG, TAG_HINT, Reference, is_valid_tag, parse_reference
 from polyarch.registry.client import RegistryClient, RetryableError, registry_message
 from polyarch.registry.credentials import Credentials
-from polyarch.registry.layout import Blob, Format, Manifest, convert_plan, read_layout
-from polyarch.registry.reference import Reference, parse_reference
+from polyarch.registry.plan import Blob, Format, Manifest, PushPlan, convert_plan, read_layout
+from polyarch.registry.records import BlobRecord, default_record_dir, record_path
+from polyarch.retry import REGISTRY_POLICY, RetryPolicy
 
 MIB = 1 << 20
 _OCTET = {"Content-Type": "application/octet-stream"}
@@ -58,70 +55,6 @@ class PushResult:
     retries: int
 
 
-class BlobRecord:
-    """Which repositories of one registry hold a blob, as this machine has pushed or seen.
-
-    A JSON file per registry in the cache dir; merged under a file lock on save so
-    parallel pushes do not lose each other's entries. Only a hint for mounts: a
-    stale entry costs one failed mount request.
-    """
-
-    MAX_REPOS = 4
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._entries: dict[str, list[str]] = self._load()
-        self._new: dict[str, list[str]] = {}
-
-    def _load(self) -> dict[str, list[str]]:
-        try:
-            data = json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return (
-            {
-                k: [r for r in v if isinstance(r, str)]
-                for k, v in data.items()
-                if isinstance(v, list)
-            }
-            if isinstance(data, dict)
-            else {}
-        )
-
-    def repositories(self, digest: str) -> list[str]:
-        return list(self._entries.get(digest, ()))
-
-    def add(self, digest: str, repository: str) -> None:
-        for table in (self._entries, self._new):
-            repos = table.setdefault(digest, [])
-            if repository in repos:
-                repos.remove(repository)
-            repos.insert(0, repository)
-            del repos[self.MAX_REPOS :]
-
-    def save(self) -> None:
-        if not self._new:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(str(self.path) + ".lock", timeout=30):
-                merged = self._load()
-                for digest, repos in self._new.items():
-                    merged[digest] = list(dict.fromkeys([*repos, *merged.get(digest, [])]))[
-                        : self.MAX_REPOS
-                    ]
-                atomic_write(self.path, canonical_json(merged))
-        except (OSError, filelock.Timeout):
-            # Losing the hint only costs a future upload instead of a mount.
-            return
-        self._new.clear()
-
-
-def record_path(record_dir: Path, registry: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in registry)
-    return record_dir / f"{safe}.json"
-
-
 @dataclass
 class _Counts:
     uploaded: int = 0
@@ -144,6 +77,7 @@ class _Pusher:
         chunked_above: int,
     ) -> None:
         self.client = client
+        self.ref = ref
         self.repo = ref.repository
         self.record = record
         self.mount_from = list(mount_from)
@@ -161,7 +95,7 @@ class _Pusher:
         client = self.client
         head = client.request("HEAD", f"/v2/{self.repo}/blobs/{blob.digest}", scopes=(self.scope,))
         if head.status_code == 200:
-            self._count(skipped=1, blob=blob)
+            self.count(skipped=1, blob=blob)
             return
         if head.status_code != 404:
             raise RegistryError(
@@ -182,19 +116,19 @@ class _Pusher:
                 continue  # no pull access to the other repository: upload instead
             if response.status_code == 201:
                 self._check_digest(response, blob.digest, "blob")
-                self._count(mounted=1, blob=blob)
+                self.count(mounted=1, blob=blob)
                 return
             if response.status_code == 202 and response.headers.get("location"):
                 session = response.headers["location"]
                 break
         self._upload(blob, session)
-        self._count(uploaded=1, blob=blob)
+        self.count(uploaded=1, blob=blob)
 
     def _mount_candidates(self, blob: Blob) -> list[str]:
         candidates = [*self.mount_from, *self.record.repositories(blob.digest)]
         return [r for r in dict.fromkeys(candidates) if r != self.repo][:3]
 
-    def _count(self, *, blob: Blob, uploaded: int = 0, skipped: int = 0, mounted: int = 0) -> None:
+    def count(self, *, blob: Blob, uploaded: int = 0, skipped: int = 0, mounted: int = 0) -> None:
         with self._lock:
             self.counts.uploaded += uploaded
             self.counts.skipped += skipped
@@ -308,6 +242,22 @@ class _Pusher:
             )
         self._check_digest(response, blob.digest, "blob")
 
+    def result(self, plan: PushPlan, tags: tuple[str, ...]) -> PushResult:
+        counts = self.counts
+        return PushResult(
+            reference=f"{self.ref.name}@{plan.root.digest}",
+            digest=plan.root.digest,
+            media_type=plan.root.media_type,
+            tags=tags,
+            blobs_uploaded=counts.uploaded,
+            blobs_skipped=counts.skipped,
+            blobs_mounted=counts.mounted,
+            bytes_uploaded=counts.bytes,
+            manifests_pushed=counts.manifests,
+            requests=self.client.requests,
+            retries=self.client.retried,
+        )
+
     # -- manifests ----------------------------------------------------------------
 
     def has_manifest(self, manifest: Manifest) -> bool:
@@ -384,8 +334,7 @@ def push_layout(
     record_dir: Path | None = None,
     chunk_size: int = 32 * MIB,
     chunked_above: int = 256 * MIB,
-    retries: int = 5,
-    backoff: float = 0.5,
+    policy: RetryPolicy = REGISTRY_POLICY,
     transport: httpx.BaseTransport | None = None,
 ) -> PushResult:
     """Push the image (index) in OCI layout ``layout`` to ``ref``, then tag it with ``tags``.
@@ -400,27 +349,15 @@ def push_layout(
     """
     reference = parse_reference(ref)
     plan = convert_plan(read_layout(layout, reference.tag), format)
-    for tag in tags:
-        if not TAG_PATTERN.fullmatch(tag):
-            raise UsageError(f"invalid tag {tag!r}", hint="tags are up to 128 of A-Z a-z 0-9 _ . -")
-    primary = reference.tag or plan.tag or (tags[0] if tags else "latest")
-    if reference.digest and reference.digest != plan.root.digest:
-        raise UsageError(
-            f"{ref} names digest {reference.digest}, but the layout's image is {plan.root.digest}",
-            hint="drop the @digest or push the matching layout",
-        )
-    extra = [t for t in dict.fromkeys(tags) if t != primary]
-    record = BlobRecord(
-        record_path(record_dir or default_cache_dir() / REGISTRY_RECORDS_KIND, reference.api_host)
-    )
+    primary, extra = _tags_of(reference, plan, tags)
+    record = BlobRecord(record_path(record_dir or default_record_dir(), reference.api_host))
     client = RegistryClient(
         reference.api_host,
         credentials=credentials,
         insecure=insecure,
         plain_http=reference.plain_http,
         ca_bundle=ca_bundle,
-        retries=retries,
-        backoff=backoff,
+        policy=policy,
         transport=transport,
     )
     with client:
@@ -430,37 +367,44 @@ def push_layout(
             f"push {reference.with_tag(primary)}", total=sum(b.size for b in plan.blobs)
         )
         try:
-            if pusher.has_manifest(plan.root):
-                # The registry holds this exact root, and it only accepted it with every
-                # child and blob present: a warm re-push is only the tag PUTs.
-                for blob in plan.blobs:
-                    pusher._count(skipped=1, blob=blob)
-            else:
-                _parallel(pusher.push_blob, plan.blobs, jobs)
-                for manifest in plan.manifests[:-1]:
-                    pusher.put_manifest(manifest, manifest.digest)
-            pusher.put_manifest(plan.root, primary)
-            for tag in extra:
-                pusher.put_manifest(plan.root, tag)
+            _send(pusher, plan, (primary, *extra), jobs)
         finally:
             for digest in pusher.counts.present:
                 record.add(digest, reference.repository)
             record.save()
             progress.done(pusher.task)
-        counts = pusher.counts
-        return PushResult(
-            reference=f"{reference.name}@{plan.root.digest}",
-            digest=plan.root.digest,
-            media_type=plan.root.media_type,
-            tags=(primary, *extra),
-            blobs_uploaded=counts.uploaded,
-            blobs_skipped=counts.skipped,
-            blobs_mounted=counts.mounted,
-            bytes_uploaded=counts.bytes,
-            manifests_pushed=counts.manifests,
-            requests=client.requests,
-            retries=client.retried,
+        return pusher.result(plan, (primary, *extra))
+
+
+def _tags_of(reference: Reference, plan: PushPlan, tags: Sequence[str]) -> tuple[str, list[str]]:
+    """The tag the root is PUT under (the reference's, the layout's, the first given,
+    ``latest``), and the other tags, each checked."""
+    for tag in tags:
+        if not is_valid_tag(tag):
+            raise UsageError(f"invalid tag {tag!r}", hint=TAG_HINT)
+    if reference.digest and reference.digest != plan.root.digest:
+        raise UsageError(
+            f"{reference} names digest {reference.digest}, "
+            f"but the layout's image is {plan.root.digest}",
+            hint="drop the @digest or push the matching layout",
         )
+    primary = reference.tag or plan.tag or (tags[0] if tags else DEFAULT_TAG)
+    return primary, [t for t in dict.fromkeys(tags) if t != primary]
+
+
+def _send(pusher: _Pusher, plan: PushPlan, tags: Sequence[str], jobs: int) -> None:
+    """Blobs, then child manifests by digest, then the root under each of ``tags``."""
+    if pusher.has_manifest(plan.root):
+        # The registry holds this exact root, and it only accepted it with every
+        # child and blob present: a warm re-push is only the tag PUTs.
+        for blob in plan.blobs:
+            pusher.count(skipped=1, blob=blob)
+    else:
+        _parallel(pusher.push_blob, plan.blobs, jobs)
+        for manifest in plan.manifests[:-1]:
+            pusher.put_manifest(manifest, manifest.digest)
+    for tag in tags:
+        pusher.put_manifest(plan.root, tag)
 
 
 def _parallel(fn: Callable[[Blob], None], blobs: Sequence[Blob], jobs: int) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from polyarch.errors import UsageError
-from polyarch.image.oci import TAG_PATTERN
+from polyarch.reference import DEFAULT_TAG, TAG_HINT, TAG_PATTERN
 
 _NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
 _RELEASE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?(\+[0-9A-Za-z.-]+)?$")
@@ -61,7 +61,7 @@ def automatic_tags(
         if not TAG_PATTERN.fullmatch(tag):
             raise UsageError(
                 f"invalid tag {tag!r}",
-                hint="tags are up to 128 letters, digits, _ . - and do not start with . or -",
+                hint=TAG_HINT,
             )
         tags.append(tag)
     if version:
@@ -72,7 +72,7 @@ def automatic_tags(
             tags.append(branch_tag)
         default = sanitise_tag(default_branch) if default_branch else None
         if default is not None and branch_tag == default:
-            tags.append("latest")
+            tags.append(DEFAULT_TAG)
     return list(dict.fromkeys(tags))
 
 

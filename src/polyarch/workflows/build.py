@@ -15,20 +15,13 @@ from polyarch.debian.deb import DebContents, read_deb
 from polyarch.debian.resolver import Resolution
 from polyarch.determinism import Digest, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ImageError
-from polyarch.image.archive import write_build_outputs
-from polyarch.image.layers import (
-    COMMAND_DIRS,
-    Layer,
-    LayerStats,
-    build_layers,
-    packages_to_read,
-    plan_layers,
-)
+from polyarch.image.layer_plan import LayerPlan, plan_layers
+from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, packages_to_read
 from polyarch.image.oci import Image, build_image, build_index, image_annotations
+from polyarch.outputs import Outputs, write_build_outputs
 from polyarch.platforms import SYSTEMS, System
+from polyarch.reference import DEFAULT_TAG
 from polyarch.workflows.resolve import Session, download, resolve_container
-
-DEFAULT_TAG = "latest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +36,16 @@ class SystemBuild:
 @dataclass(frozen=True, slots=True)
 class BuildResult:
     container: Container
-    path: Path
-    """``OUT/NAME``: ``oci/`` and one ``SYSTEM.tar`` per built system."""
+    outputs: Outputs
     index: bytes
     index_digest: Digest
     systems: tuple[SystemBuild, ...]
     stats: LayerStats
 
-    def archive(self, system: System) -> Path:
-        return self.path / f"{system.name}.tar"
+    @property
+    def path(self) -> Path:
+        """``OUT/NAME``: ``oci/`` and one ``SYSTEM.tar`` per built system."""
+        return self.outputs.root
 
 
 def build_container(
@@ -65,17 +59,48 @@ def build_container(
 ) -> BuildResult:
     """Build ``container`` for ``systems`` and write ``out_dir/NAME`` atomically."""
     epoch = source_date_epoch() if epoch is None else epoch
-    created = rfc3339(epoch)
     resolutions = resolve_container(session, container, systems)
+    stats = LayerStats()
+    layers = build_system_layers(session, container, resolutions, epoch=epoch, stats=stats)
+    builds = [
+        system_image(container, system, resolutions[system], layers[system], epoch=epoch)
+        for system in layers
+    ]
+    index = build_index(
+        [b.image for b in builds],
+        _annotations(container, builds[0].version, rfc3339(epoch)),
+    )
+    outputs = Outputs(out_dir, container.name)
+    write_build_outputs(
+        outputs,
+        [b.image for b in builds],
+        index,
+        tag=tag,
+        repo_tags=[f"{container.name}:{tag}"],
+        mtime=epoch,
+    )
+    return BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
+
+
+def build_system_layers(
+    session: Session,
+    container: Container,
+    resolutions: dict[System, Resolution],
+    *,
+    epoch: int,
+    stats: LayerStats,
+) -> dict[System, list[Layer]]:
+    """Each system's layers, in system-table order, from the cache or built now.
+
+    Only the packages of layers the cache lacks are fetched (and re-hashed):
+    a warm build reads no .deb at all, and an offline one needs none.
+    """
     plans = {s: plan_layers(r.packages, container.max_layers) for s, r in resolutions.items()}
-    # Only the packages of layers the cache lacks are fetched (and re-hashed):
-    # a warm build reads no .deb at all, and an offline one needs none.
     needed: set[str] = set()
     for plan in plans.values():
         needed |= packages_to_read(plan, session.cache, epoch=epoch, keep_docs=container.keep_docs)
     debs = download(session, resolutions, only=needed)
     names = {p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages}
-
     late = threading.Lock()
 
     def read(sha256: str) -> DebContents:
@@ -85,12 +110,9 @@ def build_container(
                 debs.update(download(session, resolutions, only={sha256}))
         return read_deb(debs[sha256], names[sha256])
 
-    stats = LayerStats()
-    ordered = sorted(resolutions, key=SYSTEMS.index)
-
-    def layers_of(system: System) -> list[Layer]:
+    def layers_of(plan: list[LayerPlan]) -> list[Layer]:
         return build_layers(
-            plans[system],
+            plan,
             read,
             session.cache,
             epoch=epoch,
@@ -100,53 +122,43 @@ def build_container(
             stats=stats,
         )
 
+    ordered = sorted(resolutions, key=SYSTEMS.index)
     # Systems build side by side, so one system's big layer (libc6) never
     # leaves a core idle while the other system still has layers to compress.
     with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
-        layers_by_system = dict(zip(ordered, pool.map(layers_of, ordered), strict=True))
+        built = pool.map(layers_of, [plans[s] for s in ordered])
+        return dict(zip(ordered, built, strict=True))
 
-    builds: list[SystemBuild] = []
-    for system in ordered:
-        resolution = resolutions[system]
-        layers = layers_by_system[system]
-        version = _version_of(container, resolution)
-        image = build_image(
-            system,
-            layers,
-            entrypoint=entrypoint_of(container, layers, system),
-            created=created,
-            env=container.env,
-            workdir=container.workdir,
-            user=container.user,
-            labels=container.labels,
-            annotations=image_annotations(
-                title=container.name,
-                version=version,
-                created=created,
-                description=container.description,
-            ),
-        )
-        builds.append(SystemBuild(system, image, resolution, version))
 
-    index = build_index(
-        [b.image for b in builds],
-        image_annotations(
-            title=container.name,
-            version=builds[0].version,
-            created=created,
-            description=container.description,
-        ),
+def system_image(
+    container: Container,
+    system: System,
+    resolution: Resolution,
+    layers: Sequence[Layer],
+    *,
+    epoch: int,
+) -> SystemBuild:
+    """The image (config + manifest) of one system over its layers."""
+    created = rfc3339(epoch)
+    version = _version_of(container, resolution)
+    image = build_image(
+        system,
+        layers,
+        entrypoint=entrypoint_of(container, layers, system),
+        created=created,
+        env=container.env,
+        workdir=container.workdir,
+        user=container.user,
+        labels=container.labels,
+        annotations=_annotations(container, version, created),
     )
-    path = write_build_outputs(
-        out_dir,
-        container.name,
-        [b.image for b in builds],
-        index,
-        tag=tag,
-        repo_tags=[f"{container.name}:{tag}"],
-        mtime=epoch,
+    return SystemBuild(system, image, resolution, version)
+
+
+def _annotations(container: Container, version: str, created: str) -> dict[str, str]:
+    return image_annotations(
+        title=container.name, version=version, created=created, description=container.description
     )
-    return BuildResult(container, path, index, sha256_digest(index), tuple(builds), stats)
 
 
 def _version_of(container: Container, resolution: Resolution) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -13,13 +12,13 @@ from polyarch import lock as lockfile
 from polyarch.cache import Cache
 from polyarch.config import Config, Container
 from polyarch.debian.fetch import cached_deb, fetch_debs
-from polyarch.debian.repository import Release, Repository, find_source
-from polyarch.debian.resolver import PackageUniverse, Resolution, resolve
+from polyarch.debian.repository import Release, Repository
+from polyarch.debian.resolver import Resolution, resolve
+from polyarch.debian.sources import find_source
+from polyarch.debian.universe import PackageUniverse
 from polyarch.errors import CacheError, LockError, ResolveError
 from polyarch.platforms import System
 from polyarch.progress import NULL_PROGRESS, Progress
-
-RESOLVE_SCHEMA = "polyarch.resolve/v1"
 
 
 @dataclass
@@ -229,33 +228,3 @@ def _lock_entry(session: Session, container: Container) -> lockfile.LockedContai
         for system, resolution in resolutions.items()
     }
     return lockfile.locked_container(session.config, container, systems)
-
-
-def resolution_json(container: Container, resolutions: dict[System, Resolution]) -> dict[str, Any]:
-    """The stable ``--json`` object (schema ``polyarch.resolve/v1``, see docs/JSON.md)."""
-    return {
-        "schema": RESOLVE_SCHEMA,
-        "container": container.name,
-        "package": container.package,
-        "systems": {
-            system.name: {
-                "debian_arch": system.debian_arch,
-                "platform": system.oci_platform,
-                "excluded": list(r.excluded),
-                "packages": [
-                    {
-                        "name": p.record.name,
-                        "version": p.record.version,
-                        "architecture": p.record.architecture,
-                        "size": p.record.size,
-                        "sha256": p.record.sha256,
-                        "filename": p.record.filename,
-                        "base": p.base,
-                        "required_by": list(p.required_by),
-                    }
-                    for p in r.packages
-                ],
-            }
-            for system, r in resolutions.items()
-        },
-    }

@@ -1,17 +1,12 @@
-"""load, test, all, manifest-test: put built images into an engine and prove they work.
+"""test: prove a built image works in the engine — the tool's smoke test, and bash + coreutils.
 
-The engine is only a runner here: images come from ``polyarch build``'s
-outputs (``OUT/NAME/SYSTEM.tar``, or the OCI layout for manifest-test).
 Foreign systems run through qemu-user via binfmt_misc; a missing handler is
 reported with what to do before any container is started.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import tarfile
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +15,10 @@ from pathlib import Path
 from polyarch.config import Container
 from polyarch.emulation import require_runnable, runs_natively
 from polyarch.engine import Engine, RunResult
-from polyarch.errors import ContainerTestError, ImageError
-from polyarch.image.archive import image_from_layout, read_oci_layout, write_docker_archive
+from polyarch.errors import ContainerTestError
 from polyarch.platforms import System, native_system
+from polyarch.reference import DEFAULT_TAG
+from polyarch.workflows.load import load_foreign, load_image
 
 TEST_TIMEOUT_SECONDS = 300.0
 """A smoke test under qemu can be slow, but never minutes; longer means it waits for input."""
@@ -76,30 +72,6 @@ def ensure_runnable(system: System) -> None:
     """EmulationError with what to install when ``system``'s images cannot run here."""
     if not runs_natively(system):
         require_runnable(system)
-
-
-def archive_path(out_dir: Path, container: Container, system: System) -> Path:
-    return out_dir / container.name / f"{system.name}.tar"
-
-
-def load_image(
-    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = "latest"
-) -> str:
-    """Load ``system``'s docker-archive into ``engine`` as ``NAME:TAG``; return that reference."""
-    archive = archive_path(out_dir, container, system)
-    if not archive.is_file():
-        raise ImageError(
-            f"{container.name} has no {system.name} image in {out_dir}",
-            hint=f"build it: polyarch build {container.name} --system {system.name}",
-        )
-    return _load_as(engine, archive, f"{container.name}:{tag}")
-
-
-def _load_as(engine: Engine, archive: Path, reference: str) -> str:
-    loaded = engine.load(archive)
-    if loaded != reference and loaded != f"localhost/{reference}":
-        engine.tag(loaded, reference)
-    return reference
 
 
 def run_smoke_test(
@@ -165,7 +137,7 @@ def run_smoke_tests(
     systems: Sequence[System],
     *,
     out_dir: Path,
-    tag: str = "latest",
+    tag: str = DEFAULT_TAG,
 ) -> list[TestReport]:
     """Load and test each system's image; ``NAME:TAG`` ends up the native image.
 
@@ -180,52 +152,9 @@ def run_smoke_tests(
         if system == native:
             reference = load_image(engine, container, system, out_dir=out_dir, tag=tag)
         else:
-            reference = _load_foreign(engine, container, system, out_dir=out_dir, tag=tag)
+            reference = load_foreign(engine, container, system, out_dir=out_dir, tag=tag)
         reports.append(run_smoke_test(engine, container, system, reference))
     return reports
-
-
-def _load_foreign(
-    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str
-) -> str:
-    """Load a foreign image as ``NAME:TAG-SYSTEM``; every other name keeps its image.
-
-    Loading a docker-archive moves the names written inside it (``NAME:TAG`` of
-    the build) to the loaded image; they are put back where they were.
-    """
-    archive = archive_path(out_dir, container, system)
-    protected = {*embedded_tags(archive), f"{container.name}:{tag}"}
-    previous = {ref: engine.image_id(ref) for ref in sorted(protected)}
-    reference = load_image(engine, container, system, out_dir=out_dir, tag=f"{tag}-{system.name}")
-    for ref, image_id in previous.items():
-        if image_id is not None:
-            engine.tag(image_id, ref)
-        else:
-            engine.untag(ref)
-    return reference
-
-
-def embedded_tags(archive: Path) -> list[str]:
-    """The RepoTags a docker-archive gives the image it holds."""
-    try:
-        with tarfile.open(archive) as tar:
-            member = tar.extractfile("manifest.json")
-            manifest = json.loads(member.read()) if member else []
-    except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
-        raise ImageError(f"{archive} is not a docker-archive: {exc}", hint="rebuild it") from exc
-    return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
-
-
-def load_from_layout(
-    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = "latest"
-) -> str:
-    """Load ``system``'s image out of the OCI layout (the index), as ``NAME:TAG``."""
-    layout = read_oci_layout(out_dir / container.name / "oci")
-    image = image_from_layout(layout, tag, system)
-    with tempfile.TemporaryDirectory(prefix="polyarch-load-") as tmp:
-        archive = Path(tmp) / f"{system.name}.tar"
-        write_docker_archive(archive, image, repo_tags=[f"{container.name}:{tag}"])
-        return _load_as(engine, archive, f"{container.name}:{tag}")
 
 
 def raise_for_failures(reports: Sequence[TestReport]) -> None:

@@ -22,32 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_digest, sha256_file
 from polyarch.errors import ImageError
-from polyarch.files import atomic_copy, atomic_write
-from polyarch.image.archive import (
-    OCI_LAYOUT_VERSION,
+from polyarch.files import atomic_copy, replace_directory
+from polyarch.image.docker_archive import MANIFEST_NAME, parse_archive_manifest
+from polyarch.image.layout import (
     LayoutManifest,
     OciLayout,
     blob_path,
-    publish_outputs,
+    put_blob,
     read_oci_layout,
+    write_layout_index,
 )
 from polyarch.image.oci import Platform
-from polyarch.registry.layout import (
-    DOCKER_LAYER,
-    DOCKER_LAYER_GZIP,
-    OCI_CONFIG,
-    OCI_INDEX,
-    OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_MANIFEST,
-    REF_NAME,
-)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_TO_OCI_LAYER = {DOCKER_LAYER: OCI_LAYER, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +71,9 @@ class ImportedImage:
         return canonical_json(
             {
                 "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
+                "mediaType": media_types.OCI_MANIFEST,
                 "config": {
-                    "mediaType": OCI_CONFIG,
+                    "mediaType": media_types.OCI_CONFIG,
                     "digest": self.config_digest,
                     "size": len(self.config),
                 },
@@ -106,7 +97,7 @@ def read_images(path: Path, store: Path) -> list[ImportedImage]:
         raise ImageError(f"image file {path} does not exist", hint="check the path")
     with _scratch(store) as scratch:
         members = _unpack(path, scratch)
-        if "manifest.json" in members:
+        if MANIFEST_NAME in members:
             return _read_docker_archive(path, members, store)
         if "index.json" in members and "oci-layout" in members:
             return _read_oci_archive(path, members, scratch, store)
@@ -114,16 +105,6 @@ def read_images(path: Path, store: Path) -> list[ImportedImage]:
         f"{path} is neither a docker-archive nor an OCI archive or layout",
         hint="pass a file made by docker/podman save, skopeo copy, or Nix dockerTools",
     )
-
-
-def read_image_file(path: Path, store: Path) -> ImportedImage:
-    """The one image in ``path`` (ImageError if it holds none or several); blobs go to ``store``."""
-    images = read_images(path, store)
-    if len(images) != 1:
-        raise ImageError(
-            f"{path} holds {len(images)} images, expected one", hint="pass one image per file"
-        )
-    return images[0]
 
 
 # -- archives --------------------------------------------------------------------------
@@ -209,38 +190,26 @@ def _diff_ids(config: bytes, source: Path) -> list[str]:
     return [str(i) for i in ids]
 
 
-def _store(store: Path, data: bytes) -> tuple[Digest, Path]:
-    digest = sha256_digest(data)
-    final = blob_path(store, digest)
-    if not final.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(final, data)
-    return digest, final
-
-
 def _read_docker_archive(
     source: Path, members: dict[str, Path], store: Path
 ) -> list[ImportedImage]:
-    entries = _load_json(members["manifest.json"].read_bytes(), f"manifest.json in {source}")
-    if not isinstance(entries, list) or not entries:
-        raise ImageError(f"manifest.json in {source} lists no images", hint="check the image file")
+    where = f"{MANIFEST_NAME} in {source}"
     images = []
-    for entry in entries:
-        config_name = _clean_name(str(entry.get("Config", "")))
+    for entry in parse_archive_manifest(members[MANIFEST_NAME].read_bytes(), where):
+        config_name = _clean_name(entry.config)
         if config_name is None or config_name not in members:
             raise ImageError(
                 f"{source} lacks the config its manifest.json names", hint="check the file"
             )
         config = members[config_name].read_bytes()
         diff_ids = _diff_ids(config, source)
-        layer_names = [str(n) for n in entry.get("Layers", [])]
-        if len(layer_names) != len(diff_ids):
+        if len(entry.layers) != len(diff_ids):
             raise ImageError(
-                f"{source}: {len(layer_names)} layers but {len(diff_ids)} diff_ids in the config",
+                f"{source}: {len(entry.layers)} layers but {len(diff_ids)} diff_ids in the config",
                 hint="the archive is inconsistent; save it again",
             )
         layers = []
-        for name, diff_id in zip(layer_names, diff_ids, strict=True):
+        for name, diff_id in zip(entry.layers, diff_ids, strict=True):
             clean = _clean_name(name)
             if clean is None or clean not in members:
                 raise ImageError(f"{source} lacks layer {name}", hint="save the image again")
@@ -268,8 +237,14 @@ def _import_layer(path: Path, diff_id: str, source: Path, store: Path) -> Import
             f"a layer in {source} does not match its diff_id {diff_id}",
             hint="the archive is corrupt; save it again",
         )
-    digest, stored = _store(store, compressed)
-    return ImportedLayer(OCI_LAYER_GZIP, digest, len(compressed), Digest(diff_id), stored)
+    digest = put_blob(store, compressed)
+    return ImportedLayer(
+        media_types.OCI_LAYER_GZIP,
+        digest,
+        len(compressed),
+        Digest(diff_id),
+        blob_path(store, digest),
+    )
 
 
 def _read_oci_archive(
@@ -318,7 +293,7 @@ def _import_manifest(
                 raise ImageError(f"layer {layer.digest} in {source} is corrupt")
             dest.parent.mkdir(parents=True, exist_ok=True)
             atomic_copy(src, dest)
-        layer_type = _TO_OCI_LAYER.get(layer.media_type, layer.media_type)
+        layer_type = media_types.DOCKER_TO_OCI.get(layer.media_type, layer.media_type)
         layers.append(ImportedLayer(layer_type, layer.digest, layer.size, Digest(diff_id), dest))
     index_annotations = node.parent.document.get("annotations") if node.parent else None
     return ImportedImage(
@@ -340,7 +315,7 @@ def index_from_image_files(
 
     Platforms come from each image's config; two images of one platform are an
     ImageError naming both files. The layout is built beside ``dest_layout`` and
-    swapped into place, replacing what was there (``publish_outputs``). Returns the index digest.
+    swapped into place, replacing what was there. Returns the index digest.
     """
     if not paths:
         raise ImageError("no image files given", hint="pass at least one --image-file")
@@ -362,46 +337,27 @@ def index_from_image_files(
                 images.append(image)
         descriptors = []
         for image in images:
-            _store(work, image.config)
+            put_blob(work, image.config)
             manifest = image.manifest()
-            digest, _ = _store(work, manifest)
             descriptors.append(
                 {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": digest,
+                    "mediaType": media_types.OCI_MANIFEST,
+                    "digest": put_blob(work, manifest),
                     "size": len(manifest),
                     "platform": image.platform.as_json(),
                 }
             )
         index: dict[str, Any] = {
             "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
+            "mediaType": media_types.OCI_INDEX,
             "manifests": descriptors,
         }
         if annotations:
             index["annotations"] = dict(annotations)
         index_bytes = canonical_json(index)
-        index_digest, _ = _store(work, index_bytes)
-        (work / "oci-layout").write_bytes(
-            canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION})
-        )
-        (work / "index.json").write_bytes(
-            canonical_json(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": OCI_INDEX,
-                    "manifests": [
-                        {
-                            "mediaType": OCI_INDEX,
-                            "digest": index_digest,
-                            "size": len(index_bytes),
-                            "annotations": {REF_NAME: tag},
-                        }
-                    ],
-                }
-            )
-        )
+        index_digest = put_blob(work, index_bytes)
+        write_layout_index(work, media_types.OCI_INDEX, index_digest, len(index_bytes), tag)
 
-    publish_outputs(dest_layout.parent, dest_layout.name, write)
-    assert index_digest is not None  # write() ran to its end, or publish_outputs raised
+    replace_directory(dest_layout, write)
+    assert index_digest is not None  # write() ran to its end, or replace_directory raised
     return index_digest

@@ -1,51 +1,28 @@
-"""Writing images to disk: the OCI image layout, docker-archive tarballs, atomic publication.
+"""The OCI image layout on disk (image-spec ``image-layout.md``): writing and reading it.
 
-Outputs of ``polyarch build NAME`` (see ``write_build_outputs``)::
-
-    OUT/NAME/oci/          OCI image layout; index.json -> the image index (tag in ref.name)
-    OUT/NAME/SYSTEM.tar    docker-archive of one system's image (docker load, podman load)
-
-``OUT/NAME`` always holds exactly the result of the last successful build: a
-build of only ``--system S`` replaces the whole directory, so it then holds
-``S.tar`` and an index over S alone. Keeping the other systems' tarballs would
-make ``oci/`` and the tarballs disagree about what was built, and would keep
-images whose packages no longer match the lock.
+``write_oci_layout`` writes what ``polyarch build`` puts in ``OUT/NAME/oci/``;
+``read_oci_layout`` opens any layout (ours, skopeo's, an unpacked OCI archive)
+and checks every document against its descriptor as it walks it;
+``annotate_layout`` writes a copy whose index carries more annotations
+(``polyarch manifest``). ``index.json`` is written by ``write_layout_index``
+only: one entry, the root, named by ``org.opencontainers.image.ref.name``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import io
 import json
 import os
-import re
-import shutil
-import sys
-import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyarch.determinism import (
-    TAR_FORMAT,
-    Digest,
-    canonical_json,
-    normalise_tarinfo,
-    sha256_digest,
-    source_date_epoch,
-)
+from polyarch import media_types
+from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.files import link_or_copy
+from polyarch.files import link_or_copy, replace_directory, staging_dir
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
-    INDEX_MEDIA_TYPES,
-    MANIFEST_MEDIA_TYPES,
-    MEDIA_TYPE_INDEX,
-    TAG_PATTERN,
     Descriptor,
     Image,
     LayerLike,
@@ -54,56 +31,36 @@ from polyarch.image.oci import (
     parse_json_object,
 )
 from polyarch.platforms import System
+from polyarch.reference import DEFAULT_TAG, check_tag
 
 OCI_LAYOUT_VERSION = "1.0.0"
 BLOB_MODE = 0o444
 """Blobs are content-addressed and never change; read-only says so (also through hard links)."""
-
-# A docker reference "[host[:port]/]path[:tag]", lower-case path components.
-_REPOSITORY = re.compile(
-    r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
-)
+_DAMAGED = "the layout is damaged; build or copy the image again"
 
 
-def _check_tag(tag: str) -> None:
-    if not TAG_PATTERN.fullmatch(tag):
-        raise ImageError(
-            f"tag {tag!r} is not a valid image tag",
-            hint="use letters, digits, '.', '_' and '-', at most 128 characters",
-        )
+def write_layout_index(root: Path, media_type: str, digest: Digest, size: int, tag: str) -> None:
+    """Write ``oci-layout`` and an ``index.json`` naming one root document ``tag``."""
+    check_tag(tag)
+    entry = {
+        "mediaType": media_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {ANNOTATION_REF_NAME: tag},
+    }
+    top = {"schemaVersion": 2, "mediaType": media_types.OCI_INDEX, "manifests": [entry]}
+    _write_file(root / "oci-layout", canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
+    _write_file(root / "index.json", canonical_json(top))
 
 
-def split_repo_tag(reference: str) -> tuple[str, str]:
-    """``[host/]repo[:tag]`` → (repo, tag); the tag defaults to ``latest``."""
-    if "@" in reference:
-        raise ImageError(
-            f"{reference!r} names a digest, not a tag", hint="give NAME:TAG, e.g. fd:latest"
-        )
-    repo, sep, tag = reference.rpartition(":")
-    if not sep or "/" in tag:  # no colon, or the colon belongs to host:port
-        repo, tag = reference, "latest"
-    if not _REPOSITORY.fullmatch(repo):
-        raise ImageError(
-            f"{reference!r} is not a valid image name",
-            hint="use lower-case NAME:TAG, e.g. fd:latest",
-        )
-    _check_tag(tag)
-    return repo, tag
-
-
-# --------------------------------------------------------------------------- files
-
-
-@contextmanager
-def _staging_dir(dest: Path) -> Iterator[Path]:
-    """A fresh directory beside ``dest``; removed unless the caller renamed it away."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def put_blob(root: Path, data: bytes) -> Digest:
+    """Store ``data`` as a blob of the layout at ``root`` (if absent); return its digest."""
+    digest = sha256_digest(data)
+    target = blob_path(root, digest)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(target, data, BLOB_MODE)
+    return digest
 
 
 def _refuse_existing(dest: Path) -> None:
@@ -140,13 +97,10 @@ def _place_layer_blob(layer: LayerLike, target: Path) -> None:
     os.chmod(target, BLOB_MODE)
 
 
-# --------------------------------------------------------------------------- OCI layout
-
-
 def _index_manifest_digests(index: bytes) -> set[str]:
     document = parse_json_object(index, "image index")
     manifests = document.get("manifests")
-    if document.get("mediaType") != MEDIA_TYPE_INDEX or not isinstance(manifests, list):
+    if document.get("mediaType") != media_types.OCI_INDEX or not isinstance(manifests, list):
         raise ImageError(
             "the given index is not an OCI image index", hint="build it with image_index"
         )
@@ -161,7 +115,7 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
     holds the index, each image's manifest and config, and every layer once.
     The same inputs give the same files, byte for byte.
     """
-    _check_tag(tag)
+    check_tag(tag)
     _refuse_existing(dest)
     listed = _index_manifest_digests(index)
     given = {image.manifest_digest for image in images}
@@ -170,14 +124,7 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
             "the image index does not list exactly the images being written",
             hint="build the index from the same images",
         )
-    index_descriptor = {
-        "mediaType": MEDIA_TYPE_INDEX,
-        "digest": sha256_digest(index),
-        "size": len(index),
-        "annotations": {ANNOTATION_REF_NAME: tag},
-    }
-    top = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": [index_descriptor]}
-    with _staging_dir(dest) as tmp:
+    with staging_dir(dest) as tmp:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         # Shared layers (and identical configs) are stored once, like in a registry.
@@ -193,188 +140,9 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
                 _write_file(target, content, BLOB_MODE)
             else:
                 _place_layer_blob(content, target)
-        _write_file(tmp / "oci-layout", canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
-        _write_file(tmp / "index.json", canonical_json(top))
+        write_layout_index(tmp, media_types.OCI_INDEX, sha256_digest(index), len(index), tag)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the layout is for everyone to read
         os.rename(tmp, dest)
-
-
-# --------------------------------------------------------------------------- docker-archive
-
-
-def _layer_file_name(layer: LayerLike) -> str:
-    return layer.digest.removeprefix("sha256:") + ".tar.gz"
-
-
-def write_docker_archive(
-    dest: Path, image: Image, *, repo_tags: Sequence[str], mtime: int | None = None
-) -> None:
-    """Write ``image`` as a docker-archive tarball (``docker save`` format), atomically.
-
-    Layout: ``manifest.json`` ``[{Config, RepoTags, Layers}]``, the config as
-    ``<config hex>.json``, each layer as ``<blob hex>.tar.gz`` (gzip as stored:
-    ``docker load`` 20.10+ and ``podman load`` decompress layers themselves),
-    and a ``repositories`` file mapping each repo/tag to the top layer, as
-    ``docker save`` writes it. Entries are sorted, headers normalised, every
-    mtime ``mtime`` (default: SOURCE_DATE_EPOCH), so the tarball is reproducible.
-    """
-    if not repo_tags:
-        raise ImageError("a docker-archive needs at least one NAME:TAG", hint="pass repo_tags")
-    pairs = [split_repo_tag(reference) for reference in repo_tags]
-    tags = [f"{repo}:{tag}" for repo, tag in pairs]
-    when = source_date_epoch() if mtime is None else mtime
-    layer_names = [_layer_file_name(layer) for layer in image.layers]
-    top = layer_names[-1].removesuffix(".tar.gz")
-    repositories: dict[str, dict[str, str]] = {}
-    for repo, tag in pairs:
-        repositories.setdefault(repo, {})[tag] = top
-    config_name = image.config_digest.removeprefix("sha256:") + ".json"
-    manifest = [{"Config": config_name, "Layers": layer_names, "RepoTags": tags}]
-
-    members: dict[str, bytes | LayerLike] = {
-        "manifest.json": canonical_json(manifest),
-        "repositories": canonical_json(repositories),
-        config_name: image.config,
-    }
-    for name, layer in zip(layer_names, image.layers, strict=True):
-        members[name] = layer
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            tarfile.open(fileobj=raw, mode="w", format=TAR_FORMAT) as tar,
-        ):
-            for name in sorted(members):
-                _add_member(tar, name, members[name], when)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _add_member(tar: tarfile.TarFile, name: str, content: bytes | LayerLike, mtime: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.mode = 0o644
-    if isinstance(content, bytes):
-        info.size = len(content)
-        tar.addfile(normalise_tarinfo(info, mtime), io.BytesIO(content))
-        return
-    info.size = content.size
-    try:
-        with open(content.blob, "rb") as blob:
-            if os.fstat(blob.fileno()).st_size != content.size:
-                raise ImageError(
-                    f"layer {content.digest} at {content.blob} does not have {content.size} bytes",
-                    hint="run `polyarch cache prune` and rebuild",
-                )
-            tar.addfile(normalise_tarinfo(info, mtime), blob)
-    except OSError as exc:
-        raise ImageError(
-            f"cannot read layer {content.digest} at {content.blob}: {exc.strerror}",
-            hint="rebuild; the cache may have been pruned meanwhile",
-        ) from exc
-
-
-# --------------------------------------------------------------------------- publishing
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    renameat2.restype = ctypes.c_int
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
-def publish_outputs(out_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
-    """Run ``build(staging_dir)``, then make the staging dir ``out_dir/name``; return that path.
-
-    ``build`` writes everything into a fresh ``out_dir/.NAME.tmp-*`` directory.
-    Only when it returns is the result swapped in: on Linux in one atomic
-    exchange, elsewhere by renaming the old result aside and the new one in
-    (restoring the old one if that fails); the old result is then deleted. If
-    ``build`` raises, the staging dir is removed and ``out_dir/name`` is
-    untouched, so readers see the previous result or the new one, never a mix.
-    """
-    if not name or name.startswith(".") or "/" in name or "\0" in name:
-        raise ImageError(f"{name!r} cannot name an output directory", hint="use a container name")
-    final = out_dir / name
-    if (final.exists() or final.is_symlink()) and not final.is_dir():
-        raise ImageError(f"{final} exists and is not a directory", hint="remove it or use --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageError(f"cannot create {out_dir}: {exc.strerror}", hint="use --out") from exc
-    with _staging_dir(final) as tmp:
-        os.chmod(tmp, 0o755)
-        build(tmp)
-        try:
-            if not final.exists():
-                os.rename(tmp, final)
-            elif _exchange(tmp, final):
-                pass  # tmp now holds the old result; _staging_dir deletes it
-            else:
-                aside = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir))
-                os.rename(final, aside)  # onto an empty directory: allowed by POSIX
-                try:
-                    os.rename(tmp, final)
-                except OSError:
-                    os.rename(aside, final)
-                    raise
-                shutil.rmtree(aside, ignore_errors=True)
-        except OSError as exc:
-            raise ImageError(
-                f"cannot move the new result into {final}: {exc.strerror}",
-                hint="check permissions of the output directory",
-            ) from exc
-    return final
-
-
-def write_build_outputs(
-    out_dir: Path,
-    name: str,
-    images: Sequence[Image],
-    index: bytes,
-    *,
-    tag: str,
-    repo_tags: Sequence[str],
-    mtime: int | None = None,
-) -> Path:
-    """Publish ``OUT/NAME/oci/`` and one ``OUT/NAME/SYSTEM.tar`` per image; return ``OUT/NAME``."""
-
-    def build(staging: Path) -> None:
-        write_oci_layout(staging / "oci", images, index, tag=tag)
-        for image in images:
-            write_docker_archive(
-                staging / f"{image.system.name}.tar", image, repo_tags=repo_tags, mtime=mtime
-            )
-
-    return publish_outputs(out_dir, name, build)
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def blob_path(root: Path, digest: Digest) -> Path:
@@ -402,10 +170,6 @@ class LayoutManifest:
     @property
     def digest(self) -> Digest:
         return self.descriptor.digest
-
-    @property
-    def is_index(self) -> bool:
-        return self.config is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,7 +283,7 @@ class OciLayout:
         media_type = document.get("mediaType") or descriptor.media_type
         if not isinstance(media_type, str):
             raise ImageError(f"{where}: mediaType is not a string", hint=_DAMAGED)
-        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
+        if media_type in media_types.INDEX_TYPES or "manifests" in document:
             manifests = document.get("manifests")
             if not isinstance(manifests, list):
                 raise ImageError(f"{where}: index has no manifests", hint=_DAMAGED)
@@ -528,7 +292,7 @@ class OciLayout:
             for child in children:
                 yield from self._walk(child, node, skip_unknown, depth + 1)
             yield node
-        elif media_type in MANIFEST_MEDIA_TYPES or "layers" in document:
+        elif media_type in media_types.MANIFEST_TYPES or "layers" in document:
             config = parse_descriptor(document.get("config"), where)
             raw_layers = document.get("layers")
             if not isinstance(raw_layers, list):
@@ -567,9 +331,6 @@ class OciLayout:
             f"{self.name}:{tag} has no image for {system.name}",
             hint=f"build it: polyarch build NAME --system {system.name}",
         )
-
-
-_DAMAGED = "the layout is damaged; build or copy the image again"
 
 
 def read_oci_layout(path: Path, *, label: str | None = None) -> OciLayout:
@@ -628,3 +389,38 @@ def image_from_layout(layout: OciLayout, tag: str, system: System) -> Image:
         path = layout.checked_blob(descriptor)
         layers.append(_LayoutLayer(descriptor.digest, Digest(diff_id), descriptor.size, 0, path))
     return Image(system, found.config_bytes, found.manifest_bytes, tuple(layers))
+
+
+def annotate_layout(
+    source: Path, dest: Path, annotations: Mapping[str, str], *, tag: str = DEFAULT_TAG
+) -> Digest:
+    """Write at ``dest`` a layout of ``source``'s one index with ``annotations`` merged in.
+
+    Only the index blob is new; every other blob is a hard link to ``source``'s
+    (a copy where linking fails). The layout is made beside ``dest`` and swapped
+    into place, replacing what was there. Returns the new index digest.
+    """
+    layout = read_oci_layout(source)
+    if len(layout.entries) != 1:
+        raise ImageError(
+            f"{source} holds {len(layout.entries)} images, expected one index",
+            hint="rebuild it with polyarch build",
+        )
+    entry = layout.entries[0]
+    document = parse_json_object(layout.read_blob(entry), f"{source} index")
+    if "manifests" not in document:
+        raise ImageError(f"{source} does not hold an image index", hint="rebuild it")
+    document["annotations"] = {**document.get("annotations", {}), **annotations}
+    index = canonical_json(document)
+
+    def fill(work: Path) -> None:
+        blobs = work / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        for blob in (source / "blobs" / "sha256").iterdir():
+            if blob.name != entry.digest.removeprefix("sha256:"):
+                link_or_copy(blob, blobs / blob.name)
+        put_blob(work, index)
+        write_layout_index(work, entry.media_type, sha256_digest(index), len(index), tag)
+
+    replace_directory(dest, fill)
+    return sha256_digest(index)

@@ -9,50 +9,18 @@ re-encoded with Docker media types (new bytes, so new digests).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.image.archive import read_oci_layout
-from polyarch.image.oci import (
-    ANNOTATION_REF_NAME,
-    MEDIA_TYPE_CONFIG,
-    MEDIA_TYPE_DOCKER_LIST,
-    MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_MANIFEST,
-)
-
-# The OCI names are image.oci's; the short names pair them with their Docker twins.
-OCI_INDEX = MEDIA_TYPE_INDEX
-OCI_MANIFEST = MEDIA_TYPE_MANIFEST
-OCI_CONFIG = MEDIA_TYPE_CONFIG
-OCI_LAYER_GZIP = MEDIA_TYPE_LAYER_GZIP
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_FOREIGN_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-DOCKER_LIST = MEDIA_TYPE_DOCKER_LIST
-DOCKER_MANIFEST = MEDIA_TYPE_DOCKER_MANIFEST
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-REF_NAME = ANNOTATION_REF_NAME
+from polyarch.image.layout import read_oci_layout
+from polyarch.image.oci import ANNOTATION_REF_NAME
 
 Format = Literal["oci", "docker"]
-
-_TO_DOCKER = {
-    OCI_INDEX: DOCKER_LIST,
-    OCI_MANIFEST: DOCKER_MANIFEST,
-    OCI_CONFIG: DOCKER_CONFIG,
-    OCI_LAYER: DOCKER_LAYER,
-    OCI_LAYER_GZIP: DOCKER_LAYER_GZIP,
-    OCI_FOREIGN_GZIP: DOCKER_FOREIGN_GZIP,
-}
-_TO_OCI = {docker: oci for oci, docker in _TO_DOCKER.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +64,9 @@ def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
     opened = read_oci_layout(layout)
     entries = list(opened.entries)
     if tag is not None:
-        entries = [e for e in entries if e.annotation(REF_NAME) == tag] or entries
+        entries = [e for e in entries if e.annotation(ANNOTATION_REF_NAME) == tag] or entries
     if len(entries) != 1:
-        names = sorted(str(e.annotation(REF_NAME)) for e in entries)
+        names = sorted(str(e.annotation(ANNOTATION_REF_NAME)) for e in entries)
         raise ImageError(
             f"{layout}/index.json has {len(entries)} entries, expected one",
             hint=f"name the tag to push; entries: {', '.join(names) or 'none'}",
@@ -112,7 +80,9 @@ def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
                 if d.digest not in blobs:
                     blobs[d.digest] = Blob(d.digest, d.size, d.media_type, opened.checked_blob(d))
         manifests.setdefault(node.digest, Manifest(node.digest, node.media_type, node.data))
-    return PushPlan(tuple(blobs.values()), tuple(manifests.values()), entry.annotation(REF_NAME))
+    return PushPlan(
+        tuple(blobs.values()), tuple(manifests.values()), entry.annotation(ANNOTATION_REF_NAME)
+    )
 
 
 def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:
@@ -120,7 +90,7 @@ def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:
 
     Docker schema 2 has no annotations, so they are dropped when converting to it.
     """
-    table = _TO_DOCKER if fmt == "docker" else _TO_OCI
+    table = media_types.OCI_TO_DOCKER if fmt == "docker" else media_types.DOCKER_TO_OCI
     if not any(_needs_conversion(m, table) for m in plan.manifests):
         return plan
     renamed: dict[str, Manifest] = {}
@@ -151,7 +121,7 @@ def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:
     return replace(plan, manifests=tuple(out))
 
 
-def _needs_conversion(m: Manifest, table: dict[str, str]) -> bool:
+def _needs_conversion(m: Manifest, table: Mapping[str, str]) -> bool:
     if m.media_type in table:
         return True
     doc = json.loads(m.data)
@@ -159,7 +129,7 @@ def _needs_conversion(m: Manifest, table: dict[str, str]) -> bool:
     return any(isinstance(d, dict) and d.get("mediaType") in table for d in descs)
 
 
-def _convert_type(media_type: str, table: dict[str, str], where: str) -> str:
+def _convert_type(media_type: str, table: Mapping[str, str], where: str) -> str:
     if media_type in table:
         return table[media_type]
     if media_type in table.values():

@@ -1,4 +1,10 @@
-"""Image references: ``[scheme://]host[:port]/path[:tag][@digest]``, normalised as docker does."""
+"""Image names: registry references (``[scheme://]host[:port]/path[:tag][@digest]``,
+normalised as docker does), local ``NAME[:TAG]`` names, and the tag grammar.
+
+One grammar for every name polyarch reads or writes: tags pushed to a registry,
+``RepoTags`` in a docker-archive, ``org.opencontainers.image.ref.name`` in an
+OCI layout.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,16 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from polyarch.determinism import Digest
-from polyarch.errors import UsageError
-from polyarch.image.oci import TAG_PATTERN
+from polyarch.determinism import DIGEST_PATTERN, Digest
+from polyarch.errors import ImageError, UsageError
+
+DEFAULT_TAG = "latest"
+"""The tag of an image when none is named, as docker uses it."""
+
+# \Z, not $: $ also matches before a trailing newline, which no tag may hold.
+TAG_PATTERN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+"""A tag, as the distribution spec and docker allow it (also an OCI layout's ref name)."""
+TAG_HINT = "tags are up to 128 letters, digits, _ . - and do not start with . or -"
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -20,7 +33,7 @@ HUB_ALIASES = frozenset(
 # The grammar of github.com/distribution/reference, restated.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_LOCAL_NAME = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 
 
 def is_loopback(host: str) -> bool:
@@ -89,7 +102,7 @@ def parse_reference(text: str) -> Reference:
     digest: str | None = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not DIGEST_PATTERN.fullmatch(digest):
             raise UsageError(f"invalid digest in image reference {original!r}", hint=hint)
     tag: str | None = None
     last = text.rsplit("/", 1)[-1]
@@ -112,3 +125,34 @@ def parse_reference(text: str) -> Reference:
             hint="repository names are lowercase letters, digits and . _ - separated by /",
         )
     return Reference(registry, path, tag, Digest(digest) if digest else None, plain_http)
+
+
+def is_valid_tag(tag: str) -> bool:
+    return TAG_PATTERN.fullmatch(tag) is not None
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it is a valid tag, else ImageError."""
+    if not is_valid_tag(tag):
+        raise ImageError(f"tag {tag!r} is not a valid image tag", hint=TAG_HINT)
+    return tag
+
+
+def split_local_name(name: str) -> tuple[str, str]:
+    """``[host/]repo[:tag]`` as an engine names a local image → (repo, tag); tag default ``latest``.
+
+    Unlike ``parse_reference`` nothing is normalised: ``fd:latest`` stays ``fd``,
+    as ``docker load`` and ``podman load`` show it.
+    """
+    if "@" in name:
+        raise ImageError(
+            f"{name!r} names a digest, not a tag", hint="give NAME:TAG, e.g. fd:latest"
+        )
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:  # no colon, or the colon belongs to host:port
+        repo, tag = name, DEFAULT_TAG
+    if not _LOCAL_NAME.match(repo):
+        raise ImageError(
+            f"{name!r} is not a valid image name", hint="use lower-case NAME:TAG, e.g. fd:latest"
+        )
+    return repo, check_tag(tag)

@@ -1,4 +1,4 @@
-"""polyarch load · test · all · manifest-test · doctor · emulation."""
+"""polyarch load · test · all · manifest-test: the commands that run images in an engine."""
 
 from __future__ import annotations
 
@@ -11,25 +11,21 @@ from polyarch.cli._common import (
     Commands,
     add_out_options,
     add_system_options,
-    cache_of,
     containers_of,
     load,
     session_of,
     systems_of,
 )
 from polyarch.cli.build import print_build
-from polyarch.config import CONFIG_NAME, Container, RepositoryConfig, find_config, load_config
-from polyarch.emulation import diagnose, install_handlers
+from polyarch.config import Container
 from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
-from polyarch.errors import PolyarchError
-from polyarch.platforms import SYSTEMS, System, native_system, parse_system
+from polyarch.platforms import System, native_system, parse_system
 from polyarch.ui import ConsoleProgress, print_table
 from polyarch.workflows.build import BuildResult, build_container
-from polyarch.workflows.run import (
+from polyarch.workflows.load import load_from_layout, load_image
+from polyarch.workflows.smoke_test import (
     TestReport,
     ensure_runnable,
-    load_from_layout,
-    load_image,
     raise_for_failures,
     run_smoke_test,
     run_smoke_tests,
@@ -41,13 +37,13 @@ def register(commands: Commands) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--system", metavar="S", help="which system's image (default: native)")
     add_out_options(p)
-    _engine_option(p)
+    add_engine_option(p)
 
     p = commands.add("test", cmd_test, "run a built container's smoke test in the engine")
     p.add_argument("name", metavar="NAME")
     add_system_options(p)
     add_out_options(p)
-    _engine_option(p)
+    add_engine_option(p)
 
     p = commands.add("all", cmd_all, "build, load the native image, and test")
     p.add_argument("name", metavar="NAME", nargs="?")
@@ -60,23 +56,17 @@ def register(commands: Commands) -> None:
         help="build every system, load native, test every system",
     )
     add_out_options(p)
-    _engine_option(p)
+    add_engine_option(p)
 
     p = commands.add(
         "manifest-test", cmd_manifest_test, "build the index, load native out of it, test"
     )
     p.add_argument("name", metavar="NAME")
     add_out_options(p)
-    _engine_option(p)
-
-    p = commands.add("doctor", cmd_doctor, "what can run here: engine, emulation, keyring, mirror")
-    _engine_option(p)
-
-    p = commands.add("emulation", cmd_emulation, "manage qemu-user binfmt_misc handlers")
-    p.add_argument("action", choices=["install", "status"])
+    add_engine_option(p)
 
 
-def _engine_option(p: argparse.ArgumentParser) -> None:
+def add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
         choices=ENGINE_NAMES,
@@ -173,53 +163,3 @@ def _print_reports(
     if build_seconds is not None:
         title += f" (build {build_seconds:.1f}s)"
     print_table(title, ["system", "digest", "image", "test", "time"], rows)
-
-
-def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    rows = [
-        [
-            row.system.name,
-            "yes" if row.can_run else "no",
-            row.engine or "none",
-            row.handler,
-            "" if row.fix_binary is None else ("F" if row.fix_binary else "no F flag"),
-            row.advice or "",
-        ]
-        for row in diagnose(SYSTEMS, preferred_engine=args.engine)
-    ]
-    print_table("can run here", ["system", "runs", "engine", "handler", "flags", "advice"], rows)
-    print_table("archive", ["check", "result"], _archive_checks(args))
-    return 0
-
-
-def _archive_checks(args: argparse.Namespace) -> list[list[str]]:
-    """Mirror and keyring: found, reachable, signature good."""
-    from polyarch.debian.repository import Repository, find_source
-
-    try:
-        repository = load_config(find_config(args.file)).repository
-        where = CONFIG_NAME
-    except PolyarchError:
-        repository, where = RepositoryConfig(), "defaults (no containers.toml here)"
-    rows = [["config", where]]
-    try:
-        source = find_source(repository)
-        rows += [["mirror", source.url], ["keyring", str(source.keyring)]]
-        with Repository(source, cache_of(args)) as repo:
-            release = repo.release()
-        rows.append(["InRelease", f"signature good, {release.suite} of {release.date:%Y-%m-%d}"])
-    except PolyarchError as exc:
-        rows.append(["problem", str(exc)])
-    return rows
-
-
-def cmd_emulation(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    native = native_system()
-    foreign = [s for s in SYSTEMS if s != native]
-    if args.action == "install":
-        for line in install_handlers(foreign):
-            print(line)
-        return 0
-    for row in diagnose(foreign):
-        print(f"{row.system.name}: {'ok' if row.can_run else row.advice}")
-    return 0

@@ -1,0 +1,143 @@
+"""The docker-archive (``docker save``) format: writing it, and reading its manifest.
+
+Layout: ``manifest.json`` ``[{Config, RepoTags, Layers}]``, the config as
+``<config hex>.json``, each layer as ``<blob hex>.tar.gz`` (gzip as stored:
+``docker load`` 20.10+ and ``podman load`` decompress layers themselves), and
+a ``repositories`` file mapping each repo/tag to the top layer. Reading other
+tools' archives into an OCI layout is ``polyarch.image.imports``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyarch.determinism import TAR_FORMAT, canonical_json, normalise_tarinfo, source_date_epoch
+from polyarch.errors import ImageError
+from polyarch.image.oci import Image, LayerLike
+from polyarch.reference import split_local_name
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _layer_file_name(layer: LayerLike) -> str:
+    return layer.digest.removeprefix("sha256:") + ".tar.gz"
+
+
+def write_docker_archive(
+    dest: Path, image: Image, *, repo_tags: Sequence[str], mtime: int | None = None
+) -> None:
+    """Write ``image`` as a docker-archive tarball (see the module doc), atomically.
+
+    Entries are sorted, headers normalised, every mtime ``mtime`` (default:
+    SOURCE_DATE_EPOCH), so the tarball is reproducible.
+    """
+    if not repo_tags:
+        raise ImageError("a docker-archive needs at least one NAME:TAG", hint="pass repo_tags")
+    pairs = [split_local_name(reference) for reference in repo_tags]
+    tags = [f"{repo}:{tag}" for repo, tag in pairs]
+    when = source_date_epoch() if mtime is None else mtime
+    layer_names = [_layer_file_name(layer) for layer in image.layers]
+    top = layer_names[-1].removesuffix(".tar.gz")
+    repositories: dict[str, dict[str, str]] = {}
+    for repo, tag in pairs:
+        repositories.setdefault(repo, {})[tag] = top
+    config_name = image.config_digest.removeprefix("sha256:") + ".json"
+    manifest = [{"Config": config_name, "Layers": layer_names, "RepoTags": tags}]
+
+    members: dict[str, bytes | LayerLike] = {
+        MANIFEST_NAME: canonical_json(manifest),
+        "repositories": canonical_json(repositories),
+        config_name: image.config,
+    }
+    for name, layer in zip(layer_names, image.layers, strict=True):
+        members[name] = layer
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=TAR_FORMAT) as tar,
+        ):
+            for name in sorted(members):
+                _add_member(tar, name, members[name], when)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _add_member(tar: tarfile.TarFile, name: str, content: bytes | LayerLike, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    if isinstance(content, bytes):
+        info.size = len(content)
+        tar.addfile(normalise_tarinfo(info, mtime), io.BytesIO(content))
+        return
+    info.size = content.size
+    try:
+        with open(content.blob, "rb") as blob:
+            if os.fstat(blob.fileno()).st_size != content.size:
+                raise ImageError(
+                    f"layer {content.digest} at {content.blob} does not have {content.size} bytes",
+                    hint="run `polyarch cache prune` and rebuild",
+                )
+            tar.addfile(normalise_tarinfo(info, mtime), blob)
+    except OSError as exc:
+        raise ImageError(
+            f"cannot read layer {content.digest} at {content.blob}: {exc.strerror}",
+            hint="rebuild; the cache may have been pruned meanwhile",
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """One image of a docker-archive's ``manifest.json``: member names, as written there."""
+
+    config: str
+    layers: tuple[str, ...]
+    repo_tags: tuple[str, ...]
+
+
+def parse_archive_manifest(data: bytes, where: str) -> tuple[ArchiveEntry, ...]:
+    """The entries of a docker-archive's ``manifest.json``; ImageError if it is not one."""
+    try:
+        entries = json.loads(data)
+    except ValueError:
+        raise ImageError(f"{where} is not valid JSON", hint="check the image file") from None
+    if not isinstance(entries, list) or not entries:
+        raise ImageError(f"{where} lists no images", hint="check the image file")
+    parsed = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ImageError(f"{where}: an entry is not an object", hint="check the image file")
+        layers, tags = entry.get("Layers") or [], entry.get("RepoTags") or []
+        if not isinstance(layers, list) or not isinstance(tags, list):
+            raise ImageError(f"{where}: Layers or RepoTags is not a list", hint="check the file")
+        parsed.append(
+            ArchiveEntry(
+                str(entry.get("Config", "")), tuple(map(str, layers)), tuple(map(str, tags))
+            )
+        )
+    return tuple(parsed)
+
+
+def embedded_tags(archive: Path) -> list[str]:
+    """The RepoTags a docker-archive gives the image it holds."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile(MANIFEST_NAME)
+            data = member.read() if member else b"[]"
+    except (OSError, tarfile.TarError, KeyError) as exc:
+        raise ImageError(f"{archive} is not a docker-archive: {exc}", hint="rebuild it") from exc
+    entries = parse_archive_manifest(data, f"{archive}: {MANIFEST_NAME}")
+    return [tag for entry in entries for tag in entry.repo_tags]

@@ -1,0 +1,90 @@
+"""Where a container's outputs live under ``--out``, and writing them in one step.
+
+Outputs of ``polyarch build NAME`` (``write_build_outputs``)::
+
+    OUT/NAME/oci/          OCI image layout; index.json -> the image index (tag in ref.name)
+    OUT/NAME/SYSTEM.tar    docker-archive of one system's image (docker load, podman load)
+    OUT/NAME/manifest/     the annotated layout ``polyarch manifest`` pushes
+
+``OUT/NAME`` always holds exactly the result of the last successful build: a
+build of only ``--system S`` replaces the whole directory, so it then holds
+``S.tar`` and an index over S alone. Keeping the other systems' tarballs would
+make ``oci/`` and the tarballs disagree about what was built, and would keep
+images whose packages no longer match the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyarch.errors import ImageError
+from polyarch.files import replace_directory
+from polyarch.image.docker_archive import write_docker_archive
+from polyarch.image.layout import write_oci_layout
+from polyarch.image.oci import Image
+from polyarch.platforms import System
+
+DEFAULT_OUT = "result"
+LAYOUT_DIR = "oci"
+MANIFEST_DIR = "manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """The output paths of one container (or of ``--image-file`` named ``name``)."""
+
+    out_dir: Path
+    name: str
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not name or name.startswith(".") or "/" in name or "\0" in name:
+            raise ImageError(
+                f"{name!r} cannot name an output directory", hint="use a container name"
+            )
+
+    @property
+    def root(self) -> Path:
+        """``OUT/NAME``."""
+        return self.out_dir / self.name
+
+    @property
+    def layout(self) -> Path:
+        """``OUT/NAME/oci``: the build's OCI layout."""
+        return self.root / LAYOUT_DIR
+
+    @property
+    def manifest(self) -> Path:
+        """``OUT/NAME/manifest``: the annotated layout that ``polyarch manifest`` pushes."""
+        return self.root / MANIFEST_DIR
+
+    def archive(self, system: System) -> Path:
+        """``OUT/NAME/SYSTEM.tar``: the docker-archive of one system's image."""
+        return self.root / archive_name(system)
+
+
+def archive_name(system: System) -> str:
+    return f"{system.name}.tar"
+
+
+def write_build_outputs(
+    outputs: Outputs,
+    images: Sequence[Image],
+    index: bytes,
+    *,
+    tag: str,
+    repo_tags: Sequence[str],
+    mtime: int | None = None,
+) -> Path:
+    """Publish ``OUT/NAME/oci/`` and one ``OUT/NAME/SYSTEM.tar`` per image; return ``OUT/NAME``."""
+
+    def fill(staging: Path) -> None:
+        write_oci_layout(staging / LAYOUT_DIR, images, index, tag=tag)
+        for image in images:
+            write_docker_archive(
+                staging / archive_name(image.system), image, repo_tags=repo_tags, mtime=mtime
+            )
+
+    return replace_directory(outputs.root, fill)

@@ -1,0 +1,97 @@
+"""doctor: what can run here (engine, emulation per system) and whether the archive answers.
+
+Library only: it returns rows, the CLI renders them. A problem is a row with
+advice, never an exception: doctor exists to show every problem at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyarch.cache import Cache
+from polyarch.config import CONFIG_NAME, RepositoryConfig, find_config, load_config
+from polyarch.debian.repository import Repository
+from polyarch.debian.sources import find_source
+from polyarch.emulation import BINFMT_DIR, emulation_problem, handler_status
+from polyarch.engine import detect_engine
+from polyarch.errors import PolyarchError
+from polyarch.platforms import SYSTEMS, System
+
+
+@dataclass(frozen=True)
+class DoctorRow:
+    """One line of ``polyarch doctor``: can this system's images run here, and if not, why."""
+
+    system: System
+    can_run: bool
+    engine: str | None
+    """The engine that would run the images (``docker (unix:///…)``), None when there is none."""
+    engine_ok: bool
+    handler: str
+    """``native``, the interpreter of the registered handler, or what is missing."""
+    fix_binary: bool | None
+    """The handler's F flag; None for native systems and missing handlers."""
+    advice: str | None
+    """What to do when ``can_run`` is false: the engine's problem, then emulation's, joined by "; "."""
+
+
+def diagnose(
+    systems: Sequence[System] | None = None,
+    *,
+    preferred_engine: str | None = None,
+    binfmt_dir: Path = BINFMT_DIR,
+    native: System | None = None,
+) -> list[DoctorRow]:
+    """Per system: can its images run here (engine answering, binfmt handler, F flag), and advice."""
+    engine: str | None
+    engine_problem: PolyarchError | None = None
+    try:
+        engine = detect_engine(preferred_engine).describe()
+    except PolyarchError as error:
+        engine, engine_problem = None, error
+    rows: list[DoctorRow] = []
+    for system in systems or SYSTEMS:
+        status = handler_status(system, binfmt_dir=binfmt_dir, native=native)
+        problem = emulation_problem(status, binfmt_dir)
+        if status.native:
+            handler = "native"
+        elif status.registered:
+            handler = status.interpreter or status.handler
+        elif not status.binfmt_mounted:
+            handler = "binfmt_misc not mounted"
+        else:
+            handler = "no handler"
+        advice = "; ".join(str(p) for p in (engine_problem, problem) if p is not None)
+        rows.append(
+            DoctorRow(
+                system=system,
+                can_run=engine_problem is None and problem is None,
+                engine=engine,
+                engine_ok=engine_problem is None,
+                handler=handler,
+                fix_binary=None if status.native or not status.registered else status.fix_binary,
+                advice=advice or None,
+            )
+        )
+    return rows
+
+
+def archive_checks(config_file: str | Path | None, cache: Cache) -> list[tuple[str, str]]:
+    """Mirror and keyring: found, reachable, signature good; (check, result) rows."""
+    try:
+        repository = load_config(find_config(config_file)).repository
+        where = CONFIG_NAME
+    except PolyarchError:
+        repository, where = RepositoryConfig(), "defaults (no containers.toml here)"
+    rows = [("config", where)]
+    try:
+        source = find_source(repository)
+        rows += [("mirror", source.url), ("keyring", str(source.keyring))]
+        with Repository(source, cache) as repo:
+            release = repo.release()
+        rows.append(("InRelease", f"signature good, {release.suite} of {release.date:%Y-%m-%d}"))
+    except PolyarchError as exc:
+        rows.append(("problem", str(exc)))
+    return rows

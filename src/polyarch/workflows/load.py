@@ -1,0 +1,72 @@
+"""load: put a built image into docker or podman under a name, without disturbing other names.
+
+Images come from ``polyarch build``'s outputs: ``OUT/NAME/SYSTEM.tar``, or the
+OCI layout (``load_from_layout``, for manifest-test). The engine is only a
+runner: nothing here builds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from polyarch.config import Container
+from polyarch.engine import Engine
+from polyarch.errors import ImageError
+from polyarch.image.docker_archive import embedded_tags, write_docker_archive
+from polyarch.image.layout import image_from_layout, read_oci_layout
+from polyarch.outputs import Outputs
+from polyarch.platforms import System
+from polyarch.reference import DEFAULT_TAG
+
+
+def load_image(
+    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = DEFAULT_TAG
+) -> str:
+    """Load ``system``'s docker-archive into ``engine`` as ``NAME:TAG``; return that reference."""
+    archive = Outputs(out_dir, container.name).archive(system)
+    if not archive.is_file():
+        raise ImageError(
+            f"{container.name} has no {system.name} image in {out_dir}",
+            hint=f"build it: polyarch build {container.name} --system {system.name}",
+        )
+    return _load_as(engine, archive, f"{container.name}:{tag}")
+
+
+def _load_as(engine: Engine, archive: Path, reference: str) -> str:
+    loaded = engine.load(archive)
+    if loaded != reference and loaded != f"localhost/{reference}":
+        engine.tag(loaded, reference)
+    return reference
+
+
+def load_foreign(
+    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str
+) -> str:
+    """Load a foreign image as ``NAME:TAG-SYSTEM``; every other name keeps its image.
+
+    Loading a docker-archive moves the names written inside it (``NAME:TAG`` of
+    the build) to the loaded image; they are put back where they were.
+    """
+    archive = Outputs(out_dir, container.name).archive(system)
+    protected = {*embedded_tags(archive), f"{container.name}:{tag}"}
+    previous = {ref: engine.image_id(ref) for ref in sorted(protected)}
+    reference = load_image(engine, container, system, out_dir=out_dir, tag=f"{tag}-{system.name}")
+    for ref, image_id in previous.items():
+        if image_id is not None:
+            engine.tag(image_id, ref)
+        else:
+            engine.untag(ref)
+    return reference
+
+
+def load_from_layout(
+    engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = DEFAULT_TAG
+) -> str:
+    """Load ``system``'s image out of the OCI layout (the index), as ``NAME:TAG``."""
+    layout = read_oci_layout(Outputs(out_dir, container.name).layout)
+    image = image_from_layout(layout, tag, system)
+    with tempfile.TemporaryDirectory(prefix="polyarch-load-") as tmp:
+        archive = Path(tmp) / f"{system.name}.tar"
+        write_docker_archive(archive, image, repo_tags=[f"{container.name}:{tag}"])
+        return _load_as(engine, archive, f"{container.name}:{tag}")

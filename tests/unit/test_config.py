@@ -399,3 +399,38 @@ def test_the_cli_reports_a_bad_file_in_one_line_with_exit_3(tmp_path: Path, cli:
         code, out, err = cli("-f", where, "resolve", "fd")
         assert code == 3 and not out
         assert err.count("\n") == 1 and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "fd"],
+        ["build", "--all"],
+        ["resolve", "fd"],
+        ["load", "fd"],
+        ["test", "fd"],
+        ["all", "fd"],
+        ["all", "--all"],
+    ],
+    ids=" ".join,
+)
+def test_a_system_the_container_is_not_configured_for_is_refused_by_every_command(
+    tmp_path: Path, cli: CliRunner, command: list[str]
+) -> None:
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"")
+    project = tmp_path / CONFIG_NAME
+    # A mirror nobody answers on: a refusal must come before any download, build or engine.
+    project.write_text(
+        f'[repository]\nurl = "http://127.0.0.1:9/debian"\nkeyring = "{keyring}"\n\n'
+        f'{FD}systems = ["x86_64-linux"]\n'
+    )
+    out_dir, cache = tmp_path / "out", tmp_path / "cache"
+    extra = [] if command[0] == "resolve" else ["--out", out_dir]
+    code, _, err = cli(
+        "-f", project, "--cache-dir", cache, *command, "--system", "aarch64-linux", *extra
+    )
+    assert code == 2
+    assert "fd is not configured for aarch64-linux" in err
+    assert "containers.fd.systems" in err
+    assert not out_dir.exists()

@@ -1,9 +1,11 @@
 """containers.toml → frozen, validated values.
 
 TOML is parsed with tomllib, then converted with msgspec into structs that
-refuse unknown keys and wrong types. msgspec reports the failing key as a path
-(``$.containers.fd.pakage``); ``_line_of`` maps that path back to a line of the
-file so every message names file, line and key.
+refuse unknown keys and wrong types; then each value is held to the rule of its
+key (package names, paths, tags, repositories, ...), so nothing invalid gets
+past loading. msgspec reports a failing key as a path (``$.containers.fd.pakage``);
+``tomlkeys.line_of`` maps keys back to a line, so every refusal reads
+``FILE:LINE: dotted.key: what is wrong (what to do)`` (exit 3).
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from polyarch import config_rules as rules
+from polyarch.config_rules import InvalidValue
 from polyarch.errors import ConfigError, UnknownContainerError
-from polyarch.platforms import System, parse_system
+from polyarch.platforms import System
+from polyarch.tomlkeys import deepest_line, dotted, line_of
 
 CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
@@ -154,9 +160,15 @@ class Config:
 def find_config(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
     """``-f PATH`` if given, else ``containers.toml`` in the current directory."""
     path = Path(explicit) if explicit else (cwd or Path.cwd()) / CONFIG_NAME
+    if path.is_dir():
+        inside = path / CONFIG_NAME
+        raise ConfigError(
+            f"{path}: is a directory",
+            hint=f"pass the file itself: -f {inside}" if inside.is_file() else "pass -f FILE",
+        )
     if not path.is_file():
         raise ConfigError(
-            f"{path}: no such file",
+            f"{path}: {'not a regular file' if path.exists() else 'no such file'}",
             hint="run polyarch in a directory with containers.toml, or pass -f PATH",
         )
     return path
@@ -166,33 +178,55 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a containers.toml file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(
+            f"{path}: cannot read: {exc.strerror}", hint="check the path and its permissions"
+        ) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at column {column})",
+            hint="save containers.toml as UTF-8, as TOML requires",
+        ) from None
     return parse_config(text, path)
 
 
 def parse_config(text: str, path: Path) -> Config:
+    """Validate the text of a containers.toml; ``path`` names it in messages."""
+    src = _Source(path, text)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    file = _convert(raw, _File, (), path, text)
+        raise src.syntax_error(str(exc)) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}:{deepest_line(text)}: arrays or tables are nested too deeply to read",
+            hint="containers.toml needs no more than a few levels",
+        ) from None
+    _refuse_nul(src, raw)
+    file = src.convert(raw, _File, ())
+    _check_fields(src, ("repository",), file.repository, rules.REPOSITORY_RULES)
     defaults = file.defaults
-    for reg_name, reg in (defaults.registries or {}).items():
-        _convert(reg, RegistryConfig, ("defaults", "registries", reg_name), path, text)
+    _check_fields(src, ("defaults",), defaults, rules.FIELD_RULES)
+    default_registries = src.registries(defaults.registries, ("defaults",))
     containers: list[Container] = []
     for name, raw_spec in file.containers.items():
-        spec = _convert(raw_spec, ContainerSpec, ("containers", name), path, text)
-        for reg_name, reg in (spec.registries or {}).items():
-            _convert(reg, RegistryConfig, ("containers", name, "registries", reg_name), path, text)
-        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
-            line = _line_of(text, ("containers", name))
-            raise ConfigError(
-                f"{path}:{line}: containers.{name}: container names must be lowercase "
-                "letters, digits, '.', '_' or '-' (they become image names)"
+        where = ("containers", name)
+        src.check(where, rules.container_name, name)
+        spec = src.convert(raw_spec, ContainerSpec, where)
+        _check_fields(src, where, spec, rules.FIELD_RULES)
+        own = src.registries(spec.registries, where)
+        registries = {**default_registries, **own}
+        for reg_name, reg in registries.items():
+            origin = where if reg_name in own else ("defaults",)
+            src.check(
+                (*origin, "registries", reg_name, "repo"), rules.repository_of, reg.repo, name
             )
-        containers.append(_apply_defaults(path, text, name, spec, defaults))
+        containers.append(_apply_defaults(name, spec, defaults, registries))
     return Config(path=path, repository=file.repository, containers=tuple(containers))
 
 
@@ -205,52 +239,20 @@ def _pick(value: _T | None, default: _T | None, fallback: _T) -> _T:
 
 
 def _apply_defaults(
-    path: Path, text: str, name: str, spec: ContainerSpec, d: DefaultsConfig
+    name: str, spec: ContainerSpec, d: DefaultsConfig, registries: dict[str, RegistryConfig]
 ) -> Container:
-    def systems_of(values: tuple[str, ...], where: tuple[str, ...]) -> tuple[System, ...]:
-        out: list[System] = []
-        for v in values:
-            try:
-                s = parse_system(v)
-            except Exception as exc:
-                raise ConfigError(
-                    f"{path}:{_line_of(text, where)}: {'.'.join(where)}: {exc}"
-                ) from exc
-            if s not in out:
-                out.append(s)
-        return tuple(out)
-
-    if spec.systems is not None:
-        systems = systems_of(spec.systems, ("containers", name, "systems"))
-    else:
-        systems = systems_of(_pick(None, d.systems, DEFAULT_SYSTEMS), ("defaults", "systems"))
-    if not systems:
-        raise ConfigError(f"{path}: containers.{name}: no systems to build")
-    max_layers = _pick(spec.max_layers, d.max_layers, DEFAULT_MAX_LAYERS)
-    if not 2 <= max_layers <= 127:
-        line = _line_of(text, ("containers", name, "max_layers"))
-        raise ConfigError(f"{path}:{line}: containers.{name}.max_layers: must be between 2 and 127")
-    if spec.expect is not None:
-        try:
-            re.compile(spec.expect)
-        except re.error as exc:
-            line = _line_of(text, ("containers", name, "expect"))
-            raise ConfigError(f"{path}:{line}: containers.{name}.expect: bad regex: {exc}") from exc
-    registries = {
-        k: msgspec.convert(v, RegistryConfig)
-        for k, v in {**(d.registries or {}), **(spec.registries or {})}.items()
-    }
+    """The container as later stages see it; every value was checked where it is written."""
     return Container(
         name=name,
         package=spec.package,
-        command=spec.command or spec.package,
+        command=spec.command if spec.command is not None else spec.package,
         packages=spec.packages,
-        systems=systems,
+        systems=rules.systems(_pick(spec.systems, d.systems, DEFAULT_SYSTEMS)),
         base=_pick(spec.base, d.base, DEFAULT_BASE),
         exclude=tuple(sorted({*(d.exclude or ()), *(spec.exclude or ())})),
         prefer=_pick(spec.prefer, d.prefer, DEFAULT_PREFER),
         keep_docs=_pick(spec.keep_docs, d.keep_docs, False),
-        max_layers=max_layers,
+        max_layers=_pick(spec.max_layers, d.max_layers, DEFAULT_MAX_LAYERS),
         env=tuple(sorted({**(d.env or {}), **(spec.env or {})}.items())),
         labels=tuple(sorted({**(d.labels or {}), **(spec.labels or {})}.items())),
         workdir=spec.workdir,
@@ -266,7 +268,107 @@ def _apply_defaults(
     )
 
 
-# --- error locations -------------------------------------------------------
+# --- where and how a refusal reads ---------------------------------------------------
+
+
+_R = TypeVar("_R")
+_MSGSPEC_AT = re.compile(r" - at `\$((?:\.[^.`\[]+|\[[^\]`]*\])*)`$")
+_KINDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "datetime": "a date-time",
+    "date": "a date",
+    "time": "a time",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """The file being read: turns a refusal into a located, one-line ConfigError."""
+
+    path: Path
+    text: str
+
+    def error(self, keys: tuple[str, ...], what: str, hint: str | None = None) -> ConfigError:
+        line = line_of(self.text, keys)
+        return ConfigError(
+            f"{self.path}:{line}: {dotted(keys)}: {what}", hint=hint or rules.example_hint(keys)
+        )
+
+    def check(self, keys: tuple[str, ...], rule: Callable[..., _R], *args: Any) -> _R:
+        try:
+            return rule(*args)
+        except InvalidValue as exc:
+            raise self.error((*keys, *exc.at), exc.what, exc.hint) from None
+
+    def convert(self, value: Any, kind: type[_S], keys: tuple[str, ...]) -> _S:
+        if not isinstance(value, dict):
+            raise self.error(keys, f"expected a table, got {_kind_of(value)}")
+        try:
+            return msgspec.convert(value, kind)
+        except msgspec.ValidationError as exc:
+            raise self._from_msgspec(keys, str(exc)) from None
+
+    def registries(
+        self, tables: dict[str, Any] | None, keys: tuple[str, ...]
+    ) -> dict[str, RegistryConfig]:
+        return {
+            name: self.convert(table, RegistryConfig, (*keys, "registries", name))
+            for name, table in (tables or {}).items()
+        }
+
+    def syntax_error(self, message: str) -> ConfigError:
+        """tomllib's "Invalid value (at line 3, column 9)" as ``FILE:3: ...``."""
+        m = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+        if m:
+            what, line, where = message[: m.start()], int(m.group(1)), f" (column {m.group(2)})"
+        elif message.endswith(" (at end of document)"):
+            what, where = message.removesuffix(" (at end of document)"), " (at the end)"
+            line = self.text.count("\n") + 1
+        else:
+            what, line, where = message, 1, ""
+        hint = "fix the TOML syntax there; https://toml.io describes it"
+        if what.startswith(("Cannot declare", "Cannot overwrite")):
+            hint = "write each table and key once"
+        return ConfigError(f"{self.path}:{line}: invalid TOML: {what}{where}", hint=hint)
+
+    def _from_msgspec(self, keys: tuple[str, ...], message: str) -> ConfigError:
+        """msgspec's "Expected `str`, got `int` - at `$.a.b[0]`" as ``FILE:LINE: a.b: ...``."""
+        path = list(keys)
+        what = message
+        m = _MSGSPEC_AT.search(message)
+        if m:
+            what = message[: m.start()]
+            # Field names are kept; "[0]" and "[...]" (list items, table keys) are not.
+            path += [k for k in re.findall(r"\.([^.`\[]+)|\[[^\]`]*\]", m.group(1)) if k]
+        if unknown := re.fullmatch(r"Object contains unknown field `(.*)`", what, re.S):
+            path.append(unknown.group(1))
+            near = difflib.get_close_matches(unknown.group(1), _KNOWN_KEYS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "remove it; docs/CONFIG.md lists them"
+            return self.error(tuple(path), "unknown key", hint)
+        if missing := re.fullmatch(r"Object missing required field `(.*)`", what, re.S):
+            path.append(missing.group(1))
+            return self.error(tuple(path), "required key missing")
+        if expected := re.fullmatch(r"Expected `([^`]*)`, got `([^`]*)`", what):
+            what = f"expected {_kinds(expected.group(1))}, got {_kinds(expected.group(2))}"
+        return self.error(tuple(path), what)
+
+
+def _kinds(msgspec_types: str) -> str:
+    names = [t.strip() for t in msgspec_types.split("|") if t.strip() != "null"]
+    return " or ".join(_KINDS.get(t, t) for t in names)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return _KINDS["array" if isinstance(value, list) else "object"]
+    name = type(value).__name__
+    return _KINDS.get(name, name)
+
 
 _KNOWN_KEYS = sorted(
     {
@@ -276,63 +378,34 @@ _KNOWN_KEYS = sorted(
     }
 )
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+def _refuse_nul(src: _Source, raw: dict[str, Any]) -> None:
+    """No key or string anywhere may hold NUL: it cannot pass to a process, path or image."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), raw)]
+    while stack:
+        keys, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\0" in key:
+                    raise src.error((*keys, key), "a key holds a NUL character", _NO_NUL)
+                stack.append(((*keys, key), item))
+        elif isinstance(value, list):
+            stack.extend((keys, item) for item in value)
+        elif isinstance(value, str) and "\0" in value:
+            raise src.error(keys, "holds a NUL character", _NO_NUL)
 
 
-def _split_dotted(key: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))
+_NO_NUL = "remove the \\u0000 escape"
 
 
-def _line_of(text: str, path: tuple[str, ...]) -> int:
-    """Best line for a dotted key path: the key itself, else its closest parent table."""
-    best_line, best_len = 1, 0
-    table: tuple[str, ...] = ()
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _HEADER.match(line)
-        if header:
-            table = _split_dotted(header.group(1))
-            full = table
-        else:
-            key = _KEY.match(line)
-            if not key:
-                continue
-            full = table + _split_dotted(key.group(1))
-        common = 0
-        for a, b in zip(full, path, strict=False):
-            if a != b:
-                break
-            common += 1
-        if common == len(full) and common > best_len:
-            best_line, best_len = number, common
-            if common == len(path):
-                return number
-    return best_line
-
-
-def _convert(value: Any, kind: type[_S], where: tuple[str, ...], path: Path, text: str) -> _S:
-    if not isinstance(value, dict):
-        line = _line_of(text, where)
-        raise ConfigError(f"{path}:{line}: {'.'.join(where)}: expected a table")
-    try:
-        return msgspec.convert(value, kind)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_located(path, text, str(exc), where)) from exc
-
-
-def _located(path: Path, text: str, msgspec_message: str, where: tuple[str, ...] = ()) -> str:
-    """Turn msgspec's "... - at `$.a.b[0]`" into "file:line: a.b: ..."."""
-    m = re.search(r" - at `\$((?:\.[^.`\[]+|\[\d+\])*)`$", msgspec_message)
-    what = msgspec_message
-    keys: list[str] = list(where)
-    if m:
-        what = msgspec_message[: m.start()]
-        keys += re.findall(r"\.([^.`\[]+)", m.group(1))
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
-    if unknown:
-        keys.append(unknown.group(1))
-        near = difflib.get_close_matches(unknown.group(1), _KNOWN_KEYS, n=1)
-        what = f"unknown key (did you mean {near[0]!r}?)" if near else "unknown key"
-    dotted = ".".join(keys) or "(top level)"
-    line = _line_of(text, tuple(keys))
-    return f"{path}:{line}: {dotted}: {what}"
+def _check_fields(
+    src: _Source,
+    keys: tuple[str, ...],
+    struct: msgspec.Struct,
+    field_rules: dict[str, Callable[[Any], object]],
+) -> None:
+    """Hold every key that is set to its rule."""
+    for field, rule in field_rules.items():
+        value = getattr(struct, field, None)
+        if value is not None:
+            src.check((*keys, field), rule, value)

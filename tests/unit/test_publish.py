@@ -143,9 +143,8 @@ def test_a_password_on_stdin_for_several_registries_is_refused() -> None:
 
 
 def test_a_registry_repo_that_is_no_reference_is_a_config_error() -> None:
-    c = container('[containers.fd.registries.r]\nrepo = "Not A Repo"\n')
-    with pytest.raises(ConfigError, match=r"registries\.r"):
-        push_targets(c, env={})
+    with pytest.raises(ConfigError, match=r"registries\.r"):  # refused as the file is loaded
+        push_targets(container('[containers.fd.registries.r]\nrepo = "Not A Repo"\n'), env={})
 
 
 # -- annotations ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from polyarch.cli._common import (
 from polyarch.cli.build import print_build
 from polyarch.config import Container
 from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
-from polyarch.platforms import System, native_system, parse_system
+from polyarch.platforms import native_system
 from polyarch.ui import ConsoleProgress, print_table
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.load import load_from_layout, load_image
@@ -82,7 +82,7 @@ def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
 
 def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
-    system = parse_system(args.system) if args.system else native_system()
+    (system,) = systems_of(args, container)
     engine = _engine(args, progress)
     reference = load_image(engine, container, system, out_dir=Path(args.out), tag=args.tag)
     print(f"loaded {system.name} image of {container.name} into {engine.name} as {reference}")
@@ -91,10 +91,9 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
+    systems = systems_of(args, container)
     engine = _engine(args, progress)
-    reports = run_smoke_tests(
-        engine, container, systems_of(args, container), out_dir=Path(args.out), tag=args.tag
-    )
+    reports = run_smoke_tests(engine, container, systems, out_dir=Path(args.out), tag=args.tag)
     _print_reports(container, reports, None)
     raise_for_failures(reports)
     return 0
@@ -102,13 +101,14 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress)
+    # Every container's systems before any work: a --system one of them lacks is refused now.
+    plan = [
+        (container, container.systems if args.multiarch else systems_of(args, container))
+        for container in containers_of(args, session.config)
+    ]
     engine = _engine(args, progress)
     out = Path(args.out)
-    for container in containers_of(args, session.config):
-        if args.multiarch:
-            systems: tuple[System, ...] = container.systems
-        else:
-            systems = systems_of(args, container)
+    for container, systems in plan:
         started = time.monotonic()
         result = build_container(session, container, systems, out_dir=out, tag=args.tag)
         build_seconds = time.monotonic() - started

@@ -1,8 +1,8 @@
-"""What every benchmark in bench/ shares: timing, the result table, JSON output.
+"""What every benchmark in bench/ shares: timing, rows, JSON output, and formatting.
 
 A benchmark measures a list of ``Row``s and hands them to ``report``:
 
-    rows = [Row("warm resolve", measure(work, 5), aim=Aim.below(0.5))]
+    rows = [Row("warm-resolve", "warm resolve", measure(work, 5), aim=Aim.below(0.5))]
     report("resolve", rows, json_path=args.json)
 
 ``measure`` times a Python callable in this process; ``measure_command`` times
@@ -11,7 +11,14 @@ samples and runs an untimed ``setup`` before each one (a fresh cache dir for a
 cold run, say). Rows report the median; a row may carry a baseline (another
 tool measured in the same run) and an aim, and the table shows the ratio
 (baseline / ours: above 1 means polyarch is faster or smaller) and whether the
-aim is met. ``--json FILE`` writes the same rows, samples included.
+aim is met. ``--json FILE`` writes the same rows, samples included, under the
+schema ``JSON_SCHEMA``; bench/run renders docs/BENCHMARKS.md from them.
+
+``StageClock`` is a polyarch ``Progress`` that records when each task starts
+and ends, so a build's stages are timed from what the library reports.
+
+The formatters at the end are the only ones bench/ uses: the scripts' own
+tables, bench/run's document and its plot all go through them.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-JSON_SCHEMA = "polyarch.bench/v1"
+JSON_SCHEMA = "polyarch.bench/v2"
+SUITE = "bookworm"
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,9 @@ class Aim:
     check: Callable[[Row], bool]
 
     @classmethod
-    def below(cls, limit: float) -> Aim:
-        """The median must be below ``limit`` (in the row's unit)."""
-        return cls(f"< {limit:g}", lambda row: row.median < limit)
+    def below(cls, limit: float, unit: str = "s") -> Aim:
+        """The median must be below ``limit`` (in ``unit``, the row's)."""
+        return cls(f"< {format_value(limit, unit)}", lambda row: row.median < limit)
 
     @classmethod
     def ratio_at_least(cls, ratio: float) -> Aim:
@@ -55,14 +62,19 @@ class Aim:
 
 @dataclass
 class Row:
-    """One measured quantity: our samples, optionally a baseline's, optionally an aim."""
+    """One measured quantity: our samples, optionally a baseline's, optionally an aim.
 
+    ``key`` names the row for the template (stable across runs; ``what`` is
+    the label people read).
+    """
+
+    key: str
     what: str
     samples: list[float]
     baseline: list[float] = field(default_factory=list)
     baseline_what: str = ""
     unit: str = "s"
-    """"s" for seconds, "MB" for sizes (10**6 bytes), or anything else."""
+    """"s" for seconds, "B" for bytes, or anything else (shown after the number)."""
     aim: Aim | None = None
     note: str = ""
 
@@ -86,6 +98,7 @@ class Row:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "key": self.key,
             "what": self.what,
             "unit": self.unit,
             "samples": self.samples,
@@ -98,6 +111,9 @@ class Row:
             "met": self.met,
             "note": self.note or None,
         }
+
+
+# --- measuring ----------------------------------------------------------------------------
 
 
 def measure(
@@ -165,12 +181,85 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         yield Path(path)
 
 
-def debian_mirror(suite: str = "bookworm") -> str:
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``, each inode once (outputs hard-link the cache)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            st = os.lstat(os.path.join(directory, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def debian_mirror(suite: str = SUITE) -> str:
     """The Debian mirror of this host's apt sources (read at run time, never written down)."""
     from polyarch.config import RepositoryConfig
     from polyarch.debian.sources import find_source
 
     return find_source(RepositoryConfig(suite=suite)).url
+
+
+class StageClock:
+    """A polyarch ``Progress`` that times a build's stages from the tasks it reports.
+
+    ``build_container`` reports ``index ...`` tasks while it resolves (cold),
+    ``fetching N packages`` while it downloads, one ``layers`` task per system,
+    then writes the outputs without a task. Cut at the first start of each
+    stage, the build's wall time splits into resolve, fetch, layers and
+    outputs, which add up to the whole.
+    """
+
+    STAGES = ("resolve", "fetch", "layers", "outputs")
+    _TASK_STAGE = (("fetching ", "fetch"), ("layers", "layers"))
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        self._starts: dict[str, float] = {}
+        self._ends: dict[str, float] = {}
+        self._stage_of: dict[int, str] = {}
+        self.warnings: list[str] = []
+
+    def task(self, description: str, total: float | None = None) -> int:
+        task_id = len(self._stage_of) + 1
+        stage = next((s for p, s in self._TASK_STAGE if description.startswith(p)), "resolve")
+        self._stage_of[task_id] = stage
+        self._starts.setdefault(stage, time.perf_counter())
+        return task_id
+
+    def advance(self, task_id: int, amount: float = 1) -> None:
+        pass
+
+    def done(self, task_id: int) -> None:
+        self._ends[self._stage_of[task_id]] = time.perf_counter()
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def info(self, message: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.ended = time.perf_counter()
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage; a stage with no task (fetch on a warm build) took 0."""
+        assert self.ended is not None, "stop() the clock when the build returns"
+        layers_start = self._starts.get("layers", self.ended)
+        layers_end = self._ends.get("layers", layers_start)
+        fetch_start = self._starts.get("fetch", layers_start)
+        return {
+            "resolve": fetch_start - self.started,
+            "fetch": layers_start - fetch_start,
+            "layers": layers_end - layers_start,
+            "outputs": self.ended - layers_end,
+        }
+
+
+# --- reporting ----------------------------------------------------------------------------
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, repetitions: int) -> None:
@@ -185,49 +274,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, repetitions: int) -
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
 
 
-def _number(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "s":
-        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
-    return f"{value:.1f} {unit}"
-
-
-def format_table(title: str, rows: Sequence[Row]) -> str:
-    """The rows as a plain-text table: what, median, baseline median, ratio, n, aim."""
-    header = ("what", "median", "baseline median", "ratio", "n", "aim")
-    lines = [header]
-    for row in rows:
-        ratio = row.ratio
-        met = row.met
-        aim = f"{row.aim.text} {'ok' if met else 'MISSED'}" if row.aim else ""
-        baseline = _number(row.baseline_median, row.unit)
-        if row.baseline_what and row.baseline:
-            baseline += f" ({row.baseline_what})"
-        lines.append(
-            (
-                row.what,
-                _number(row.median, row.unit),
-                baseline,
-                f"{ratio:.1f}x" if ratio is not None else "-",
-                f"{len(row.samples)}/{len(row.baseline)}"
-                if row.baseline
-                else str(len(row.samples)),
-                aim,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [title]
-    for n, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    notes = [f"  {row.what}: {row.note}" for row in rows if row.note]
-    if notes:
-        out += ["notes:", *notes]
-    return "\n".join(out)
-
-
 def report(
     name: str,
     rows: Sequence[Row],
@@ -236,20 +282,86 @@ def report(
     command: str = "",
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Print the table; with ``json_path`` also write ``{schema, benchmark, host, rows, ...}``."""
-    print(format_table(f"benchmark: {name}" + (f"  ({command})" if command else ""), rows))
+    """Print the table; with ``json_path`` also write ``{schema, benchmark, rows, ...}``."""
+    as_json = [row.as_json() for row in rows]
+    print(f"benchmark: {name}" + (f"  ({command})" if command else ""))
+    print(format_table(RESULT_HEADER, [result_cells(r) for r in as_json]))
+    for row in as_json:
+        if row["note"]:
+            print(f"  {row['what'].strip()}: {row['note']}")
     if json_path is not None:
         document = {
             "schema": JSON_SCHEMA,
             "benchmark": name,
             "command": command or None,
-            "host": {
-                "machine": platform.machine(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            },
-            "rows": [row.as_json() for row in rows],
+            "rows": as_json,
             **(extra or {}),
         }
         json_path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+RESULT_HEADER = ("what", "polyarch (median)", "baseline (median)", "ratio", "reps", "aim")
+
+
+def format_seconds(value: float) -> str:
+    if value >= 120:
+        return f"{value / 60:.1f} min"
+    if value >= 10:
+        return f"{value:.1f} s"
+    return f"{value:.2f} s" if value >= 1 else f"{value:.3f} s"
+
+
+def format_size(n: float) -> str:
+    """Bytes in decimal units: ``10.5 MB``."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A row's number in its unit: seconds, bytes, or a bare number and unit."""
+    if value is None:
+        return "—"
+    if unit == "s":
+        return format_seconds(value)
+    if unit == "B":
+        return format_size(value)
+    return f"{value:g} {unit}".strip()
+
+
+def format_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "—"
+    return f"{ratio:.1f}×" if ratio >= 1.95 else f"{ratio:.2f}×"
+
+
+def result_cells(row: Mapping[str, Any]) -> list[str]:
+    """One JSON row (``Row.as_json``) as the cells of ``RESULT_HEADER``."""
+    unit = row["unit"]
+    baseline = format_value(row["baseline_median"], unit)
+    if row["baseline_what"] and row["baseline_median"] is not None:
+        baseline += f" ({row['baseline_what']})"
+    reps = str(len(row["samples"]))
+    if row["baseline_samples"]:
+        reps += f" / {len(row['baseline_samples'])}"
+    aim = f"{row['aim']}: {'met' if row['met'] else 'MISSED'}" if row["aim"] else ""
+    median = format_value(row["median"], unit)
+    return [row["what"], median, baseline, format_ratio(row["ratio"]), reps, aim]
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, its columns padded so that it also reads as plain text."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [[cell(c) for c in header], *([cell(c) for c in row] for row in rows)]
+    widths = [max(3, *(len(line[i]) for line in lines)) for i in range(len(header))]
+
+    def join(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([join(lines[0]), join(["-" * w for w in widths]), *map(join, lines[1:])])

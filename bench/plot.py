@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _common import format_seconds
+
 
 def plot_scale(scale: dict[str, Any], out: Path) -> None:
     """Write the PNG for one bench/scale.py result."""
@@ -47,7 +49,7 @@ def plot_scale(scale: dict[str, Any], out: Path) -> None:
             [per * n for n in counts],
             "^--",
             color="#d62728",
-            label="mmdebstrap essential + tool, both systems (extrapolated: one container × n)",
+            label="mmdebstrap essential + tool, every system (extrapolated: one container × n)",
         )
     tops = [*cold, *warm]
     if baseline:
@@ -58,18 +60,16 @@ def plot_scale(scale: dict[str, Any], out: Path) -> None:
     ax.set_xticks(counts, [str(n) for n in counts])
     ax.minorticks_off()
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("tool containers built (each for x86_64-linux and aarch64-linux)")
+    ax.set_xlabel(f"tool containers built (each for {' and '.join(scale['systems'])})")
     ax.set_ylabel("total build time (s, log scale)")
     ax.set_title("Build time vs number of containers")
-    for x, y in zip(counts, cold, strict=True):
-        ax.annotate(f"{y:.0f} s", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
-    for x, y in zip(counts, warm, strict=True):
-        ax.annotate(f"{y:.1f} s", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
+    labels = [(x, y, (6, -12)) for line in (cold, warm) for x, y in zip(counts, line, strict=True)]
     if baseline:
-        for n in counts:
-            y = baseline["seconds_per_container"] * n
-            label = f"{y / 60:.1f} min" if y >= 120 else f"{y:.0f} s"
-            ax.annotate(label, (n, y), textcoords="offset points", xytext=(-14, 7), fontsize=8)
+        labels += [(n, baseline["seconds_per_container"] * n, (-14, 7)) for n in counts]
+    for x, y, offset in labels:
+        ax.annotate(
+            format_seconds(y), (x, y), textcoords="offset points", xytext=offset, fontsize=8
+        )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.tight_layout()

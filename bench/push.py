@@ -18,7 +18,7 @@ Each repetition gets fresh docker-registries on 127.0.0.1. After every push the
 index digest in the registry is read back with ``skopeo inspect --raw``: the
 library pushes and skopeo's copies must all leave the built index digest, and
 the CLI (whose index carries annotations) one digest of its own, or the
-benchmark fails. ``--runs`` is an old name for ``--repetitions``.
+benchmark fails.
 """
 
 from __future__ import annotations
@@ -28,10 +28,23 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, Aim, Row, add_common_arguments, report, run_command, temp_dir
+from _common import (
+    ROOT,
+    Aim,
+    Row,
+    add_common_arguments,
+    format_seconds,
+    format_size,
+    format_table,
+    measure,
+    polyarch_argv,
+    python_env,
+    report,
+    run_command,
+    temp_dir,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -40,18 +53,11 @@ from registry_server import run_registry
 from polyarch.cache import Cache
 from polyarch.config import find_config, load_config
 from polyarch.determinism import sha256_digest
-from polyarch.registry import push_layout
+from polyarch.registry.push import push_layout
 from polyarch.workflows.build import build_container
 from polyarch.workflows.resolve import Session
 
 SKOPEO = shutil.which("skopeo")
-MB = 1e6
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def skopeo_copy(layout: Path, ref: str) -> None:
@@ -72,7 +78,6 @@ def remote_digest(ref: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, repetitions=3)
-    parser.add_argument("--runs", dest="repetitions", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--container", default="fd")
     parser.add_argument("--config", default=str(ROOT / "containers.toml"))
     parser.add_argument("--cache-dir", help="polyarch cache (default: the user cache dir)")
@@ -90,6 +95,7 @@ def main() -> int:
         times.setdefault(name, []).append(seconds)
         digests.setdefault(name, set()).add(digest)
 
+    env = python_env()
     with temp_dir("push") as work:
         session = Session(config=config, cache=Cache(args.cache_dir))
         try:
@@ -103,7 +109,7 @@ def main() -> int:
         size = sum(p.stat().st_size for p in blobs)
         print(
             f"{container.name}: {len(built.systems)} systems, {len(blobs)} blobs, "
-            f"{size / MB:.1f} MB, index {built.index_digest} (build {build_seconds:.1f} s)"
+            f"{format_size(size)}, index {built.index_digest} (build {build_seconds:.1f} s)"
         )
 
         for run in range(args.repetitions):
@@ -114,35 +120,40 @@ def main() -> int:
                 def push() -> None:
                     push_layout(layout, ref, jobs=8, record_dir=hints)  # noqa: B023
 
-                record("polyarch push, cold", timed(push), remote_digest(ref))
-                record("polyarch push, warm", timed(push), remote_digest(ref))
-                cli = [
-                    sys.executable, "-m", "polyarch", "-q", "manifest", container.name,
+                record("polyarch push, cold", measure(push, 1)[0], remote_digest(ref))
+                record("polyarch push, warm", measure(push, 1)[0], remote_digest(ref))
+                cli = polyarch_argv(
+                    "-q", "manifest", container.name,
                     "--no-build", "--push", "--to", f"{registry.host}/{container.name}",
                     "--out", str(work / "result"), "-f", str(config.path),
-                ]  # fmt: skip
+                )  # fmt: skip
                 if args.cache_dir:
                     cli += ["--cache-dir", args.cache_dir]
-                run_command(cli)  # the first pushes the annotated index
+                run_command(cli, env=env)  # the first pushes the annotated index
                 record(
                     "polyarch manifest --push CLI, warm",
-                    timed(lambda: run_command(cli)),  # noqa: B023
+                    measure(lambda: run_command(cli, env=env), 1)[0],  # noqa: B023
                     remote_digest(ref),
                 )
             with run_registry(work / f"reg-skopeo-{run}") as registry:
                 ref = f"{registry.host}/{container.name}:latest"
                 for name in ("skopeo copy --all, cold", "skopeo copy --all, warm"):
-                    record(name, timed(lambda: skopeo_copy(layout, ref)), remote_digest(ref))  # noqa: B023
+                    copy = measure(lambda: skopeo_copy(layout, ref), 1)[0]  # noqa: B023
+                    record(name, copy, remote_digest(ref))
 
-    width = max(len(k) for k in times)
-    print(f"\n{'':{width}}  median    min       max       digest in registry")
-    for name, values in times.items():
-        digest = ", ".join(sorted(d[:19] for d in digests[name]))
-        print(
-            f"{name:{width}}  {statistics.median(values):6.3f} s  {min(values):6.3f} s  "
-            f"{max(values):6.3f} s  {digest}"
+    print(
+        format_table(
+            ["", "median", "min", "max", "digest in registry"],
+            [
+                [
+                    name,
+                    *map(format_seconds, (statistics.median(v), min(v), max(v))),
+                    ", ".join(sorted(d[:19] for d in digests[name])),
+                ]
+                for name, v in times.items()
+            ],
         )
-    print()
+    )
 
     # A push row is meaningless if the registry ended up with another image.
     same = {"polyarch push, cold", "polyarch push, warm"}
@@ -159,15 +170,17 @@ def main() -> int:
     what = f"{container.name}, {len(built.systems)} systems"
     rows = [
         Row(
+            "push-cold",
             f"push {what}, cold (library)",
             times["polyarch push, cold"],
             baseline=times["skopeo copy --all, cold"],
             baseline_what="skopeo copy --all, cold",
             aim=Aim.ratio_at_least(1),
-            note=f"{len(blobs)} blobs, {size / MB:.1f} MB, into a fresh docker-registry "
+            note=f"{len(blobs)} blobs, {format_size(size)}, into a fresh docker-registry "
             "on 127.0.0.1; skopeo is timed as a process (its start-up included)",
         ),
         Row(
+            "push-warm",
             f"re-push {what}, warm (library)",
             times["polyarch push, warm"],
             baseline=times["skopeo copy --all, warm"],
@@ -176,6 +189,7 @@ def main() -> int:
             note="every blob already in the registry",
         ),
         Row(
+            "manifest-push-process",
             f"polyarch manifest --push {container.name}, warm (process)",
             times["polyarch manifest --push CLI, warm"],
             note="whole process: interpreter start-up, annotated index rewritten, push",

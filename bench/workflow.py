@@ -1,36 +1,30 @@
-"""Workflow benchmark (issue 4): ``polyarch all fd --multiarch`` with a warm cache.
+"""Benchmark: whole commands as a user runs them, each timed as its own process.
 
-    python bench/workflow.py [--json FILE] [--repetitions 3] [--container fd] [--engine docker|podman]
+    python bench/workflow.py [--json FILE] [--repetitions 3] [--container fd]
+                             [--engines docker,podman]
 
-Runs the real command in this process (``polyarch.cli.main``) with timers
-around the three stages, so the split comes from the command users run:
+Rows:
 
-- build: ``build_container`` (every system: resolve, fetch, layers, outputs);
-- load: every call to the engine that puts images in or names them (load,
-  tag, untag, image_id, remove_image);
-- test: every ``run`` of a container (the native one directly, the foreign
-  one under qemu-user through binfmt_misc);
-- other: the rest (engine detection, emulation checks, tables).
+- start-up: ``polyarch --help`` (interpreter, imports, argument parser), which
+  every command below pays once;
+- warm build: ``polyarch build NAME --all-systems`` on a warm cache;
+- per engine: ``polyarch all NAME --multiarch`` with a warm cache (build
+  every system, load, test every system), and its parts as the commands a
+  user would run one by one: ``polyarch load NAME`` (the native image),
+  ``polyarch test NAME --system NATIVE`` and ``--system FOREIGN`` (each loads
+  its image, then runs the smoke tests; the foreign one under qemu-user).
 
-A first run fills the cache (not counted); then ``--repetitions`` timed runs, median
-per stage. The whole command as a process is timed as well (interpreter
-start-up included). The engine is polyarch's default (docker when its daemon
-answers, else podman) unless ``--engine`` says otherwise.
+A first ``polyarch all`` per engine fills the cache and the engine (not
+counted). An engine that cannot run it here is reported with the reason,
+and the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
-import shutil
-import statistics
+import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,144 +36,127 @@ from _common import (
     polyarch_argv,
     python_env,
     report,
+    temp_dir,
 )
 
-STAGES = ("build", "load", "test")
-TEST_PARTS = ("test native", "test foreign (qemu)")
-LOAD_METHODS = ("load", "tag", "untag", "image_id", "remove_image")
+from polyarch.config import find_config, load_config
+
+ENGINES = ("docker", "podman")
 
 
-class StageClock:
-    """Wall time spent inside the wrapped functions, per stage; nested calls count once."""
-
-    def __init__(self) -> None:
-        self.seconds = dict.fromkeys((*STAGES, *TEST_PARTS), 0.0)
-        self._depth = 0
-
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:
-                return fn(*args, **kwargs)
-            self._depth += 1
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - started
-                self.seconds[stage] += elapsed
-                if stage == "test":
-                    # The engine is told the platform only for a foreign image.
-                    part = TEST_PARTS[1] if kwargs.get("platform") else TEST_PARTS[0]
-                    self.seconds[part] += elapsed
-                self._depth -= 1
-
-        return timed
-
-
-@contextmanager
-def stage_timers(clock: StageClock) -> Iterator[None]:
-    """Patch the build entry point the CLI calls and the engine's methods."""
-    import polyarch.cli.run as cli_run
-    from polyarch.engine import Engine
-
-    patches: list[tuple[object, str, object]] = [
-        # The name `polyarch all` calls, where it calls it (imported into polyarch.cli.run).
-        (cli_run, "build_container", clock.wrap("build", cli_run.build_container)),  # type: ignore[attr-defined]
-        (Engine, "run", clock.wrap("test", Engine.run)),
+def engine_rows(
+    engine: str, command: list[str], name: str, systems: dict[str, str], n: int, env: dict[str, str]
+) -> list[Row]:
+    """``all --multiarch`` and its parts, on ``engine``; each a process, ``n`` samples."""
+    argv = [*command, "--engine", engine]
+    rows = [
+        Row(
+            f"all-multiarch-{engine}",
+            f"polyarch all {name} --multiarch, warm, {engine} (process)",
+            measure_command(polyarch_argv("all", name, "--multiarch", *argv), n, env=env),
+        ),
+        Row(
+            f"load-native-{engine}",
+            f"  part: polyarch load {name}, {engine} (process)",
+            measure_command(polyarch_argv("load", name, *argv), n, env=env),
+        ),
     ]
-    patches += [(Engine, m, clock.wrap("load", getattr(Engine, m))) for m in LOAD_METHODS]
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    for owner, name, value in patches:
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for owner, name, value in originals:
-            setattr(owner, name, value)
+    for kind, system in systems.items():
+        rows.append(
+            Row(
+                f"test-{kind}-{engine}",
+                f"  part: polyarch test {name} --system {system}, {engine} (process)",
+                measure_command(polyarch_argv("test", name, "--system", system, *argv), n, env=env),
+                note="loads the image, then runs the smoke tests"
+                + (" under qemu-user" if kind == "foreign" else ""),
+            )
+        )
+    return rows
 
 
-def polyarch_args(container: str, config: Path, out: Path, engine: str | None) -> list[str]:
-    args = ["-q", "-f", str(config), "all", container, "--multiarch", "--out", str(out)]
-    return [*args, "--engine", engine] if engine else args
+def split(rows: Sequence[Row], engine: str) -> dict[str, Any]:
+    """Medians of ``all --multiarch`` and of its parts on ``engine``, start-up taken out of each.
 
-
-def run_in_process(args: Sequence[str]) -> dict[str, float]:
-    """One ``polyarch all`` in this process; seconds per stage plus total and other."""
-    from polyarch.cli import main
-
-    clock = StageClock()
-    output = io.StringIO()
-    started = time.perf_counter()
-    with stage_timers(clock), contextlib.redirect_stdout(output):
-        code = main(list(args))
-    total = time.perf_counter() - started
-    if code != 0:
-        raise RuntimeError(f"polyarch {' '.join(args)} exited {code}:\n{output.getvalue()}")
-    result = dict(clock.seconds)
-    result["total"] = total
-    result["other"] = total - sum(clock.seconds[s] for s in STAGES)
-    return result
+    Each part pays the start-up once, as ``all`` does; what is left is its work.
+    """
+    median = {r.key.removesuffix(f"-{engine}"): r.median for r in rows}
+    startup = median["startup-help"]
+    parts = {
+        k: median[k] - startup
+        for k in ("build-warm", "test-native", "test-foreign", "load-native")
+        if k in median
+    }
+    work = {k: v for k, v in parts.items() if k != "load-native"}  # tests load their own images
+    return {
+        "all": median["all-multiarch"],
+        "all_work": median["all-multiarch"] - startup,
+        "parts_work": parts,
+        "dominant": max(work, key=lambda k: work[k]),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, repetitions=3)
     parser.add_argument("--container", default="fd")
-    parser.add_argument("--config", default=str(ROOT / "containers.toml"))
-    parser.add_argument("--engine", choices=["docker", "podman"])
-    parser.add_argument("--cache-dir", help="polyarch cache (default: a temp dir, filled first)")
+    parser.add_argument("--config", type=Path, default=ROOT / "containers.toml")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
     args = parser.parse_args(argv)
+    n = args.repetitions
 
-    work = Path(tempfile.mkdtemp(prefix="polyarch-bench-workflow-"))
-    cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
-    # The CLI reads its cache from the environment when it parses its arguments.
-    os.environ["POLYARCH_CACHE_DIR"] = str(cache)
-    poly_args = polyarch_args(args.container, Path(args.config), work / "out", args.engine)
-    try:
-        run_in_process(poly_args)  # warm-up: fills the cache, not counted
-        runs = [run_in_process(poly_args) for _ in range(args.repetitions)]
-        process = measure_command(
-            polyarch_argv(*poly_args),
-            args.repetitions,
-            env=python_env(POLYARCH_CACHE_DIR=str(cache)),
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    from polyarch.platforms import native_system
 
-    parts = (*STAGES, *TEST_PARTS, "other", "total")
-    medians = {k: statistics.median(r[k] for r in runs) for k in parts}
-    dominant = max(STAGES, key=lambda s: medians[s])
-    command = f"polyarch all {args.container} --multiarch"
-    rows = [
-        Row(
-            f"workflow: {command}, warm, as a process",
-            process,
-            note="interpreter start-up included",
-        )
-    ]
-    for stage in (*STAGES, *TEST_PARTS, "other"):
-        share = medians[stage] / medians["total"]
-        label = f"  of which {stage}" if stage in TEST_PARTS else f"workflow: {stage}"
+    config = load_config(find_config(args.config))
+    container = config.container(args.container)
+    native = native_system()
+    systems: dict[str, str] = {"native": native.name}
+    foreign = [s.name for s in container.systems if s != native]
+    if foreign:
+        systems["foreign"] = foreign[0]
+
+    rows: list[Row] = []
+    unavailable: dict[str, str] = {}
+    with temp_dir("workflow") as work:
+        env = python_env(POLYARCH_CACHE_DIR=str(work / "cache"))
+        common = ["-q", "-f", str(config.path), "--out", str(work / "out")]
         rows.append(
-            Row(
-                label,
-                [r[stage] for r in runs],
-                note=f"{share:.0%} of the in-process total, dominates" if stage == dominant else "",
+            Row("startup-help", "start-up: polyarch --help (process)",
+                measure_command(polyarch_argv("--help"), n, env=env))
+        )  # fmt: skip
+        for engine in args.engines.split(","):
+            warm_up = polyarch_argv(
+                "all", container.name, "--multiarch", *common, "--engine", engine
             )
-        )
+            done = subprocess.run(warm_up, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+                unavailable[engine] = lines[-1][:300]
+                print(f"workflow: {engine}: not measured: {unavailable[engine]}", flush=True)
+                continue
+            if not any(r.key == "build-warm" for r in rows):  # the first engine's warm-up
+                build = polyarch_argv("build", container.name, "--all-systems", *common)
+                rows.append(
+                    Row(
+                        "build-warm",
+                        f"polyarch build {container.name} --all-systems, warm (process)",
+                        measure_command(build, n, env=env),
+                    )
+                )
+            rows += engine_rows(engine, common, container.name, systems, n, env)
+    if not rows or len(unavailable) == len(args.engines.split(",")):
+        raise SystemExit(f"workflow: no engine could run the benchmark: {unavailable}")
     report(
         "workflow",
         rows,
         json_path=args.json,
-        command=command,
+        command=f"polyarch all {container.name} --multiarch",
         extra={
-            "runs": runs,
-            "process_seconds": process,
-            "median_seconds": medians,
-            "dominant": dominant,
+            "container": container.name,
+            "systems": systems,
+            "engines": {e: split(rows, e) for e in args.engines.split(",") if e not in unavailable},
+            "unavailable": unavailable,
         },
     )
-    print(f"workflow: {dominant} dominates ({medians[dominant] / medians['total']:.0%})")
     return 0
 
 

@@ -1,0 +1,147 @@
+"""bench/: docs/BENCHMARKS.md is the template filled from a run's JSON; stages come from Progress."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from _common import Aim, Row, StageClock
+from _render import render
+from conftest import RepoFactory, write_project
+from debrepo import DebSpec, File
+
+from polyarch.cache import Cache
+from polyarch.config import load_config
+from polyarch.workflows.build import build_container
+from polyarch.workflows.resolve import Session
+
+
+def run_of(benchmarks: dict[str, Any]) -> dict[str, Any]:
+    """What bench/run writes to bench-run.json, on a machine unlike the project's."""
+    return {
+        "started": "2030-01-02T03:04:05.678+00:00",
+        "machine": {
+            "load_average_at_start": 0.5,
+            "load_average_at_end": 1.25,
+            "nproc": 7,
+            "memory_bytes": 3_500_000_000,
+            "cpu": "Example CPU",
+            "kernel": "6.1.0",
+            "machine": "aarch64",
+            "os": "Debian GNU/Linux 12 (bookworm)",
+            "python": "3.11.2",
+            "polyarch": "0.1.0 (abc1234)",
+            "versions": {"mmdebstrap": "1.3.5-7", "arch-test": "0.20-1"},
+        },
+        "quick": None,
+        "total_seconds": 543.0,
+        "benchmarks": benchmarks,
+    }
+
+
+def build_benchmark() -> dict[str, Any]:
+    rows = [
+        Row("cold-process", "cold build fd (process)", [9.0, 10.0, 11.0], baseline=[90.0],
+            baseline_what="mmdebstrap", aim=Aim.ratio_at_least(10)),
+        Row("image", "image x86_64-linux, compressed", [10_700_000], unit="B",
+            aim=Aim.below(12e6, "B"), note="sum of the gzip layers"),
+        Row("warm", "  of which: warm | cached", [0.0456]),
+    ]  # fmt: skip
+    return {
+        "benchmark": "build",
+        "rows": [r.as_json() for r in rows],
+        "status": "ok",
+        "seconds": 75,
+    }
+
+
+def test_the_results_table_is_every_row_of_every_benchmark_that_ran() -> None:
+    text = render(
+        run_of(
+            {
+                "build": build_benchmark(),
+                "push": {"status": "failed", "reason": "push.py exited 1: no skopeo", "seconds": 3},
+            }
+        )
+    )
+    expected = """\
+| what                           | polyarch (median) | baseline (median)   | ratio | reps  | aim                 |
+| ------------------------------ | ----------------- | ------------------- | ----- | ----- | ------------------- |
+| cold build fd (process)        | 10.0 s            | 90.0 s (mmdebstrap) | 9.0×  | 3 / 1 | ratio >= 10: MISSED |
+| image x86_64-linux, compressed | 10.7 MB           | —                   | —     | 1     | < 12.0 MB: met      |
+|   of which: warm \\| cached     | 0.046 s           | —                   | —     | 1     |                     |
+"""
+    assert expected in text
+    assert "- image x86_64-linux, compressed: sum of the gzip layers\n" in text
+    assert "- **push**: push.py exited 1: no skopeo\n" in text
+    assert "Run times: build 75.0 s, push 3.00 s.\n" in text
+    assert "bench/run took 9.1 minutes** (543 s)" in text
+    assert "on 2030-01-02 03:04 UTC" in text
+
+
+def test_machine_facts_come_from_the_json() -> None:
+    text = render(run_of({"build": build_benchmark()}))
+    assert "| cores (nproc) | 7 |" in text
+    assert "| CPU | Example CPU (aarch64) |" in text
+    assert "| memory | 3.5 GB |" in text
+    assert "| arch-test | 0.20-1 |" in text
+    assert "2 cores" not in text
+
+
+def test_sections_of_benchmarks_that_did_not_run_are_left_out() -> None:
+    text = render(run_of({"build": build_benchmark()}))
+    for title in ("## Scale", "## Workflow", "## Profile", "## Stages"):
+        assert title not in text
+    assert text.endswith("</details>\n")
+
+
+def test_the_stage_table_shows_each_builds_medians() -> None:
+    stages = {"resolve": [4.0, 6.0, 5.0], "fetch": [0.5], "layers": [2.0], "outputs": [0.25]}
+    cache = {"benchmark": "cache", "rows": [], "stages": {"cold": stages}}
+    text = render(run_of({"cache": {**cache, "status": "ok", "seconds": 20}}))
+    assert "| cold | 5.00 s | 0.500 s | 2.00 s | 0.250 s |\n" in text
+
+
+def test_missing_data_is_an_error_not_an_empty_cell() -> None:
+    run = run_of({"build": build_benchmark()})
+    broken = copy.deepcopy(run)
+    del broken["machine"]["nproc"]
+    with pytest.raises(jinja2.UndefinedError):
+        render(broken)
+
+
+def test_stage_clock_splits_a_real_build_into_stages_that_add_up(
+    tmp_path: Path, make_repo: RepoFactory
+) -> None:
+    # Guards the Progress tasks the clock relies on: if build_container stops
+    # reporting fetch or layers tasks, the cold build's stages come out 0.
+    specs = [
+        DebSpec("tool", "1.0-1", arch, files={"/usr/bin/tool": File(b"#!/bin/sh\n", 0o755)})
+        for arch in ("amd64", "arm64")
+    ]
+    repo, url = make_repo(specs)
+    project = write_project(
+        tmp_path / "p", url, repo.key.keyring, '[containers.tool]\npackage = "tool"\n'
+    )
+    config = load_config(project)
+    container = config.container("tool")
+
+    def timed_build() -> dict[str, float]:
+        clock = StageClock()
+        session = Session(config=config, cache=Cache(tmp_path / "cache"), progress=clock)
+        try:
+            build_container(session, container, container.systems, out_dir=tmp_path / "out")
+        finally:
+            clock.stop()
+            session.repository.close()
+        total = clock.ended - clock.started if clock.ended else 0.0
+        assert sum(clock.seconds().values()) == pytest.approx(total)
+        return clock.seconds()
+
+    cold = timed_build()
+    assert all(cold[s] > 0 for s in StageClock.STAGES), cold
+    warm = timed_build()
+    assert warm["fetch"] == 0.0  # every layer cached: no .deb read

@@ -1,19 +1,29 @@
-"""Shared fixtures: a test OpenPGP key and small signed Debian repositories served on 127.0.0.1."""
+"""Shared fixtures: a test OpenPGP key, small signed Debian repositories served on 127.0.0.1,
+docker-registry, skopeo and umoci; and the engine/registry markers derived from fixtures.
+
+The fast tier, ``pytest -m "not integration and not engine and not registry"``,
+runs no container engine, registry or OCI tool: a test that uses one through a
+fixture below (directly or through other fixtures) is marked here, so the
+markers cannot be forgotten. A test that runs one of these programs some other
+way carries the marker itself.
+"""
 
 from __future__ import annotations
 
-import sys
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import settings
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from debrepo import DebSpec, TestKey, TestRepo, serve
 from engine_fixtures import docker_engine, emulation_ready, engine, podman_engine
+from hypothesis import settings
+from registry_server import REGISTRY, RunningRegistry, run_registry
+
+from polyarch import cmd
 
 __all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
 
@@ -21,6 +31,20 @@ __all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
 # how long one example took.
 settings.register_profile("polyarch", deadline=None)
 settings.load_profile("polyarch")
+
+ENGINE_FIXTURES = frozenset({"docker_engine", "podman_engine", "engine", "emulation_ready"})
+REGISTRY_FIXTURES = frozenset({"start_registry", "run_skopeo", "run_umoci"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # fixturenames is the closure: fixtures used by the test's fixtures count too.
+        used = set(getattr(item, "fixturenames", ()))
+        if used & ENGINE_FIXTURES:
+            item.add_marker(pytest.mark.engine)
+        if used & REGISTRY_FIXTURES:
+            item.add_marker(pytest.mark.registry)
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +152,59 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return code, out, err
 
     return run
+
+
+# -- registry and OCI tools ----------------------------------------------------------------
+
+RegistryStarter = Callable[..., RunningRegistry]
+Tool = Callable[..., str]
+
+
+@pytest.fixture
+def start_registry(tmp_path: Path) -> Iterator[RegistryStarter]:
+    """``start_registry(tls=..., htpasswd=..., token=...)`` → a docker-registry on 127.0.0.1,
+    killed at the end of the test (options as in ``registry_server.run_registry``)."""
+    if REGISTRY is None:
+        pytest.skip("needs docker-registry (scripts/setup-host installs it)")
+    with ExitStack() as stack:
+        count = 0
+
+        def start(**options: Any) -> RunningRegistry:
+            nonlocal count
+            count += 1
+            workdir = tmp_path / f"registry{count}"
+            return stack.enter_context(run_registry(workdir, **options))
+
+        yield start
+
+
+@pytest.fixture
+def registry(start_registry: RegistryStarter) -> RunningRegistry:
+    """A plain-HTTP docker-registry without authentication."""
+    return start_registry()
+
+
+def _tool(program: str) -> Tool:
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"needs {program} (scripts/setup-host installs it)")
+
+    def run(*args: str | Path) -> str:
+        argv = [path, *map(str, args)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, f"{cmd.quoted(argv)}: {result.stderr}"
+        return result.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_skopeo() -> Tool:
+    """``run_skopeo(ARGS…)`` → skopeo's stdout; a failure fails the test with skopeo's stderr."""
+    return _tool("skopeo")
+
+
+@pytest.fixture(scope="session")
+def run_umoci() -> Tool:
+    """``run_umoci(ARGS…)`` → umoci's stdout; a failure fails the test with umoci's stderr."""
+    return _tool("umoci")

@@ -81,8 +81,23 @@ class DebSpec:
         return "".join(f"{k}: {v}\n" for k, v in fields if v)
 
 
+# dpkg-deb's output depends on the spec alone (SOURCE_DATE_EPOCH, root owner): each spec
+# is built once per test session and its bytes written for every repository listing it.
+_BUILT: dict[str, bytes] = {}
+
+
 def build_deb(spec: DebSpec, out_dir: Path) -> Path:
     """A real .deb made by dpkg-deb from ``spec``."""
+    out = out_dir / f"{spec.name}_{spec.version.split(':')[-1]}_{spec.arch}.deb"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(repr(spec).encode()).hexdigest()
+    if key not in _BUILT:
+        _BUILT[key] = _dpkg_deb(spec)
+    out.write_bytes(_BUILT[key])
+    return out
+
+
+def _dpkg_deb(spec: DebSpec) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         (root / "DEBIAN").mkdir(parents=True)
@@ -104,8 +119,7 @@ def build_deb(spec: DebSpec, out_dir: Path) -> Path:
             else:
                 target.write_bytes(entry.data)
                 target.chmod(entry.mode)
-        out = out_dir / f"{spec.name}_{spec.version.split(':')[-1]}_{spec.arch}.deb"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out = Path(tmp) / "package.deb"
         subprocess.run(
             [
                 "dpkg-deb",
@@ -119,7 +133,7 @@ def build_deb(spec: DebSpec, out_dir: Path) -> Path:
             capture_output=True,
             env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
         )
-    return out
+        return out.read_bytes()
 
 
 def _ar_member(name: str, data: bytes) -> bytes:

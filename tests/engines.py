@@ -72,9 +72,23 @@ def tiny_program(architecture: str, message: bytes) -> bytes:
     return _elf(machine, code + message)
 
 
-def tiny_sleeper() -> bytes:
-    """A static amd64 ELF that waits for a signal forever (to test timeouts)."""
-    return _elf(62, b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")  # pause(); jmp back
+def tiny_sleeper(architecture: str) -> bytes:
+    """A static ELF for ``amd64`` or ``arm64`` that waits for a signal forever (to test timeouts)."""
+    if architecture == "amd64":
+        return _elf(62, b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")  # pause(); jmp back
+    if architecture == "arm64":
+        # arm64 has no pause(): ppoll() on no descriptors without a timeout waits the same way.
+        words = [
+            0xD2800000,  # mov x0, #0 (no fds)
+            0xD2800001,  # mov x1, #0 (nfds)
+            0xD2800002,  # mov x2, #0 (no timeout)
+            0xD2800003,  # mov x3, #0 (no sigmask)
+            0xD2800928,  # mov x8, #73 (ppoll)
+            0xD4000001,  # svc #0
+            0x17FFFFFA,  # b back to the first instruction
+        ]
+        return _elf(183, struct.pack("<7I", *words))
+    raise ValueError(f"no tiny sleeper for {architecture}")
 
 
 def _elf(machine: int, body: bytes) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 from polyarch.cache import Cache
 from polyarch.config import load_config
 from polyarch.engine import Engine
-from polyarch.platforms import System, parse_system
+from polyarch.platforms import System, native_system, parse_system
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.resolve import Session
 from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 X86, ARM = parse_system("x86_64-linux"), parse_system("aarch64-linux")
+NATIVE = native_system()
+UNAME = {"x86_64-linux": "x86_64", "aarch64-linux": "aarch64"}
 TOOLS = {"fd": ("fdfind", "fd-find"), "rg": ("rg", "ripgrep")}
 
 
@@ -177,12 +179,12 @@ def test_umoci_unpacks_a_rootfs_with_tool_bash_coreutils_and_a_resolving_entrypo
 
 
 def _in_rootfs(root: Path, system: System, argv: list[str]) -> str:
-    """Run a program of the rootfs: chroot natively; qemu-user (-L) for aarch64."""
-    if system == X86:
+    """Run a program of the rootfs: chroot natively; qemu-user (-L) for the foreign system."""
+    if system == NATIVE:
         full = ["chroot", str(root), *argv]
     else:
         full = [
-            shutil.which("qemu-aarch64-static") or "qemu-aarch64",
+            shutil.which(f"qemu-{system.qemu_name}-static") or f"qemu-{system.qemu_name}",
             "-L",
             str(root),
             str(root / argv[0].lstrip("/")),
@@ -201,7 +203,7 @@ def test_the_tools_run_inside_the_unpacked_rootfs(
     rg_root = rootfs[("rg", system.name)] / "rootfs"
     assert _in_rootfs(fd_root, system, ["/usr/bin/fdfind", "--version"]).startswith("fdfind 8.")
     assert _in_rootfs(rg_root, system, ["/usr/bin/rg", "--version"]).startswith("ripgrep 13.")
-    if system == X86:
+    if system == NATIVE:
         listing = _in_rootfs(fd_root, system, ["/usr/bin/bash", "-c", "ls / | wc -l"])
     else:
         # Under qemu -L only the first program is emulated; bash's children need binfmt,
@@ -212,7 +214,7 @@ def test_the_tools_run_inside_the_unpacked_rootfs(
             text=True,
             check=True,
         ).stdout
-        assert listing.startswith("aarch64")
+        assert listing.startswith(UNAME[system.name])
         listing = listing.split("\n", 1)[1]
     assert int(listing.strip()) >= 10
 
@@ -239,13 +241,10 @@ def test_engines_load_and_run_both_systems(
             ref,
             ["-c", "uname -m"],
             entrypoint="bash",
-            platform=None if system == X86 else system.oci_platform,
+            platform=None if system == NATIVE else system.oci_platform,
             timeout=120,
         )
-        assert (
-            result.output.strip().splitlines()[-1]
-            == {"x86_64-linux": "x86_64", "aarch64-linux": "aarch64"}[system.name]
-        )
+        assert result.output.strip().splitlines()[-1] == UNAME[system.name]
     finally:
         engine.remove_image(f"fd:{tag}")
         engine.remove_image(f"fd:{tag}-{system.name}")

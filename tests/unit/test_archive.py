@@ -1,15 +1,17 @@
-"""OCI layout and docker-archive outputs, checked by skopeo, umoci and podman; atomic publication."""
+"""OCI layout and docker-archive outputs, checked by skopeo, umoci, docker and podman; atomic
+publication."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Tool
 from imagekit import make_layer
 
 from polyarch import cmd, files
@@ -17,6 +19,7 @@ from polyarch.determinism import (
     rfc3339,
     sha256_digest,
 )
+from polyarch.engine import Engine
 from polyarch.errors import ImageError
 from polyarch.files import replace_directory
 from polyarch.image.docker_archive import write_docker_archive
@@ -29,16 +32,12 @@ from polyarch.image.oci import (
 )
 from polyarch.media_types import OCI_INDEX as MEDIA_TYPE_INDEX
 from polyarch.outputs import Outputs, write_build_outputs
-from polyarch.platforms import System, parse_system
+from polyarch.platforms import System, native_system, parse_system
 from polyarch.reference import split_local_name
 
 X86 = parse_system("x86_64-linux")
 ARM64 = parse_system("aarch64-linux")
 CREATED = rfc3339(1_700_000_000)
-
-needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
-needs_umoci = pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
-needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
 
 
 def make_images(cache: Path) -> tuple[list[Image], bytes]:
@@ -194,17 +193,17 @@ def test_reader_refuses_an_unknown_tag(layout: Path) -> None:
         read_oci_layout(layout).images("v2")
 
 
-@needs_skopeo
-def test_skopeo_inspects_the_layout_and_its_raw_index(layout: Path, built: Any) -> None:
+def test_skopeo_inspects_the_layout_and_its_raw_index(
+    layout: Path, built: Any, run_skopeo: Tool
+) -> None:
     _, index = built
-    inspected = json.loads(check(["skopeo", "inspect", f"oci:{layout}:latest"]))
-    assert inspected["Architecture"] == "amd64"  # skopeo picks the host's platform
+    inspected = json.loads(run_skopeo("inspect", f"oci:{layout}:latest"))
+    # skopeo picks the host's platform out of the index
+    assert inspected["Architecture"] == native_system().oci_architecture
     assert inspected["Digest"] == sha256_digest(index)
-    assert check(["skopeo", "inspect", "--raw", f"oci:{layout}:latest"]).encode() == index
+    assert run_skopeo("inspect", "--raw", f"oci:{layout}:latest").encode() == index
 
 
-@needs_skopeo
-@needs_umoci
 @pytest.mark.parametrize(
     ("system", "override"),
     [
@@ -214,19 +213,25 @@ def test_skopeo_inspects_the_layout_and_its_raw_index(layout: Path, built: Any) 
     ids=["x86_64-linux", "aarch64-linux"],
 )
 def test_skopeo_copies_each_platform_out_and_umoci_unpacks_it(
-    tmp_path: Path, layout: Path, built: Any, system: System, override: list[str]
+    tmp_path: Path,
+    layout: Path,
+    built: Any,
+    system: System,
+    override: list[str],
+    run_skopeo: Tool,
+    run_umoci: Tool,
 ) -> None:
     image = next(i for i in built[0] if i.system == system)
     single = tmp_path / "single"
-    check(["skopeo", *override, "copy", f"oci:{layout}:latest", f"oci:{single}:latest"])
+    run_skopeo(*override, "copy", f"oci:{layout}:latest", f"oci:{single}:latest")
     # skopeo copies the chosen manifest byte for byte, so digests survive the copy.
-    assert check(["skopeo", "inspect", "--raw", f"oci:{single}:latest"]).encode() == image.manifest
-    config = json.loads(check(["skopeo", "inspect", "--config", f"oci:{single}:latest"]))
+    assert run_skopeo("inspect", "--raw", f"oci:{single}:latest").encode() == image.manifest
+    config = json.loads(run_skopeo("inspect", "--config", f"oci:{single}:latest"))
     assert config["architecture"] == system.oci_architecture
     assert config.get("variant") == system.oci_variant
 
     bundle = tmp_path / "bundle"
-    check(["umoci", "unpack", "--rootless", "--image", f"{single}:latest", bundle])
+    run_umoci("unpack", "--rootless", "--image", f"{single}:latest", bundle)
     rootfs = bundle / "rootfs"
     assert (rootfs / "usr/bin/tool").read_text() == f"tool for {system.name}\n"
     assert (rootfs / "usr/bin/bash").read_text() == "bash\n"
@@ -235,19 +240,11 @@ def test_skopeo_copies_each_platform_out_and_umoci_unpacks_it(
     assert process["env"][0] == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@needs_skopeo
-def test_reader_reads_a_single_image_layout_written_by_skopeo(tmp_path: Path, layout: Path) -> None:
+def test_reader_reads_a_single_image_layout_written_by_skopeo(
+    tmp_path: Path, layout: Path, run_skopeo: Tool
+) -> None:
     single = tmp_path / "single"
-    check(
-        [
-            "skopeo",
-            "--override-arch",
-            "arm64",
-            "copy",
-            f"oci:{layout}:latest",
-            f"oci:{single}:latest",
-        ]
-    )
+    run_skopeo("--override-arch", "arm64", "copy", f"oci:{layout}:latest", f"oci:{single}:latest")
     (found,) = read_oci_layout(single).images("latest")
     assert found.system == ARM64  # no index entry: the platform comes from the config
 
@@ -310,56 +307,38 @@ def test_invalid_repo_tags_are_refused(tmp_path: Path, built: Any, reference: st
     assert list(tmp_path.glob("*x.tar*")) == []
 
 
-@needs_skopeo
-def test_skopeo_inspects_the_docker_archive(tmp_path: Path, built: Any) -> None:
+def test_skopeo_inspects_the_docker_archive(tmp_path: Path, built: Any, run_skopeo: Tool) -> None:
     image = built[0][1]
     dest = tmp_path / "arm.tar"
     write_docker_archive(dest, image, repo_tags=["tool:latest"])
-    config = json.loads(check(["skopeo", "inspect", "--config", f"docker-archive:{dest}"]))
+    config = json.loads(run_skopeo("inspect", "--config", f"docker-archive:{dest}"))
     assert (config["architecture"], config["variant"]) == ("arm64", "v8")
     assert config["rootfs"]["diff_ids"] == [la.diff_id for la in image.layers]
 
 
-@pytest.fixture
-def podman_env(tmp_path: Path) -> dict[str, str]:
-    """podman with its storage inside tmp_path (see ENVIRONMENT.md for why these settings)."""
-    conf = tmp_path / "podman"
-    conf.mkdir()
-    (conf / "containers.conf").write_text(
-        "[containers]\n"
-        'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-        'netns = "none"\n'
-        "[engine]\n"
-        'runtime = "runc"\n'
-        'cgroup_manager = "cgroupfs"\n'
-    )
-    (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "vfs"\nrunroot = "{conf / "run"}"\ngraphroot = "{conf / "graph"}"\n'
-    )
-    env = dict(os.environ)
-    env.update(
-        CONTAINERS_CONF=str(conf / "containers.conf"),
-        CONTAINERS_STORAGE_CONF=str(conf / "storage.conf"),
-        TMPDIR=str(tmp_path),
-    )
-    return env
-
-
-@needs_podman
 @pytest.mark.parametrize("which", [0, 1], ids=["x86_64-linux", "aarch64-linux"])
-def test_podman_loads_the_docker_archive(
-    tmp_path: Path, built: Any, podman_env: dict[str, str], which: int
+def test_each_engine_loads_the_docker_archive(
+    tmp_path: Path, built: Any, engine: Engine, which: int
 ) -> None:
     image = built[0][which]
     dest = tmp_path / f"{image.system.name}.tar"
-    write_docker_archive(dest, image, repo_tags=["tool:latest"])
-    loaded = check(["podman", "load", "-i", dest], env=podman_env)
-    assert "tool:latest" in loaded
-    (inspected,) = json.loads(check(["podman", "image", "inspect", "tool:latest"], env=podman_env))
-    assert inspected["Id"] == image.config_digest.removeprefix("sha256:")
-    assert inspected["Architecture"] == image.system.oci_architecture
-    assert inspected["Config"]["Entrypoint"] == ["/usr/bin/tool"]
-    assert inspected["RootFS"]["Layers"] == [la.diff_id for la in image.layers]
+    # A name of its own: the docker daemon is shared with whatever else runs on the host.
+    name = f"polyarch-test-{uuid.uuid4().hex[:10]}:latest"
+    write_docker_archive(dest, image, repo_tags=[name])
+    ref = engine.load(dest)
+    try:
+        assert ref.endswith(name)  # podman qualifies short names: localhost/NAME:TAG
+        inspect = [engine.program, "image", "inspect", ref]
+        (inspected,) = json.loads(check(inspect, env={**os.environ, **engine.env}))
+        # docker shows the ID as a digest, podman as bare hex
+        assert inspected["Id"].removeprefix("sha256:") == image.config_digest.removeprefix(
+            "sha256:"
+        )
+        assert inspected["Architecture"] == image.system.oci_architecture
+        assert inspected["Config"]["Entrypoint"] == ["/usr/bin/tool"]
+        assert inspected["RootFS"]["Layers"] == [la.diff_id for la in image.layers]
+    finally:
+        engine.remove_image(ref)
 
 
 # --------------------------------------------------------------------------- atomic outputs

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cacheproject import build, closed_port_url, make_project, point_mirror_at
 from conftest import RepoFactory
-from registry_server import (
-    REGISTRY,
-    SKOPEO,
-    RunningRegistry,
-    make_layout,
-    run_registry,
-)
+from registry_server import SKOPEO, RunningRegistry, make_layout
 
 from polyarch.cache import Cache
 from polyarch.errors import IntegrityError, RegistryError
@@ -30,18 +24,7 @@ from polyarch.workflows.cache_transfer import (
     push_cache,
 )
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(REGISTRY is None, reason="needs docker-registry"),
-]
-
 Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
-    with run_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.fixture

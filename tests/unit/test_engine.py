@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,13 +14,14 @@ from engines import tiny_program, tiny_sleeper, write_docker_archive
 from polyarch import cmd
 from polyarch.engine import POLYARCH_DOCKER_SOCKET, Engine, detect_engine
 from polyarch.errors import EngineError, ToolMissingError, UsageError
+from polyarch.platforms import native_system, parse_system
 
-pytestmark = pytest.mark.engine
-# docker_engine, podman_engine, engine (both), emulation_ready
-
-NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64")
-FOREIGN_ARCH = "arm64" if NATIVE_ARCH == "amd64" else "amd64"
-FOREIGN_PLATFORM = {"arm64": "linux/arm64", "amd64": "linux/amd64"}[FOREIGN_ARCH]
+# Tests using docker_engine, podman_engine, engine or emulation_ready are marked
+# `engine` by conftest.py; the tests that run the docker client themselves say so.
+NATIVE_ARCH = native_system().oci_architecture
+FOREIGN = parse_system("aarch64-linux" if NATIVE_ARCH == "amd64" else "x86_64-linux")
+FOREIGN_ARCH = FOREIGN.oci_architecture
+FOREIGN_PLATFORM = FOREIGN.oci_platform
 
 
 @pytest.fixture
@@ -93,6 +93,7 @@ def test_setup_host_socket_is_found_without_docker_host(
     assert (found.name, found.env["DOCKER_HOST"]) == ("docker", f"unix://{POLYARCH_DOCKER_SOCKET}")
 
 
+@pytest.mark.engine
 def test_podman_is_used_when_docker_does_not_answer(
     dead_socket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,6 +102,7 @@ def test_podman_is_used_when_docker_does_not_answer(
     assert detect_engine().name == "podman"
 
 
+@pytest.mark.engine
 def test_chosen_docker_that_does_not_answer_says_how_to_start_it(
     dead_socket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,7 +223,6 @@ def test_loading_a_corrupt_archive_is_an_engine_error(engine: Engine, tmp_path: 
     assert cmd.quoted([engine.program, "load", "--input", str(archive)]) in str(caught.value)
 
 
-@pytest.mark.skipif(NATIVE_ARCH != "amd64", reason="the sleeping test program is amd64 code")
 def test_run_that_exceeds_its_timeout_is_stopped_and_removed(
     engine: Engine,
     tmp_path: Path,
@@ -229,9 +230,9 @@ def test_run_that_exceeds_its_timeout_is_stopped_and_removed(
 ) -> None:
     archive = write_docker_archive(
         tmp_path / "sleeper.tar",
-        files={"/sleep": tiny_sleeper()},
+        files={"/sleep": tiny_sleeper(NATIVE_ARCH)},
         entrypoint=["/sleep"],
-        architecture="amd64",
+        architecture=NATIVE_ARCH,
         repo_tag=f"{image_name}:sleeper",
     )
     ref = engine.load(archive)
@@ -274,7 +275,7 @@ def test_foreign_image_runs_under_qemu_emulation(
         files={"/hello": tiny_program(FOREIGN_ARCH, f"hello from {FOREIGN_ARCH}\n".encode())},
         entrypoint=["/hello"],
         architecture=FOREIGN_ARCH,
-        variant="v8" if FOREIGN_ARCH == "arm64" else None,
+        variant=FOREIGN.oci_variant,
         repo_tag=f"{image_name}:foreign",
     )
     ref = engine.load(archive)

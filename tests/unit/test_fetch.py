@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -276,14 +277,23 @@ def test_duplicate_records_are_fetched_once(
     assert progress.totals == [bash.size]
 
 
-def test_many_debs_fetch_concurrently_into_one_cache(
+def test_two_fetches_sharing_one_cache_download_each_deb_once(
     repo_copy: TestRepo, open_repository: RepositoryFactory, tmp_path: Path
 ) -> None:
-    cache = Cache(tmp_path / "debs")
-    with serve(repo_copy.root) as url:
-        repository = open_repository(url)
-        records = repository.index("amd64")
-        a = fetch_debs(records, repository, cache, jobs=8)
-        b = fetch_debs(list(reversed(records)), repository, cache, jobs=1)
-    assert a == b
-    assert no_stray_files(cache)
+    # Two builds at once on one cache: whoever comes second waits for the entry lock
+    # and then finds the .deb there, intact.
+    root = tmp_path / "debs"
+    with flaky_serve(repo_copy.root, failures=0) as (url, seen):
+        first, second = open_repository(url), open_repository(url)
+        records = first.index("amd64")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            a = pool.submit(fetch_debs, records, first, Cache(root), jobs=4)
+            b = pool.submit(fetch_debs, records[::-1], second, Cache(root), jobs=4)
+            paths = a.result()
+            assert b.result() == paths
+    assert {p: n for p, n in seen.items() if p.endswith(".deb")} == {
+        "/" + r.filename: 1 for r in records
+    }
+    for sha, path in paths.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    assert no_stray_files(Cache(root))

@@ -6,31 +6,19 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from conftest import RepoFactory, write_project
+from conftest import RegistryStarter, RepoFactory, Tool, write_project
 from debrepo import DebSpec, File
-from registry_server import (
-    REGISTRY,
-    SKOPEO,
-    RunningRegistry,
-    htpasswd_line,
-    run_registry,
-    skopeo,
-)
+from registry_server import SKOPEO, RunningRegistry, htpasswd_line, skopeo
 
 from polyarch.determinism import sha256_digest
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(
-        REGISTRY is None or SKOPEO is None, reason="needs docker-registry and skopeo"
-    ),
-]
+pytestmark = pytest.mark.skipif(SKOPEO is None, reason="needs skopeo")
 
 Cli = Callable[..., tuple[int, str, str]]
 ARCHES = {"amd64": "x86_64-linux", "arm64": "aarch64-linux"}
@@ -94,12 +82,6 @@ def project(tmp_path: Path, repo_url: tuple[str, Path], extra: str = "") -> Path
         keyring,
         f'[containers.hello]\npackage = "hello"\ncommand = "hello"\n{extra}\n',
     )
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
-    with run_registry(tmp_path / "registry") as running:
-        yield running
 
 
 def manifest(cli: Cli, config: Path, tmp_path: Path, *args: str | Path) -> tuple[int, str, str]:
@@ -233,43 +215,42 @@ def test_configured_registries_with_env_passwords_are_pushed_and_disabled_ones_s
     tmp_path: Path,
     repo_url: tuple[str, Path],
     monkeypatch: pytest.MonkeyPatch,
+    start_registry: RegistryStarter,
 ) -> None:
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    with run_registry(
-        tmp_path / "tls-registry", tls=leaf, htpasswd=htpasswd_line("ci", PASSWORD)
-    ) as secure:
-        config = project(
-            tmp_path,
-            repo_url,
-            f'[containers.hello.registries.main]\nrepo = "{secure.host}/team/{{name}}"\n'
-            'username = "ci"\npassword = "$POLYARCH_TEST_PUSH_TOKEN"\n'
-            '[containers.hello.registries.mirror]\nrepo = "127.0.0.1:1/never"\nenable = false\n',
-        )
-        monkeypatch.setenv("POLYARCH_TEST_PUSH_TOKEN", PASSWORD)
-        code, out, err = manifest(
-            cli, config, tmp_path, "hello", "--push", "--ca-bundle", bundle, "--json"
-        )
-        assert code == 0, err
-        assert PASSWORD not in out + err
-        (push,) = pushes(out)
-        assert (push["registry"], push["repository"]) == ("main", f"{secure.host}/team/hello")
-        assert secure.repo_blobs("team/hello")
+    secure = start_registry(tls=leaf, htpasswd=htpasswd_line("ci", PASSWORD))
+    config = project(
+        tmp_path,
+        repo_url,
+        f'[containers.hello.registries.main]\nrepo = "{secure.host}/team/{{name}}"\n'
+        'username = "ci"\npassword = "$POLYARCH_TEST_PUSH_TOKEN"\n'
+        '[containers.hello.registries.mirror]\nrepo = "127.0.0.1:1/never"\nenable = false\n',
+    )
+    monkeypatch.setenv("POLYARCH_TEST_PUSH_TOKEN", PASSWORD)
+    code, out, err = manifest(
+        cli, config, tmp_path, "hello", "--push", "--ca-bundle", bundle, "--json"
+    )
+    assert code == 0, err
+    assert PASSWORD not in out + err
+    (push,) = pushes(out)
+    assert (push["registry"], push["repository"]) == ("main", f"{secure.host}/team/hello")
+    assert secure.repo_blobs("team/hello")
 
-        monkeypatch.setenv("POLYARCH_TEST_PUSH_TOKEN", "wrong-" + PASSWORD)
-        code, out, err = manifest(
-            cli, config, tmp_path, "hello", "--push", "--ca-bundle", bundle, "--no-build"
-        )
-        assert code == 31, err
-        assert "registry main" in err and "'ci'" in err
-        assert PASSWORD not in out + err
+    monkeypatch.setenv("POLYARCH_TEST_PUSH_TOKEN", "wrong-" + PASSWORD)
+    code, out, err = manifest(
+        cli, config, tmp_path, "hello", "--push", "--ca-bundle", bundle, "--no-build"
+    )
+    assert code == 31, err
+    assert "registry main" in err and "'ci'" in err
+    assert PASSWORD not in out + err
 
-        monkeypatch.delenv("POLYARCH_TEST_PUSH_TOKEN")
-        code, out, err = manifest(cli, config, tmp_path, "hello", "--push", "--no-build")
-        assert code == 3
-        assert "$POLYARCH_TEST_PUSH_TOKEN" in err
+    monkeypatch.delenv("POLYARCH_TEST_PUSH_TOKEN")
+    code, out, err = manifest(cli, config, tmp_path, "hello", "--push", "--no-build")
+    assert code == 3
+    assert "$POLYARCH_TEST_PUSH_TOKEN" in err
 
 
 def test_password_stdin_with_username_logs_in_to_the_to_registry(
@@ -277,6 +258,7 @@ def test_password_stdin_with_username_logs_in_to_the_to_registry(
     tmp_path: Path,
     repo_url: tuple[str, Path],
     monkeypatch: pytest.MonkeyPatch,
+    start_registry: RegistryStarter,
 ) -> None:
     import io
     import sys
@@ -284,21 +266,17 @@ def test_password_stdin_with_username_logs_in_to_the_to_registry(
     ca = trustme.CA()
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    with run_registry(
-        tmp_path / "tls-registry",
-        tls=ca.issue_cert("127.0.0.1"),
-        htpasswd=htpasswd_line("ci", PASSWORD),
-    ) as secure:
-        config = project(tmp_path, repo_url)
-        stdin = io.TextIOWrapper(io.BytesIO(PASSWORD.encode() + b"\n"))
-        monkeypatch.setattr(sys, "stdin", stdin)
-        code, out, err = manifest(
-            cli, config, tmp_path, "hello", "--push", "--to", f"{secure.host}/hello",
-            "--username", "ci", "--password-stdin", "--ca-bundle", bundle,
-        )  # fmt: skip
-        assert code == 0, err
-        assert PASSWORD not in out + err
-        assert secure.repo_blobs("hello")
+    secure = start_registry(tls=ca.issue_cert("127.0.0.1"), htpasswd=htpasswd_line("ci", PASSWORD))
+    config = project(tmp_path, repo_url)
+    stdin = io.TextIOWrapper(io.BytesIO(PASSWORD.encode() + b"\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, out, err = manifest(
+        cli, config, tmp_path, "hello", "--push", "--to", f"{secure.host}/hello",
+        "--username", "ci", "--password-stdin", "--ca-bundle", bundle,
+    )  # fmt: skip
+    assert code == 0, err
+    assert PASSWORD not in out + err
+    assert secure.repo_blobs("hello")
 
 
 def test_docker_format_pushes_a_docker_manifest_list(
@@ -391,7 +369,7 @@ def test_an_index_of_docker_archives_pushes_and_inspects(
 
 
 def test_image_files_without_push_write_a_layout_and_print_its_digest(
-    cli: Cli, tmp_path: Path, built: Path
+    cli: Cli, tmp_path: Path, built: Path, run_skopeo: Tool
 ) -> None:
     code, out, err = manifest(
         cli, tmp_path / "none.toml", tmp_path,
@@ -402,9 +380,8 @@ def test_image_files_without_push_write_a_layout_and_print_its_digest(
     top = json.loads((layout / "index.json").read_text())
     digest = top["manifests"][0]["digest"]
     assert digest in out and "linux/arm64/v8" in out
-    check = skopeo("inspect", "--raw", f"oci:{layout}:latest")
-    assert check.returncode == 0, check.stderr
-    assert sha256_digest(check.stdout.encode()) == digest
+    raw = run_skopeo("inspect", "--raw", f"oci:{layout}:latest")
+    assert sha256_digest(raw.encode()) == digest
 
 
 def test_two_images_of_one_platform_are_an_error_naming_both_files(

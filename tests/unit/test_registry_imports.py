@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from registry_server import REGISTRY, SKOPEO, SampleLayout, make_layout, run_registry, skopeo
+from registry_server import SKOPEO, RunningRegistry, SampleLayout, make_layout, skopeo
 
 from polyarch.determinism import canonical_json, sha256_digest
 from polyarch.errors import ImageError
@@ -183,9 +183,9 @@ def test_index_layout_covers_every_platform_and_replaces_the_old_one(tmp_path: P
 
 
 @needs_skopeo
-@pytest.mark.registry
-@pytest.mark.skipif(REGISTRY is None, reason="needs docker-registry")
-def test_index_from_skopeo_docker_archives_pushes_and_pulls_back(tmp_path: Path) -> None:
+def test_index_from_skopeo_docker_archives_pushes_and_pulls_back(
+    tmp_path: Path, registry: RunningRegistry
+) -> None:
     amd64, arm64 = single(tmp_path, "amd64"), single(tmp_path, "arm64", "v8")
     files = [
         docker_archive(tmp_path, amd64, "amd64"),
@@ -203,29 +203,27 @@ def test_index_from_skopeo_docker_archives_pushes_and_pulls_back(tmp_path: Path)
         layer.digest.split(":")[1] for i in images.values() for layer in i.layers
     } <= original_layers
 
-    with run_registry(tmp_path / "registry") as registry:
-        result = push_layout(dest, f"{registry.host}/tools/imported", record_dir=tmp_path / "rec")
-        assert result.digest == digest and result.tags == ("v1",)
-        raw = skopeo(
-            "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/tools/imported:v1"
+    result = push_layout(dest, f"{registry.host}/tools/imported", record_dir=tmp_path / "rec")
+    assert result.digest == digest and result.tags == ("v1",)
+    raw = skopeo(
+        "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/tools/imported:v1"
+    )
+    assert raw.returncode == 0, raw.stderr
+    index = json.loads(raw.stdout)
+    assert sorted(
+        (m["platform"]["architecture"], m["platform"].get("variant")) for m in index["manifests"]
+    ) == [("amd64", None), ("arm64", "v8")]
+    for entry in index["manifests"]:
+        out = tmp_path / f"pulled-{entry['platform']['architecture']}"
+        copied = skopeo(
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--override-arch",
+            entry["platform"]["architecture"],
+            f"docker://{registry.host}/tools/imported:v1",
+            f"dir:{out}",
         )
-        assert raw.returncode == 0, raw.stderr
-        index = json.loads(raw.stdout)
-        assert sorted(
-            (m["platform"]["architecture"], m["platform"].get("variant"))
-            for m in index["manifests"]
-        ) == [("amd64", None), ("arm64", "v8")]
-        for entry in index["manifests"]:
-            out = tmp_path / f"pulled-{entry['platform']['architecture']}"
-            copied = skopeo(
-                "copy",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-                "--override-arch",
-                entry["platform"]["architecture"],
-                f"docker://{registry.host}/tools/imported:v1",
-                f"dir:{out}",
-            )
-            assert copied.returncode == 0, copied.stderr
-            assert sha256_digest((out / "manifest.json").read_bytes()) == entry["digest"]
+        assert copied.returncode == 0, copied.stderr
+        assert sha256_digest((out / "manifest.json").read_bytes()) == entry["digest"]
     shutil.rmtree(tmp_path / "scratch")

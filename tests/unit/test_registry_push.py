@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from conftest import RegistryStarter
 from registry_server import (
-    REGISTRY,
     SKOPEO,
     FaultProxy,
     RunningRegistry,
@@ -22,7 +22,6 @@ from registry_server import (
     TokenServer,
     htpasswd_line,
     make_layout,
-    run_registry,
     skopeo,
 )
 
@@ -31,12 +30,7 @@ from polyarch.registry.credentials import Credentials
 from polyarch.registry.push import PushResult, push_layout
 from polyarch.retry import RetryPolicy
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(
-        REGISTRY is None or SKOPEO is None, reason="needs docker-registry and skopeo"
-    ),
-]
+pytestmark = pytest.mark.skipif(SKOPEO is None, reason="needs skopeo")
 
 PASSWORD = "s3cret-Pa55word-never-shown"
 
@@ -57,12 +51,6 @@ class RecordingTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
-    with run_registry(tmp_path / "registry") as running:
-        yield running
 
 
 @pytest.fixture
@@ -295,16 +283,14 @@ def test_a_layout_whose_root_is_one_manifest_pushes_it_by_tag(
 
 
 @pytest.fixture
-def tls_registry(tmp_path: Path) -> Iterator[tuple[RunningRegistry, Path]]:
+def tls_registry(tmp_path: Path, start_registry: RegistryStarter) -> tuple[RunningRegistry, Path]:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    with run_registry(
-        tmp_path / "tls-registry",
-        tls=ca.issue_cert("127.0.0.1", "localhost"),
-        htpasswd=htpasswd_line("pusher", PASSWORD),
-    ) as running:
-        yield running, ca_file
+    running = start_registry(
+        tls=ca.issue_cert("127.0.0.1", "localhost"), htpasswd=htpasswd_line("pusher", PASSWORD)
+    )
+    return running, ca_file
 
 
 def test_tls_registry_with_basic_auth_accepts_the_right_password(
@@ -390,10 +376,12 @@ def test_an_untrusted_certificate_is_refused_with_a_hint(
 
 
 @pytest.fixture
-def token_registry(tmp_path: Path) -> Iterator[tuple[RunningRegistry, TokenServer]]:
+def token_registry(
+    start_registry: RegistryStarter,
+) -> Iterator[tuple[RunningRegistry, TokenServer]]:
     tokens = TokenServer(trustme.CA(), users={"pusher": PASSWORD})
-    with tokens.serve(), run_registry(tmp_path / "token-registry", token=tokens) as running:
-        yield running, tokens
+    with tokens.serve():
+        yield start_registry(token=tokens), tokens
 
 
 def test_bearer_token_flow_pushes_and_caches_tokens_per_scope(

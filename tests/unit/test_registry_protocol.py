@@ -16,7 +16,7 @@ import pytest
 from registry_server import make_layout
 
 from polyarch.errors import RegistryError
-from polyarch.registry.client import parse_challenge
+from polyarch.registry.client import RegistryAccess, parse_challenge
 from polyarch.registry.push import push_layout
 from polyarch.retry import RetryPolicy
 
@@ -99,8 +99,10 @@ def _push(tmp_path: Path, registry: MiniRegistry, **kwargs: object) -> object:
         layout.path,
         "127.0.0.1:1/tools/fd:v1",
         record_dir=tmp_path / "rec",
-        policy=RetryPolicy(attempts=int(kwargs.pop("attempts", 5)), backoff=0.001),  # type: ignore[call-overload]
-        transport=httpx.MockTransport(handler),
+        access=RegistryAccess(
+            policy=RetryPolicy(attempts=int(kwargs.pop("attempts", 5)), backoff=0.001),  # type: ignore[call-overload]
+            transport=httpx.MockTransport(handler),
+        ),
         **kwargs,
     )  # type: ignore[arg-type]
 

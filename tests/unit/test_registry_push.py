@@ -9,6 +9,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from registry_server import (
 )
 
 from polyarch.errors import RegistryAuthError, RegistryError
+from polyarch.registry.client import RegistryAccess
 from polyarch.registry.credentials import Credentials
 from polyarch.registry.push import PushResult, push_layout
 from polyarch.retry import RetryPolicy
@@ -58,10 +60,15 @@ def layout(tmp_path: Path) -> SampleLayout:
     return make_layout(tmp_path / "layout", tag="v1")
 
 
-def push(layout: SampleLayout, ref: str, tmp_path: Path, **kwargs: object) -> PushResult:
+ACCESS_FIELDS = ("credentials", "insecure", "ca_bundle", "policy", "transport")
+
+
+def push(layout: SampleLayout, ref: str, tmp_path: Path, **kwargs: Any) -> PushResult:
+    """push_layout with a fast retry policy; access settings may be given as keywords."""
     kwargs.setdefault("record_dir", tmp_path / "record")
     kwargs.setdefault("policy", RetryPolicy(backoff=0.01))
-    return push_layout(layout.path, ref, **kwargs)  # type: ignore[arg-type]
+    access = RegistryAccess(**{k: kwargs.pop(k) for k in ACCESS_FIELDS if k in kwargs})
+    return push_layout(layout.path, ref, access=access, **kwargs)
 
 
 def inspect_raw(ref: str, *extra: str) -> bytes:

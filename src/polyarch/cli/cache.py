@@ -18,6 +18,7 @@ from polyarch.cli._common import (
 from polyarch.errors import CacheError, UsageError
 from polyarch.lock import lock_path, write_lock
 from polyarch.reference import parse_reference
+from polyarch.registry.client import RegistryAccess
 from polyarch.registry.credentials import Credentials, resolve_credentials
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.cache import cache_info, parse_duration, prune_cache, verify_cache
@@ -143,6 +144,10 @@ def _kinds(args: argparse.Namespace) -> tuple[Kind, ...]:
     return tuple(Kind(k) for k in args.kind) if args.kind else tuple(Kind)
 
 
+def _access(args: argparse.Namespace) -> RegistryAccess:
+    return RegistryAccess(_credentials(args), insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+
+
 def _credentials(args: argparse.Namespace) -> Credentials | None:
     if args.password_stdin and not args.username:
         raise UsageError("--password-stdin needs --username")
@@ -156,9 +161,7 @@ def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         cache_of(args),
         args.ref,
         kinds=_kinds(args),
-        credentials=_credentials(args),
-        insecure=args.insecure,
-        ca_bundle=ca_bundle_of(args),
+        access=_access(args),
         jobs=jobs_of(args),
         progress=progress,
     )
@@ -178,9 +181,7 @@ def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         cache,
         args.ref,
         kinds=_kinds(args),
-        credentials=_credentials(args),
-        insecure=args.insecure,
-        ca_bundle=ca_bundle_of(args),
+        access=_access(args),
         jobs=jobs_of(args),
         progress=progress,
     )

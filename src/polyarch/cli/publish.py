@@ -21,6 +21,7 @@ from polyarch.cli._common import (
 )
 from polyarch.errors import UsageError
 from polyarch.reference import parse_reference
+from polyarch.registry.client import RegistryAccess
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.publish import (
     IndexLayout,
@@ -149,8 +150,7 @@ def _push_everywhere(
                     target,
                     tags,
                     format=args.format,
-                    insecure=args.insecure,
-                    ca_bundle=ca_bundle_of(args),
+                    access=RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args)),
                     jobs=jobs,
                     record_dir=record_dir,
                     progress=progress,

@@ -22,7 +22,7 @@ import httpx
 
 from polyarch.errors import RegistryAuthError, RegistryError
 from polyarch.http import new_client
-from polyarch.reference import is_loopback
+from polyarch.reference import Reference, is_loopback
 from polyarch.registry.credentials import Credentials
 from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after
 
@@ -361,3 +361,33 @@ def _is_certificate_error(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAccess:
+    """How to reach registries: credentials and TLS choices, shared by every push and pull.
+
+    ``transport`` replaces the network (tests talk to an in-process registry with it).
+    """
+
+    credentials: Credentials | None = field(default=None, repr=False)
+    insecure: bool = False
+    ca_bundle: Path | None = None
+    policy: RetryPolicy = REGISTRY_POLICY
+    transport: httpx.BaseTransport | None = None
+
+    def client(self, reference: Reference) -> RegistryClient:
+        """A client for ``reference``'s registry (plain HTTP if the reference asks for it)."""
+        return RegistryClient(
+            reference.api_host,
+            credentials=self.credentials,
+            insecure=self.insecure,
+            plain_http=reference.plain_http,
+            ca_bundle=self.ca_bundle,
+            policy=self.policy,
+            transport=self.transport,
+        )
+
+
+ANONYMOUS = RegistryAccess()
+"""No credentials, TLS verified against the system's CAs."""

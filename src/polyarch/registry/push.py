@@ -24,11 +24,15 @@ from polyarch.determinism import Digest
 from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.reference import DEFAULT_TAG, TAG_HINT, Reference, is_valid_tag, parse_reference
-from polyarch.registry.client import RegistryClient, RetryableError, registry_message
-from polyarch.registry.credentials import Credentials
+from polyarch.registry.client import (
+    ANONYMOUS,
+    RegistryAccess,
+    RegistryClient,
+    RetryableError,
+    registry_message,
+)
 from polyarch.registry.plan import Blob, Format, Manifest, PushPlan, convert_plan, read_layout
 from polyarch.registry.records import BlobRecord, default_record_dir, record_path
-from polyarch.retry import REGISTRY_POLICY, RetryPolicy
 
 MIB = 1 << 20
 _OCTET = {"Content-Type": "application/octet-stream"}
@@ -324,23 +328,19 @@ def push_layout(
     ref: str,
     *,
     tags: Sequence[str] = (),
-    credentials: Credentials | None = None,
-    insecure: bool = False,
+    access: RegistryAccess = ANONYMOUS,
     jobs: int = 4,
     format: Format = "oci",
     progress: Progress = NULL_PROGRESS,
-    ca_bundle: Path | None = None,
     mount_from: Sequence[str] = (),
     record_dir: Path | None = None,
     chunk_size: int = 32 * MIB,
     chunked_above: int = 256 * MIB,
-    policy: RetryPolicy = REGISTRY_POLICY,
-    transport: httpx.BaseTransport | None = None,
 ) -> PushResult:
     """Push the image (index) in OCI layout ``layout`` to ``ref``, then tag it with ``tags``.
 
     ``ref`` is ``host[:port]/repo[:tag]`` (``http://`` forces plain HTTP, which
-    is refused except to loopback or with ``insecure``). The tag is ref's, else
+    is refused except to loopback or with ``access.insecure``). The tag is ref's, else
     the layout's ref name, else the first of ``tags``, else ``latest``.
     ``mount_from`` names other repositories of the same registry to mount blobs
     from; the record in ``record_dir`` (default: the polyarch cache) adds those
@@ -351,16 +351,7 @@ def push_layout(
     plan = convert_plan(read_layout(layout, reference.tag), format)
     primary, extra = _tags_of(reference, plan, tags)
     record = BlobRecord(record_path(record_dir or default_record_dir(), reference.api_host))
-    client = RegistryClient(
-        reference.api_host,
-        credentials=credentials,
-        insecure=insecure,
-        plain_http=reference.plain_http,
-        ca_bundle=ca_bundle,
-        policy=policy,
-        transport=transport,
-    )
-    with client:
+    with access.client(reference) as client:
         client.ping()
         pusher = _Pusher(client, reference, record, mount_from, progress, chunk_size, chunked_above)
         pusher.task = progress.task(

@@ -28,8 +28,7 @@ from polyarch.files import file_size
 from polyarch.image.layout import put_blob, write_layout_index
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.reference import DEFAULT_TAG, parse_reference
-from polyarch.registry.client import RegistryClient
-from polyarch.registry.credentials import Credentials
+from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.pull import Puller
 from polyarch.registry.push import PushResult, push_layout
 
@@ -67,9 +66,7 @@ def push_cache(
     ref: str,
     *,
     kinds: Sequence[Kind] = tuple(Kind),
-    credentials: Credentials | None = None,
-    insecure: bool = False,
-    ca_bundle: Path | None = None,
+    access: RegistryAccess = ANONYMOUS,
     jobs: int = 4,
     progress: Progress = NULL_PROGRESS,
 ) -> CachePushResult:
@@ -90,9 +87,7 @@ def push_cache(
         result = push_layout(
             layout,
             ref,
-            credentials=credentials,
-            insecure=insecure,
-            ca_bundle=ca_bundle,
+            access=access,
             jobs=jobs,
             progress=progress,
             record_dir=cache.root / REGISTRY_RECORDS_DIR,
@@ -193,9 +188,7 @@ def pull_cache(
     ref: str,
     *,
     kinds: Sequence[Kind] = tuple(Kind),
-    credentials: Credentials | None = None,
-    insecure: bool = False,
-    ca_bundle: Path | None = None,
+    access: RegistryAccess = ANONYMOUS,
     jobs: int = 4,
     progress: Progress = NULL_PROGRESS,
 ) -> CachePullResult:
@@ -205,14 +198,7 @@ def pull_cache(
     ``debs``/``blobs`` entry also against its key, before it becomes an entry.
     """
     reference = parse_reference(ref)
-    client = RegistryClient(
-        reference.api_host,
-        credentials=credentials,
-        insecure=insecure,
-        plain_http=reference.plain_http,
-        ca_bundle=ca_bundle,
-    )
-    with client, Puller(client, reference.repository) as puller:
+    with access.client(reference) as client, Puller(client, reference.repository) as puller:
         root_digest, wanted = _listed_entries(
             puller, reference.digest or reference.tag or DEFAULT_TAG, ref
         )

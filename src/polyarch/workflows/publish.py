@@ -22,7 +22,7 @@ import os
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from polyarch.config import Container
@@ -45,6 +45,7 @@ from polyarch.outputs import Outputs
 from polyarch.platforms import SYSTEMS
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.reference import DEFAULT_TAG
+from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.plan import Format
 from polyarch.registry.push import PushResult, push_layout
 from polyarch.registry.tags import tags_from_env, version_from_env
@@ -265,13 +266,15 @@ def push_index(
     tags: Sequence[str],
     *,
     format: Format = "oci",
-    insecure: bool = False,
-    ca_bundle: Path | None = None,
+    access: RegistryAccess = ANONYMOUS,
     jobs: int = 8,
     record_dir: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> Published:
-    """Push ``index`` to ``target`` under ``tags`` (the first by the index PUT, the rest as tags)."""
+    """Push ``index`` to ``target`` under ``tags`` (the first by the index PUT, the rest as tags).
+
+    ``access`` gives the TLS choices; the credentials are the target's own.
+    """
     if not tags:
         raise UsageError("no tag to push", hint="pass --tag")
     start = time.perf_counter()
@@ -280,10 +283,8 @@ def push_index(
             index.layout,
             target.ref_with_tag(tags[0]),
             tags=tags,
-            credentials=target.credentials,
-            insecure=insecure,
+            access=replace(access, credentials=target.credentials),
             format=format,
-            ca_bundle=ca_bundle,
             jobs=jobs,
             record_dir=record_dir,
             progress=progress,

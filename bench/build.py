@@ -12,7 +12,7 @@ containers.toml. Rows:
   qemu-user through binfmt_misc); aim: at least 10x faster.
 - warm build, process: the same command on a warm cache; aim < 1.5 s.
 - warm build, library call: a new ``Session`` + ``build_container`` in this
-  process per sample (InRelease + gpgv, indexes, layers from the cache, outputs
+  process per sample (InRelease + signature, indexes, layers from the cache, outputs
   written); informational.
 - image size per system, compressed (sum of gzip layers) and uncompressed
   (sum of layer tars); baseline: mmdebstrap's tar, and that tar gzipped at

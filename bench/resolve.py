@@ -12,8 +12,8 @@ containers.toml. Rows:
 - warm, process: the same command on a warm cache, interpreter start-up and
   imports included.
 - warm, library: a new ``Session`` + ``resolve_container`` in this process per
-  sample (InRelease fetched and gpgv-verified, both parsed indexes loaded, both
-  closures resolved); aim < 0.5 s. Split into its InRelease + gpgv part and the
+  sample (InRelease fetched and its signature verified, both parsed indexes loaded, both
+  closures resolved); aim < 0.5 s. Split into its InRelease + signature part and the
   rest.
 
 Runs in ~1-2 minutes, most of it mmdebstrap; ``--baseline-repetitions 0``
@@ -128,11 +128,11 @@ def main() -> int:
                 f"warm resolve {container.name}, {len(systems)} systems (library call)",
                 library,
                 aim=Aim.below(0.5),
-                note="new Session per sample: HTTP client, InRelease + gpgv, index load, resolve",
+                note="new Session per sample: HTTP client, InRelease + signature, index load, resolve",
             )
         )
         rows.append(
-            Row("warm-library-release", "  of which: HTTP client + InRelease + gpgv", release)
+            Row("warm-library-release", "  of which: HTTP client + InRelease + signature", release)
         )
         rows.append(
             Row(

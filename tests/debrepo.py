@@ -4,7 +4,9 @@
   compressions Debian uses; hostile ones (path traversal, truncated data) are
   assembled by hand with ``raw_deb`` because dpkg-deb refuses to make them.
 - ``Packages``, ``Release`` and an ``InRelease`` clear-signed by a key that the
-  test generates with gpg; ``Release.gpg`` too.
+  test generates with gpg; ``Release.gpg`` too. polyarch verifies them with
+  Sequoia (pysequoia), so gpg here is an independent implementation judging it;
+  tests/pgpkeys.py makes Sequoia keys for what gpg makes awkward.
 - ``serve`` publishes a directory on 127.0.0.1 from a thread that stops with the test.
 """
 
@@ -15,6 +17,7 @@ import hashlib
 import io
 import lzma
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -170,8 +173,12 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     return buf.getvalue()
 
 
+GPG = shutil.which("gpg") or "gpg"
+"""Found once: tests that hide gpgv from PATH still sign with gpg (an independent implementation)."""
+
+
 class TestKey:
-    """An OpenPGP signing key made for one test session, in its own GNUPGHOME."""
+    """An OpenPGP signing key made by gpg for one test session, in its own GNUPGHOME."""
 
     __test__ = False
 
@@ -186,7 +193,7 @@ class TestKey:
     def _gpg(self, *args: str, input: bytes | None = None) -> bytes:
         return subprocess.run(
             [
-                "gpg",
+                GPG,
                 "--homedir",
                 str(self.home),
                 "--batch",

@@ -16,7 +16,6 @@ from polyarch.errors import ToolMissingError
 
 # Which Debian package provides each program we call (for the error message).
 PROVIDED_BY = {
-    "gpgv": "gpgv",
     "docker": "docker.io",
     "dockerd": "docker.io",
     "podman": "podman",

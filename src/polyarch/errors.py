@@ -126,6 +126,6 @@ class LockError(PolyarchError):
 
 
 class ToolMissingError(PolyarchError):
-    """A host program polyarch needs (gpgv, qemu, skopeo, ...) is not installed."""
+    """A host program polyarch needs (docker, qemu, skopeo, ...) is not installed."""
 
     exit_code = 50

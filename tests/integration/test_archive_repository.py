@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from polyarch.cache import Cache
 from polyarch.config import RepositoryConfig
 from polyarch.debian.fetch import fetch_debs
+from polyarch.debian.keys import BUNDLED_KEYRING
 from polyarch.debian.repository import Repository
 from polyarch.debian.sources import DEFAULT_KEYRING, find_source
 
@@ -60,3 +62,15 @@ def test_a_real_deb_is_fetched_and_verified(cache_dir: Path) -> None:
         base_files = next(p for p in repository.index("arm64") if p.name == "base-files")
         paths = fetch_debs([base_files], repository, Cache(cache_dir))
     assert paths[base_files.sha256].stat().st_size == base_files.size
+
+
+def test_real_inrelease_verifies_with_the_keyring_polyarch_ships(
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a Mac sees: no gpgv on PATH, no /usr/share/keyrings; the real, 3-signature InRelease.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    host = find_source(RepositoryConfig(suite="bookworm"))
+    shipped = dataclasses.replace(host, keyring=BUNDLED_KEYRING)
+    with Repository(host, Cache(cache_dir)) as a, Repository(shipped, Cache(cache_dir)) as b:
+        assert b.release().text == a.release().text
+        assert b.release().codename == "bookworm"

@@ -153,16 +153,26 @@ def test_tampered_release_with_release_gpg_is_refused(
         r.release()
 
 
-def test_text_outside_the_signature_is_ignored(
-    make_repo: RepoFactory, test_key: TestKey, tmp_path: Path
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b"Architectures: evil\n\n" + b, "has data before its signed message"),
+        (lambda b: b + b"Suite: evil\n", "has data after its signature"),
+    ],
+    ids=["before", "after"],
+)
+def test_text_outside_the_signature_is_refused_as_apt_does(
+    make_repo: RepoFactory,
+    test_key: TestKey,
+    tmp_path: Path,
+    edit: Callable[[bytes], bytes],
+    message: str,
 ) -> None:
     repo, url = make_repo()
     inrelease = repo.dist / "InRelease"
-    inrelease.write_bytes(b"Architectures: evil\n\n" + inrelease.read_bytes() + b"Suite: evil\n")
-    with repository(url, test_key, tmp_path) as r:
-        release = r.release()
-    assert release.architectures == ("amd64", "arm64")
-    assert "evil" not in release.text
+    inrelease.write_bytes(edit(inrelease.read_bytes()))
+    with repository(url, test_key, tmp_path) as r, pytest.raises(SignatureError, match=message):
+        r.release()
 
 
 def test_second_signed_message_appended_to_inrelease_is_refused(

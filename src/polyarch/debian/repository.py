@@ -3,9 +3,9 @@
 The chain of trust is the one apt uses:
 
 1. ``dists/SUITE/InRelease`` (or ``Release`` + ``Release.gpg``) is verified
-   with ``gpgv`` against the configured keyring. Only the text gpgv returns as
-   signed is parsed, never the raw download: anything outside the signature
-   (or a second, unsigned block) cannot smuggle fields in.
+   in-process against the configured keyring, by apt's rules (signature.py).
+   Only the text the verifier returns as signed is parsed, never the raw
+   download; anything outside the signed message is refused.
 2. The Release's ``Date``/``Valid-Until`` must be current, and its suite must
    be the one asked for (a mirror cannot answer with another, older suite).
 3. Each ``COMPONENT/binary-ARCH/Packages.{xz,gz}`` must have the size and

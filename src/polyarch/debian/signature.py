@@ -1,131 +1,233 @@
 """OpenPGP signatures of an archive's Release: InRelease (clear-signed) or Release + Release.gpg.
 
-Verified with ``gpgv`` against the configured keyring. Only the text gpgv
-returns as signed is parsed, never the raw download: anything outside the
-signature (or a second, unsigned block) cannot smuggle fields in.
+Verified in-process with Sequoia-PGP (pysequoia), so building needs no gpgv
+and runs wherever the wheel does (Linux, macOS, Windows). Only the text the
+verifier returns as signed is parsed, never the raw download.
+
+``pysequoia.verify`` alone accepts a message when *one* signature verifies; apt
+is stricter, and so is polyarch (see docs/SECURITY.md, "Release signatures"):
+
+- InRelease must be exactly one clear-signed message: nothing before it,
+  nothing after its signature (apt refuses both; Sequoia ignores them).
+- A signature counts only if its key has not expired or been revoked *now*
+  (gpgv reports EXPKEYSIG, and apt counts that signature as worthless).
+- A bad signature by a key of the keyring is fatal even when another one is
+  good (apt: any BADSIG by a known key fails the file).
+- Signatures by keys outside the keyring are ignored when a good one exists:
+  archives sign with several keys and a keyring may hold only some (as apt).
 """
 
 from __future__ import annotations
 
-import base64
-import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from polyarch import cmd
+import pysequoia
+from pysequoia.packet import Packet, PacketPile, Tag
+
+from polyarch.debian.keys import check_pinned_keyring
 from polyarch.debian.sources import Source
 from polyarch.errors import ConfigError, SignatureError
 
+BEGIN = b"-----BEGIN PGP SIGNED MESSAGE-----"
+SIG_BEGIN = b"-----BEGIN PGP SIGNATURE-----"
+SIG_END = b"-----END PGP SIGNATURE-----"
 
-def _dearmor(data: bytes) -> bytes:
-    """The binary packets of ASCII-armoured OpenPGP data (all blocks, concatenated)."""
-    out = bytearray()
-    state = "outside"
-    body: list[bytes] = []
-    for raw in data.splitlines():
-        line = raw.strip()
-        if line.startswith(b"-----BEGIN PGP"):
-            state, body = "headers", []
-        elif line.startswith(b"-----END PGP"):
-            out += base64.b64decode(b"".join(body), validate=True)
-            state = "outside"
-        elif state == "headers" and line and b":" in line:
-            continue  # an armour header such as "Comment: ..."
-        elif state in ("headers", "body"):
-            if state == "body" and line.startswith(b"="):
-                continue  # CRC24 checksum line
-            state = "body"
-            body.append(line)
-    return bytes(out)
+_ALTERED = "the mirror or a proxy serves altered files; try another mirror"
 
 
-def _binary_keyring(keyring: Path, workdir: Path) -> Path:
-    """gpgv reads only binary keyrings; an armoured ``.asc`` one is decoded first."""
-    data = keyring.read_bytes()
-    if not data.lstrip().startswith(b"-----BEGIN PGP"):
-        return keyring.resolve()
-    out = workdir / "keyring.gpg"
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """The certificates of a keyring file, and when each of their keys stops being usable."""
+
+    path: Path
+    certs: tuple[pysequoia.Cert, ...]
+    expiry: dict[str, datetime | None]
+    """Fingerprint of every primary key and subkey → when it expires (None: never)."""
+    revoked: frozenset[str]
+    """Fingerprints of the keys of revoked certificates."""
+
+    def usable(self, fingerprint: str, now: datetime) -> bool:
+        """The key is in the keyring, not revoked, and not expired at ``now``."""
+        if fingerprint not in self.expiry or fingerprint in self.revoked:
+            return False
+        until = self.expiry[fingerprint]
+        return until is None or until > now
+
+
+def load_keyring(path: Path) -> Keyring:
+    """Read a binary or ASCII-armoured keyring (one or many certificates); ConfigError if unusable."""
+    hint = "point keyring in containers.toml at a .gpg or .asc keyring file"
     try:
-        out.write_bytes(_dearmor(data))
-    except ValueError as exc:
-        raise ConfigError(
-            f"keyring {keyring} is not a valid OpenPGP keyring",
-            hint="point [repository] keyring at a .gpg or .asc keyring file",
-        ) from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read keyring {path}: {exc.strerror}", hint=hint) from None
+    try:
+        certs = tuple(pysequoia.Cert.split_bytes(data))
+    except (RuntimeError, ValueError):
+        certs = ()
+    if not certs:
+        raise ConfigError(f"keyring {path} holds no OpenPGP certificate", hint=hint)
+    check_pinned_keyring(path, [c.fingerprint for c in certs])
+    expiry: dict[str, datetime | None] = {}
+    revoked: set[str] = set()
+    for cert in certs:
+        keys = _key_expiry(cert)
+        expiry.update(keys)
+        if cert.is_revoked:
+            revoked.update(keys)
+    return Keyring(path, certs, expiry, frozenset(revoked))
+
+
+def _key_expiry(cert: pysequoia.Cert) -> dict[str, datetime | None]:
+    """Each key of ``cert`` → its expiry, from its newest self-signature; capped by the primary's."""
+    primary = cert.fingerprint
+    out: dict[str, datetime | None] = {}
+    newest: dict[str, datetime] = {}
+    current: str | None = None
+    created: datetime | None = None
+    for packet in PacketPile.from_bytes(bytes(cert)):
+        if packet.tag in (Tag.PublicKey, Tag.PublicSubkey):
+            current, created = packet.fingerprint, packet.key_created
+            if current is not None:
+                out[current] = None
+        elif packet.tag == Tag.Signature and current is not None and created is not None:
+            made = packet.signature_created
+            # Only the key owner's own (self-)signatures set a key's lifetime.
+            if packet.issuer_fingerprint != primary or made is None:
+                continue
+            if current in newest and newest[current] > made:
+                continue
+            newest[current] = made
+            period = packet.key_validity_period
+            out[current] = created + period if period else None
+    limit = cert.expiration  # the primary key's expiry bounds its subkeys too
+    if limit is not None:
+        out = {
+            fpr: limit if until is None or until > limit else until for fpr, until in out.items()
+        }
     return out
 
 
-def _gpgv(
-    source: Source, what: str, signed: Path, detached_data: Path | None, workdir: Path
-) -> None:
-    """Run gpgv; raise SignatureError unless a key of the keyring made a good signature."""
-    keyring = _binary_keyring(source.keyring, workdir)
-    home = workdir / "home"
-    home.mkdir(mode=0o700)
-    argv: list[str | Path] = ["gpgv", "--homedir", home, "--keyring", keyring, "--status-fd", "1"]
-    if detached_data is None:
-        argv += ["--output", workdir / "signed.txt", signed]
-    else:
-        argv += [signed, detached_data]
-    result = cmd.run(argv, timeout=120)
-    keywords = [
-        line.split()[1]
-        for line in result.stdout.decode(errors="replace").splitlines()
-        if line.startswith("[GNUPG:] ") and len(line.split()) > 1
-    ]
-    status = set(keywords)
-    location = f"{source.url}/dists/{source.suite}/{what}"
-    if "BADSIG" in status:
-        raise SignatureError(
-            f"{location}: {what} was modified after signing (bad signature)",
-            hint="the mirror or a proxy serves altered files; try another mirror",
-        )
-    if status & {"ERROR", "FAILURE"} or keywords.count("PLAINTEXT") > 1:
-        # e.g. a second signed message appended: gpgv verifies only the first,
-        # and which text it returned would be guesswork. apt refuses it too.
-        raise SignatureError(
-            f"{location} is not a single signed message",
-            hint="the mirror or a proxy serves altered files; try another mirror",
-        )
-    if "VALIDSIG" in status and "GOODSIG" in status:
-        # Other signatures by keys we do not hold (ERRSIG) are allowed, as in apt:
-        # archives sign with several keys and a keyring may hold only some.
-        return
-    if status & {"NO_PUBKEY", "ERRSIG"}:
-        raise SignatureError(
-            f"{location} is not signed by a key in {source.keyring}",
-            hint="set [repository] keyring in containers.toml to the archive's keyring",
-        )
-    if status & {"EXPKEYSIG", "REVKEYSIG"}:
-        raise SignatureError(
-            f"{location} is signed by an expired or revoked key",
-            hint="update the keyring (apt-get install debian-archive-keyring) or [repository] keyring",
-        )
-    if "NODATA" in status:
+def verify_inrelease(source: Source, data: bytes, *, now: datetime | None = None) -> str:
+    """The signed text of a clear-signed InRelease, after the checks in the module doc."""
+    location = f"{source.url}/dists/{source.suite}/InRelease"
+    _check_framing(data, location)
+    keyring = load_keyring(source.keyring)
+    signatures = _signatures(data[data.index(SIG_BEGIN) :], location)
+    try:
+        result = pysequoia.verify(bytes=data, store=_store(keyring))
+        good, text = [v.signing_key for v in result.valid_sigs], result.bytes or b""
+    except RuntimeError:  # no signature verified; _judge says which way it failed
+        good, text = [], b""
+    _judge(good, signatures, keyring, location, now or datetime.now(UTC))
+    # gpg and dak leave the last line break out of the signed text; Sequoia keeps it.
+    return _text(text if text.endswith(b"\n") else text + b"\n")
+
+
+def verify_detached(
+    source: Source, release: bytes, signature: bytes, *, now: datetime | None = None
+) -> str:
+    """The text of ``Release`` after ``Release.gpg`` passed the checks in the module doc."""
+    location = f"{source.url}/dists/{source.suite}/Release.gpg"
+    keyring = load_keyring(source.keyring)
+    signatures = _signatures(signature, location)
+    # pysequoia's Sig keeps only the first signature of a file: verify each on its own.
+    good: list[str] = []
+    for packet in signatures:
+        sig = pysequoia.Sig.from_bytes(bytes(packet.packet))
+        try:
+            result = pysequoia.verify(bytes=release, store=_store(keyring), signature=sig)
+        except RuntimeError:
+            continue
+        good += [v.signing_key for v in result.valid_sigs]
+    _judge(good, signatures, keyring, location, now or datetime.now(UTC))
+    return _text(release)
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    packet: Packet
+    issuer: str | None
+    """Issuer fingerprint, or key ID when the signature names only that (lowercase hex)."""
+
+
+def _signatures(armoured: bytes, location: str) -> list[_Signature]:
+    try:
+        packets = [p for p in PacketPile.from_bytes(armoured) if p.tag == Tag.Signature]
+    except (RuntimeError, ValueError):
+        packets = []
+    if not packets:
+        what = location.rsplit("/", 1)[1]
         raise SignatureError(
             f"{location} holds no OpenPGP signature",
-            hint="check that [repository] url points at a Debian archive",
+            hint=f"check that [repository] url points at a Debian archive ({what} is unsigned)",
         )
-    stderr = result.stderr.decode(errors="replace").strip().splitlines()
-    raise SignatureError(
-        f"{location}: gpgv could not verify it: {stderr[-1] if stderr else 'no output'}",
-        hint=f"check that {source.keyring} is a keyring gpgv can read",
-    )
+    return [_Signature(p, p.issuer_fingerprint or p.issuer_key_id) for p in packets]
 
 
-def verify_inrelease(source: Source, data: bytes) -> str:
-    """The signed text of a clear-signed InRelease, after gpgv accepted it."""
-    with tempfile.TemporaryDirectory(prefix="polyarch-gpgv-") as tmp:
-        work = Path(tmp)
-        (work / "InRelease").write_bytes(data)
-        _gpgv(source, "InRelease", work / "InRelease", None, work)
-        return (work / "signed.txt").read_bytes().decode("utf-8", errors="replace")
+def _known(issuer: str | None, keyring: Keyring) -> str | None:
+    """The fingerprint of the keyring's key that ``issuer`` (fingerprint or key ID) names."""
+    if issuer is None:
+        return None
+    if issuer in keyring.expiry:
+        return issuer
+    return next((fpr for fpr in keyring.expiry if fpr.endswith(issuer) and len(issuer) == 16), None)
 
 
-def verify_detached(source: Source, release: bytes, signature: bytes) -> str:
-    """The text of ``Release`` after gpgv accepted ``Release.gpg`` for it."""
-    with tempfile.TemporaryDirectory(prefix="polyarch-gpgv-") as tmp:
-        work = Path(tmp)
-        (work / "Release").write_bytes(release)
-        (work / "Release.gpg").write_bytes(signature)
-        _gpgv(source, "Release.gpg", work / "Release.gpg", work / "Release", work)
-        return release.decode("utf-8", errors="replace")
+def _judge(
+    good: Sequence[str],
+    signatures: Sequence[_Signature],
+    keyring: Keyring,
+    location: str,
+    now: datetime,
+) -> None:
+    """Apply apt's rules to what verified (``good`` signing keys) and what was there."""
+    what = location.rsplit("/", 1)[1]
+    known = [fpr for s in signatures if (fpr := _known(s.issuer, keyring)) is not None]
+    bad = sorted(set(known) - set(good))
+    if bad:
+        raise SignatureError(
+            f"{location}: {what} was modified after signing (bad signature by key {bad[0]})",
+            hint=_ALTERED,
+        )
+    if not known:
+        raise SignatureError(
+            f"{location} is not signed by a key in {keyring.path}",
+            hint="set [repository] keyring in containers.toml to the archive's keyring",
+        )
+    if not any(keyring.usable(fpr, now) for fpr in good):
+        raise SignatureError(
+            f"{location} is signed only by expired or revoked keys ({', '.join(sorted(set(good)))})",
+            hint=f"update the keyring {keyring.path} (apt-get install debian-archive-keyring, "
+            "or a newer polyarch), or set [repository] keyring",
+        )
+
+
+def _check_framing(data: bytes, location: str) -> None:
+    """Exactly one clear-signed message, nothing before or after it (as apt demands)."""
+    lines = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    if not lines or lines[0] != BEGIN:
+        if BEGIN not in lines:
+            raise SignatureError(
+                f"{location} holds no OpenPGP signature",
+                hint="check that [repository] url points at a Debian archive",
+            )
+        raise SignatureError(f"{location} has data before its signed message", hint=_ALTERED)
+    counts = [lines.count(marker) for marker in (BEGIN, SIG_BEGIN, SIG_END)]
+    if counts != [1, 1, 1]:
+        raise SignatureError(f"{location} is not a single signed message", hint=_ALTERED)
+    end = lines.index(SIG_END)
+    if lines.index(SIG_BEGIN) > end or any(line.strip() for line in lines[end + 1 :]):
+        raise SignatureError(f"{location} has data after its signature", hint=_ALTERED)
+
+
+def _store(keyring: Keyring) -> Callable[[list[str]], list[pysequoia.Cert]]:
+    # Sequoia asks for the certs of the issuers it sees; it picks the matching ones itself.
+    return lambda _issuers: list(keyring.certs)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")

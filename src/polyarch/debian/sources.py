@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from debian import deb822
 
 from polyarch.config import RepositoryConfig
+from polyarch.debian.keys import BUNDLED_KEYRING
 from polyarch.errors import ConfigError, MirrorError
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -152,7 +153,7 @@ def find_source(cfg: RepositoryConfig, *, apt_dir: Path = Path("/etc/apt")) -> S
     moves on). Otherwise it is ``[repository] url``, else the host's apt
     source for the suite (deb822 ``*.sources`` and one-line ``*.list`` files). The keyring is
     ``[repository] keyring``, else the apt source's ``Signed-By`` file, else
-    Debian's archive keyring.
+    the host's Debian archive keyring, else the copy polyarch ships (debian/keys.py).
     """
     signed_by: str | None = None
     if cfg.snapshot is not None:
@@ -178,7 +179,7 @@ def find_source(cfg: RepositoryConfig, *, apt_dir: Path = Path("/etc/apt")) -> S
     elif signed_by and signed_by.startswith("/") and "\n" not in signed_by:
         keyring = Path(signed_by)
     else:
-        keyring = DEFAULT_KEYRING
+        keyring = DEFAULT_KEYRING if DEFAULT_KEYRING.is_file() else BUNDLED_KEYRING
     if not keyring.is_file():
         raise ConfigError(
             f"keyring {keyring} does not exist",

@@ -14,14 +14,20 @@ run reuses it. The podman configuration lives in a pytest temporary directory
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
 import os
+import shutil
+import signal
+import socket
 import struct
 import subprocess
 import tarfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from polyarch.engine import POLYARCH_DOCKER_SOCKET, Engine
@@ -33,8 +39,11 @@ _BASE = 0x400000
 _HEADERS = 64 + 56  # ELF header + one program header
 
 
-def tiny_program(architecture: str, message: bytes) -> bytes:
-    """A static ELF for ``amd64`` or ``arm64`` that writes ``message`` to stdout and exits with argc - 1."""
+def tiny_program(architecture: str, message: bytes, *, exit_zero: bool = False) -> bytes:
+    """A static ELF for ``amd64`` or ``arm64`` that writes ``message`` to stdout and exits with argc - 1.
+
+    With ``exit_zero`` it exits 0 whatever its arguments (a stand-in for a tool or shell that succeeds).
+    """
     if architecture == "amd64":
         head = (
             b"\xb8\x01\x00\x00\x00"  # mov eax, 1 (write)
@@ -42,19 +51,30 @@ def tiny_program(architecture: str, message: bytes) -> bytes:
             b"\x48\x8d\x35"  # lea rsi, [rip + disp32] -> message
         )
         mov_edx = b"\xba" + struct.pack("<I", len(message))  # mov edx, len
-        tail = mov_edx + (
-            b"\x0f\x05"  # syscall
-            b"\x48\x8b\x3c\x24"  # mov rdi, [rsp] (argc)
-            b"\x48\xff\xcf"  # dec rdi
-            b"\xb8\x3c\x00\x00\x00"  # mov eax, 60 (exit)
-            b"\x0f\x05"  # syscall
+        status = (
+            b"\x31\xff"  # xor edi, edi
+            if exit_zero
+            else b"\x48\x8b\x3c\x24\x48\xff\xcf"  # mov rdi, [rsp] (argc); dec rdi
+        )
+        tail = (
+            mov_edx
+            + (
+                b"\x0f\x05"  # syscall
+                + status
+                + b"\xb8\x3c\x00\x00\x00"  # mov eax, 60 (exit)
+                b"\x0f\x05"  # syscall
+            )
         )
         code = head + struct.pack("<i", len(tail)) + tail
         machine = 62
     elif architecture == "arm64":
+        status = (
+            [0xD2800009, 0xD503201F]  # mov x9, #0; nop
+            if exit_zero
+            else [0xF94003E9, 0xD1000529]  # ldr x9, [sp] (argc); sub x9, x9, #1
+        )
         words = [
-            0xF94003E9,  # ldr x9, [sp] (argc)
-            0xD1000529,  # sub x9, x9, #1
+            *status,
             0xD2800020,  # mov x0, #1 (stdout)
             0x100000E1,  # adr x1, message (+28 bytes)
             0xD2800002 | (len(message) << 5),  # mov x2, #len
@@ -238,3 +258,69 @@ def _which(program: str) -> str:
     from polyarch import cmd
 
     return cmd.which(program)
+
+
+def unknown_machine_program() -> bytes:
+    """A static ELF for a machine number no binfmt_misc handler matches (not even the m68k ones
+    that test_emulation registers for a moment): the kernel refuses it, "exec format error"."""
+    return _elf(0x4242, b"\x00" * 16)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process ends, however it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@contextmanager
+def tcp_dockerd(root: Path, timeout: float = 60) -> Iterator[str]:
+    """A dockerd of the test's own that also listens on tcp://127.0.0.1:PORT; yields that URL.
+
+    Like the one scripts/setup-host starts (vfs, no bridge, no iptables), with its own
+    data, exec root and sockets under ``root``, so the shared daemon is never touched.
+    It stops when the block ends, and by itself if the test process dies.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    tcp = f"tcp://127.0.0.1:{_free_port()}"
+    log = (root / "dockerd.log").open("wb")
+    daemon = subprocess.Popen(
+        [
+            shutil.which("dockerd") or "dockerd",
+            "--storage-driver=vfs",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            f"--host=unix://{root / 'docker.sock'}",
+            f"--host={tcp}",
+            f"--data-root={root / 'data'}",
+            f"--exec-root={root / 'exec'}",
+            f"--pidfile={root / 'dockerd.pid'}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not docker_answers(tcp, timeout=2):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd on {tcp} did not start: see {root / 'dockerd.log'}")
+            time.sleep(0.3)
+        yield tcp
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()

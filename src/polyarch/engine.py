@@ -7,6 +7,7 @@ choose explicitly. Every call goes through :mod:`polyarch.cmd`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -52,6 +53,24 @@ class RunResult:
     output: str
     command: str
     """The engine command, shell-quoted, for messages about a failed test."""
+
+
+@dataclass(frozen=True)
+class EngineHost:
+    """Where an engine runs its containers, as the engine itself reports it (``docker info``)."""
+
+    os: str
+    architecture: str
+    """As reported: ``x86_64``/``aarch64`` (docker) or ``amd64``/``arm64`` (podman)."""
+    kernel: str
+    """The kernel release of the machine (or VM) the containers run on."""
+    operating_system: str
+    """``Docker Desktop``, ``OrbStack``, ``Debian GNU/Linux 12 (bookworm)``, ``fedora`` …"""
+    hostname: str
+    remote: bool
+    """The client talks to the engine over a network or a VM's forwarded socket it says is remote."""
+    endpoint: str | None
+    """DOCKER_HOST, the docker context's endpoint, or CONTAINER_HOST; None for podman's local default."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,55 @@ class Engine:
     def has_image(self, ref: str) -> bool:
         """Whether the engine has an image called ``ref``."""
         return self._run(["image", "inspect", ref], timeout=QUICK_TIMEOUT_SECONDS).returncode == 0
+
+    def host(self) -> EngineHost:
+        """What the engine says about the machine its containers run on (EngineError if it cannot)."""
+        if self.name == "docker":
+            info = self._json(["info", "--format", "{{json .}}"])
+            endpoint = self._environ().get("DOCKER_HOST") or self._docker_context_endpoint()
+            return EngineHost(
+                os=str(info.get("OSType", "")),
+                architecture=str(info.get("Architecture", "")),
+                kernel=str(info.get("KernelVersion", "")),
+                operating_system=str(info.get("OperatingSystem", "")),
+                hostname=str(info.get("Name", "")),
+                remote=bool(endpoint) and not str(endpoint).startswith(("unix://", "npipe://")),
+                endpoint=endpoint,
+            )
+        host = self._json(["info", "--format", "json"]).get("host")
+        host = host if isinstance(host, dict) else {}
+        distribution = host.get("distribution")
+        name = distribution.get("distribution", "") if isinstance(distribution, dict) else ""
+        return EngineHost(
+            os=str(host.get("os", "")),
+            architecture=str(host.get("arch", "")),
+            kernel=str(host.get("kernel", "")),
+            operating_system=str(name),
+            hostname=str(host.get("hostname", "")),
+            remote=bool(host.get("serviceIsRemote", False)),
+            endpoint=self._environ().get("CONTAINER_HOST"),
+        )
+
+    def _json(self, argv: Sequence[str]) -> dict[str, object]:
+        result = self._checked(argv, timeout=QUICK_TIMEOUT_SECONDS)
+        try:
+            value = json.loads(result.stdout)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise EngineError(
+                f"{cmd.quoted([self.program, *argv])} printed no JSON object", hint=self._hint()
+            )
+        return value
+
+    def _docker_context_endpoint(self) -> str | None:
+        """The current docker context's endpoint (Docker Desktop, colima, OrbStack set one)."""
+        result = self._run(
+            ["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"],
+            timeout=QUICK_TIMEOUT_SECONDS,
+        )
+        found = _text(result.stdout).strip()
+        return found if result.returncode == 0 and found else None
 
     def _environ(self) -> dict[str, str]:
         return {**os.environ, **self.env}

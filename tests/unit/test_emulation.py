@@ -28,9 +28,10 @@ from polyarch.emulation import (
     runs_natively,
     unregister_handler,
 )
+from polyarch.engine import Engine
 from polyarch.errors import EmulationError
 from polyarch.platforms import native_system, parse_system
-from polyarch.workflows.doctor import diagnose
+from polyarch.workflows.doctor import diagnose, diagnose_with_kernel
 
 NATIVE = native_system()
 FOREIGN = parse_system("aarch64-linux" if NATIVE.name == "x86_64-linux" else "x86_64-linux")
@@ -221,15 +222,30 @@ def test_doctor_without_engine_says_what_to_install(
     assert row.advice is not None and "apt-get install podman" in row.advice
 
 
-def test_doctor_names_the_missing_binfmt_mount(tmp_path: Path) -> None:
-    # The engine is not this test's subject: podman, chosen by name, is found without
-    # running anything (automatic detection would ask the docker daemon).
-    (row,) = diagnose(
-        [S390X],
-        preferred_engine="podman",
-        binfmt_dir=tmp_path,
-        native=parse_system("x86_64-linux"),
+def test_doctor_without_engine_names_the_missing_binfmt_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYARCH_ENGINE", "docker")  # chosen, and not answering:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'nobody-listens.sock'}")
+    kernel, (row,) = diagnose_with_kernel(
+        [S390X], binfmt_dir=tmp_path, native=parse_system("x86_64-linux")
     )
-    assert not row.can_run
+    assert "no engine answered" in kernel.reason
+    assert row.can_run is False
     assert row.handler == "binfmt_misc not mounted"
     assert row.advice is not None and "binfmt_misc is not mounted" in row.advice
+
+
+@pytest.mark.usefixtures("emulation_ready")
+def test_doctor_asks_the_engine_when_this_host_cannot_read_binfmt(
+    docker_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYARCH_ENGINE", "docker")
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
+    kernel, rows = diagnose_with_kernel([NATIVE, S390X], binfmt_dir=tmp_path)
+    assert kernel.kernel.startswith("the engine's kernel (linux/")
+    assert f"binfmt_misc is not visible at {tmp_path}" in kernel.reason
+    native, s390x = rows
+    assert (native.can_run, native.handler) == (True, "native")
+    assert (s390x.can_run, s390x.handler) == (None, "the engine's (probed)")
+    assert s390x.advice is not None and "polyarch emulation install" in s390x.advice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +15,9 @@ from engines import tiny_program
 import polyarch.workflows.smoke_test as smoke_test
 from polyarch.config import load_config
 from polyarch.emulation import require_runnable
-from polyarch.engine import Engine
+from polyarch.engine import Engine, EngineHost
 from polyarch.errors import ContainerTestError, EmulationError, ImageError
+from polyarch.kernel import Kernel
 from polyarch.platforms import native_system, parse_system
 from polyarch.workflows.load import load_image
 from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
@@ -124,7 +126,17 @@ def test_a_system_without_a_binfmt_handler_fails_with_advice_before_loading(
     project, tag = built
     container = load_config(project).container("hello")
     never = Engine("docker", "/nonexistent/docker")  # would fail loudly if anything were loaded
+    # What locate_kernel says of an engine on this host's kernel (it cannot ask `never`).
+    info = EngineHost("linux", os.uname().machine, os.uname().release, "Debian", "vm", False, None)
+    here = Kernel("host", "test", native_system(), never, info, "linux")
     with pytest.raises(EmulationError) as exc:
-        run_smoke_tests(never, container, [FOREIGN], out_dir=tmp_path / "result", tag=tag)
+        run_smoke_tests(
+            never,
+            container,
+            [FOREIGN],
+            out_dir=tmp_path / "result",
+            tag=tag,
+            kernel=here,
+        )
     assert "polyarch emulation install" in str(exc.value)
     assert FOREIGN.name in str(exc.value)

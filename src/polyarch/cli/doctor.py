@@ -9,7 +9,7 @@ from polyarch.cli.engine import add_engine_option
 from polyarch.emulation import emulation_problem, handler_status, install_handlers
 from polyarch.platforms import SYSTEMS, native_system
 from polyarch.ui import ConsoleProgress, print_table
-from polyarch.workflows.doctor import archive_checks, diagnose
+from polyarch.workflows.doctor import archive_checks, diagnose_with_kernel
 
 
 def register(commands: Commands) -> None:
@@ -21,16 +21,22 @@ def register(commands: Commands) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    kernel, diagnosed = diagnose_with_kernel(SYSTEMS, preferred_engine=args.engine)
+    print_table(
+        "which kernel runs the containers",
+        ["asked", "why"],
+        [[kernel.kernel, kernel.reason]],
+    )
     rows = [
         [
             row.system.name,
-            "yes" if row.can_run else "no",
+            {True: "yes", False: "no", None: "probe"}[row.can_run],
             row.engine or "none",
             row.handler,
             "" if row.fix_binary is None else ("F" if row.fix_binary else "no F flag"),
             row.advice or "",
         ]
-        for row in diagnose(SYSTEMS, preferred_engine=args.engine)
+        for row in diagnosed
     ]
     print_table("can run here", ["system", "runs", "engine", "handler", "flags", "advice"], rows)
     checks = archive_checks(args.file, cache_of(args))

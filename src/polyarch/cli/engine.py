@@ -19,13 +19,14 @@ from polyarch.cli._common import (
 from polyarch.cli.build import print_build
 from polyarch.config import Container
 from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
-from polyarch.platforms import native_system
+from polyarch.kernel import Kernel, locate_kernel
 from polyarch.ui import ConsoleProgress, print_table
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.load import load_from_layout, load_image
 from polyarch.workflows.smoke_test import (
     TestReport,
     ensure_runnable,
+    probe_runnable,
     raise_for_failures,
     run_smoke_test,
     run_smoke_tests,
@@ -80,6 +81,13 @@ def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
     return engine
 
 
+def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
+    """Where the containers run, said once: it decides how foreign systems are checked."""
+    kernel = locate_kernel(engine)
+    progress.info(f"emulation: asking {kernel.describe()}, because {kernel.reason}")
+    return kernel
+
+
 def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
     (system,) = systems_of(args, container)
@@ -93,7 +101,10 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
     systems = systems_of(args, container)
     engine = _engine(args, progress)
-    reports = run_smoke_tests(engine, container, systems, out_dir=Path(args.out), tag=args.tag)
+    kernel = _kernel(engine, progress)
+    reports = run_smoke_tests(
+        engine, container, systems, out_dir=Path(args.out), tag=args.tag, kernel=kernel
+    )
     _print_reports(container, reports, None)
     raise_for_failures(reports)
     return 0
@@ -107,6 +118,7 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         for container in containers_of(args, session.config)
     ]
     engine = _engine(args, progress)
+    kernel = _kernel(engine, progress)
     out = Path(args.out)
     for container, systems in plan:
         started = time.monotonic()
@@ -115,11 +127,16 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         print_build(result)
         if len(systems) == 1 and not args.multiarch:
             # container-all: the one system asked for becomes NAME:TAG, native or not.
-            ensure_runnable(systems[0])
+            ensure_runnable(kernel, systems[0])
             reference = load_image(engine, container, systems[0], out_dir=out, tag=args.tag)
-            reports = [run_smoke_test(engine, container, systems[0], reference)]
+            probe_runnable(kernel, systems[0], reference)
+            reports = [
+                run_smoke_test(engine, container, systems[0], reference, native=kernel.native)
+            ]
         else:
-            reports = run_smoke_tests(engine, container, systems, out_dir=out, tag=args.tag)
+            reports = run_smoke_tests(
+                engine, container, systems, out_dir=out, tag=args.tag, kernel=kernel
+            )
         _print_reports(container, reports, result, build_seconds)
         raise_for_failures(reports)
     return 0
@@ -134,9 +151,9 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
     result = build_container(session, container, container.systems, out_dir=out, tag=args.tag)
     build_seconds = time.monotonic() - started
     print_build(result)
-    native = native_system()
+    native = _kernel(engine, progress).native
     reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
-    reports = [run_smoke_test(engine, container, native, reference)]
+    reports = [run_smoke_test(engine, container, native, reference, native=native)]
     _print_reports(container, reports, result, build_seconds)
     raise_for_failures(reports)
     return 0

@@ -1,5 +1,8 @@
 """doctor: what can run here (engine, emulation per system) and whether the archive answers.
 
+Emulation is asked of the kernel that runs the containers (``polyarch.kernel``):
+this host's binfmt_misc when the engine shares this kernel, else the engine's.
+
 Library only: it returns rows, the CLI renders them. A problem is a row with
 advice, never an exception: doctor exists to show every problem at once.
 """
@@ -17,6 +20,7 @@ from polyarch.debian.sources import find_source
 from polyarch.emulation import BINFMT_DIR, emulation_problem, handler_status
 from polyarch.engine import detect_engine
 from polyarch.errors import PolyarchError
+from polyarch.kernel import Kernel, emulation_advice, locate_kernel, runs_natively
 from polyarch.platforms import SYSTEMS, System
 
 
@@ -25,7 +29,8 @@ class DoctorRow:
     """One line of ``polyarch doctor``: can this system's images run here, and if not, why."""
 
     system: System
-    can_run: bool
+    can_run: bool | None
+    """None: the engine's own kernel decides, by a probe run of the image when testing."""
     engine: str | None
     """The engine that would run the images (``docker (unix:///…)``), None when there is none."""
     engine_ok: bool
@@ -37,6 +42,14 @@ class DoctorRow:
     """What to do when ``can_run`` is false: the engine's problem, then emulation's, joined by "; "."""
 
 
+@dataclass(frozen=True)
+class KernelReport:
+    """Which kernel doctor asked about emulation, and why."""
+
+    kernel: str
+    reason: str
+
+
 def diagnose(
     systems: Sequence[System] | None = None,
     *,
@@ -45,37 +58,77 @@ def diagnose(
     native: System | None = None,
 ) -> list[DoctorRow]:
     """Per system: can its images run here (engine answering, binfmt handler, F flag), and advice."""
-    engine: str | None
+    return diagnose_with_kernel(
+        systems, preferred_engine=preferred_engine, binfmt_dir=binfmt_dir, native=native
+    )[1]
+
+
+def diagnose_with_kernel(
+    systems: Sequence[System] | None = None,
+    *,
+    preferred_engine: str | None = None,
+    binfmt_dir: Path = BINFMT_DIR,
+    native: System | None = None,
+) -> tuple[KernelReport, list[DoctorRow]]:
+    """``diagnose``, plus which kernel was asked: this host's binfmt_misc or the engine's."""
+    engine: str | None = None
     engine_problem: PolyarchError | None = None
+    kernel: Kernel | None = None
     try:
-        engine = detect_engine(preferred_engine).describe()
+        found = detect_engine(preferred_engine)
+        engine = found.describe()
+        kernel = locate_kernel(found, binfmt_dir=binfmt_dir)
     except PolyarchError as error:
-        engine, engine_problem = None, error
-    rows: list[DoctorRow] = []
-    for system in systems or SYSTEMS:
-        status = handler_status(system, binfmt_dir=binfmt_dir, native=native)
-        problem = emulation_problem(status, binfmt_dir)
-        if status.native:
-            handler = "native"
-        elif status.registered:
-            handler = status.interpreter or status.handler
-        elif not status.binfmt_mounted:
-            handler = "binfmt_misc not mounted"
-        else:
-            handler = "no handler"
-        advice = "; ".join(str(p) for p in (engine_problem, problem) if p is not None)
-        rows.append(
-            DoctorRow(
-                system=system,
-                can_run=engine_problem is None and problem is None,
-                engine=engine,
-                engine_ok=engine_problem is None,
-                handler=handler,
-                fix_binary=None if status.native or not status.registered else status.fix_binary,
-                advice=advice or None,
-            )
+        engine_problem = error
+    if kernel is not None and kernel.where == "engine":
+        report = KernelReport(kernel.describe(), kernel.reason)
+        return report, [_engine_row(kernel, s, engine) for s in systems or SYSTEMS]
+    if kernel is None:
+        report = KernelReport(
+            f"this host's kernel (binfmt_misc at {binfmt_dir})",
+            "no engine answered to ask, so only this host's handlers can be shown",
         )
-    return rows
+    else:
+        report = KernelReport(kernel.describe(), kernel.reason)
+        native = native or kernel.native
+    rows = [_host_row(s, engine, engine_problem, binfmt_dir, native) for s in systems or SYSTEMS]
+    return report, rows
+
+
+def _engine_row(kernel: Kernel, system: System, engine: str | None) -> DoctorRow:
+    if runs_natively(kernel, system):
+        return DoctorRow(system, True, engine, True, "native", None, None)
+    advice = f"a probe run decides when testing; if it fails: {emulation_advice(kernel, system)}"
+    return DoctorRow(system, None, engine, True, "the engine's (probed)", None, advice)
+
+
+def _host_row(
+    system: System,
+    engine: str | None,
+    engine_problem: PolyarchError | None,
+    binfmt_dir: Path,
+    native: System | None,
+) -> DoctorRow:
+    status = handler_status(system, binfmt_dir=binfmt_dir, native=native)
+    problem = emulation_problem(status, binfmt_dir)
+    if status.native:
+        handler = "native"
+    elif status.registered:
+        handler = status.interpreter or status.handler
+    elif not status.binfmt_mounted:
+        handler = "binfmt_misc not mounted"
+    else:
+        handler = "no handler"
+    advice = "; ".join(str(p) for p in (engine_problem, problem) if p is not None)
+    return DoctorRow(
+        system=system,
+        can_run=engine_problem is None and problem is None,
+        engine=engine,
+        engine_ok=engine_problem is None,
+        handler=handler,
+        fix_binary=None if status.native or not status.registered else status.fix_binary,
+        advice=advice or None,
+    )
 
 
 def archive_checks(config_file: str | Path | None, cache: Cache) -> list[tuple[str, str]]:

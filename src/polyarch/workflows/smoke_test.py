@@ -1,7 +1,10 @@
 """test: prove a built image works in the engine — the tool's smoke test, and bash + coreutils.
 
-Foreign systems run through qemu-user via binfmt_misc; a missing handler is
-reported with what to do before any container is started.
+Foreign systems run through an emulator registered in the kernel that runs the
+containers (``polyarch.kernel``). When that is this host's kernel, a missing
+handler is reported with what to do before anything is loaded
+(``ensure_runnable``); when it is the engine's own (a VM, another machine), one
+probe run of the loaded image settles it (``probe_runnable``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyarch import emulation
 from polyarch.config import Container
-from polyarch.emulation import require_runnable, runs_natively
+from polyarch.emulation import require_runnable
 from polyarch.engine import Engine, RunResult
 from polyarch.errors import ContainerTestError
-from polyarch.platforms import System, native_system
+from polyarch.kernel import Kernel, locate_kernel, probe, runs_natively
+from polyarch.platforms import System
 from polyarch.reference import DEFAULT_TAG
 from polyarch.workflows.load import load_foreign, load_image
 
@@ -68,22 +73,41 @@ class TestReport:
         )
 
 
-def ensure_runnable(system: System) -> None:
-    """EmulationError with what to install when ``system``'s images cannot run here."""
-    if not runs_natively(system):
-        require_runnable(system)
+def ensure_runnable(kernel: Kernel, system: System) -> None:
+    """Before loading: EmulationError with what to install when this host's handlers say no.
+
+    Only for a kernel that is this host's; the engine's own kernel is asked by
+    ``probe_runnable`` once the image is loaded.
+    """
+    if kernel.where == "host" and not runs_natively(kernel, system):
+        require_runnable(system, native=kernel.native)
+
+
+def probe_runnable(kernel: Kernel, system: System, reference: str) -> None:
+    """After loading: for the engine's own kernel, one run of ``reference`` settles emulation.
+
+    EmulationError (exit 21) with advice for that engine when it cannot exec the image.
+    """
+    if kernel.where == "engine" and not runs_natively(kernel, system):
+        probe(kernel, system, reference)
 
 
 def run_smoke_test(
-    engine: Engine, container: Container, system: System, reference: str
+    engine: Engine,
+    container: Container,
+    system: System,
+    reference: str,
+    *,
+    native: System,
 ) -> TestReport:
     """Run the container's smoke test and the bash/coreutils check on ``reference``.
 
-    Call ``ensure_runnable`` first for a foreign system, before loading it.
+    ``native`` is the system of the kernel that runs the containers. Call
+    ``ensure_runnable`` and ``probe_runnable`` first for a foreign system.
     """
     # Naming the platform of a foreign image keeps the engines' mismatch warning
     # out of the output that the checks read.
-    platform = None if runs_natively(system) else system.oci_platform
+    platform = None if emulation.runs_natively(system, native) else system.oci_platform
     started = time.monotonic()
     checks = [
         _smoke(engine, container, reference, platform),
@@ -138,22 +162,28 @@ def run_smoke_tests(
     *,
     out_dir: Path,
     tag: str = DEFAULT_TAG,
+    kernel: Kernel | None = None,
 ) -> list[TestReport]:
     """Load and test each system's image; ``NAME:TAG`` ends up the native image.
 
-    Foreign images are tested under a per-system tag first and the native one
-    last, so a multi-system test never leaves a foreign image as ``NAME:TAG``.
+    Native means native to the kernel that runs the containers (``kernel``,
+    default: asked of ``engine``). Foreign images are tested under a
+    per-system tag first and the native one last, so a multi-system test
+    never leaves a foreign image as ``NAME:TAG``.
     """
-    native = native_system()
+    kernel = kernel or locate_kernel(engine)
+    native = kernel.native
     ordered = sorted(systems, key=lambda s: s == native)
+    for system in ordered:
+        ensure_runnable(kernel, system)  # before loading anything: say what to install
     reports: list[TestReport] = []
     for system in ordered:
-        ensure_runnable(system)  # before loading anything: say what to install
         if system == native:
             reference = load_image(engine, container, system, out_dir=out_dir, tag=tag)
         else:
             reference = load_foreign(engine, container, system, out_dir=out_dir, tag=tag)
-        reports.append(run_smoke_test(engine, container, system, reference))
+        probe_runnable(kernel, system, reference)
+        reports.append(run_smoke_test(engine, container, system, reference, native=native))
     return reports
 
 

@@ -10,6 +10,7 @@ registration lines in /usr/lib/binfmt.d; ``install_handlers`` writes them with F
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ def install_handlers(
             pending.append(system)
     if not pending:
         return done
+    _require_linux()
     _require_root("registering binfmt_misc handlers")
     if not (binfmt_dir / "register").exists():
         _mount_binfmt_misc(binfmt_dir)
@@ -251,8 +253,18 @@ def _qemu_installed(system: System) -> bool:
     return True
 
 
+def _require_linux() -> None:
+    if not sys.platform.startswith("linux"):
+        raise EmulationError(
+            "binfmt_misc handlers live in the Linux kernel that runs the containers, "
+            f"and this host runs {sys.platform}",
+            hint="register them in your engine's VM instead: `polyarch doctor` says how",
+        )
+
+
 def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
+    geteuid = getattr(os, "geteuid", None)  # absent on Windows
+    if geteuid is None or geteuid() != 0:
         raise EmulationError(f"{what} needs root", hint="run `sudo polyarch emulation install`")
 
 

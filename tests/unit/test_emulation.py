@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,12 @@ def test_doctor_asks_the_engine_when_this_host_cannot_read_binfmt(
     assert (native.can_run, native.handler) == (True, "native")
     assert (s390x.can_run, s390x.handler) == (None, "the engine's (probed)")
     assert s390x.advice is not None and "polyarch emulation install" in s390x.advice
+
+
+def test_installing_handlers_on_a_mac_points_at_the_engines_vm(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(EmulationError, match="this host runs darwin") as caught:
+        install_handlers([S390X], binfmt_dir=tmp_path, native=parse_system("aarch64-linux"))
+    assert "polyarch doctor" in str(caught.value)

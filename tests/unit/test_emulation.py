@@ -38,7 +38,13 @@ NATIVE = native_system()
 FOREIGN = parse_system("aarch64-linux" if NATIVE.name == "x86_64-linux" else "x86_64-linux")
 S390X = parse_system("s390x-linux")
 M68K_CONF = BINFMT_CONF_DIR / "qemu-m68k.conf"
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="registering handlers needs root")
+needs_root = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="registering handlers needs root on Linux",
+)
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads this Linux kernel's binfmt_misc"
+)
 
 
 @pytest.fixture
@@ -92,6 +98,7 @@ def test_native_systems_need_no_handler() -> None:
     assert not runs_natively(x86_64, parse_system("aarch64-linux"))
 
 
+@linux_only
 def test_system_without_handler_is_refused_with_install_advice(own_handler: str) -> None:
     # The real binfmt_misc, asked for a handler name nobody registered: what a host
     # without qemu handlers looks like, without unregistering anything shared.
@@ -104,6 +111,7 @@ def test_system_without_handler_is_refused_with_install_advice(own_handler: str)
     assert caught.value.exit_code == 21
 
 
+@linux_only
 def test_missing_qemu_is_named_before_the_missing_handler(
     own_handler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

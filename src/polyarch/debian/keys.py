@@ -6,8 +6,8 @@ It is used only when neither containers.toml (``keyring``) nor the host's apt
 sources (``Signed-By``) nor the host's own Debian keyring name one. Its
 certificates are pinned here: a keyring at that path holding any other
 certificate is refused, so a changed file is an error, never a silent new
-trust root. Why this is safe, and when to update it: docs/SECURITY.md
-("Debian's archive keys shipped with polyarch").
+trust root. Why this is safe, and when to update it: docs/MACOS.md,
+"Signatures and keys".
 """
 
 from __future__ import annotations

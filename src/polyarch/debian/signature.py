@@ -5,7 +5,7 @@ and runs wherever the wheel does (Linux, macOS, Windows). Only the text the
 verifier returns as signed is parsed, never the raw download.
 
 ``pysequoia.verify`` alone accepts a message when *one* signature verifies; apt
-is stricter, and so is polyarch (see docs/SECURITY.md, "Release signatures"):
+is stricter, and so is polyarch (docs/MACOS.md, "Signatures and keys"):
 
 - InRelease must be exactly one clear-signed message: nothing before it,
   nothing after its signature (apt refuses both; Sequoia ignores them).

@@ -267,3 +267,16 @@ def test_installing_handlers_on_a_mac_points_at_the_engines_vm(
     with pytest.raises(EmulationError, match="this host runs darwin") as caught:
         install_handlers([S390X], binfmt_dir=tmp_path, native=parse_system("aarch64-linux"))
     assert "polyarch doctor" in str(caught.value)
+
+
+def test_doctor_on_a_mac_without_engine_says_so_instead_of_reading_binfmt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("POLYARCH_ENGINE", "docker")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'nobody-listens.sock'}")
+    kernel, (row,) = diagnose_with_kernel([FOREIGN])
+    assert kernel.reason == "no engine answered, and this host runs darwin"
+    assert (row.can_run, row.handler) == (False, "no engine")
+    assert row.advice is not None and "docker daemon not answering" in row.advice
+    assert "binfmt" not in row.advice

@@ -9,8 +9,11 @@ a test needs an engine to answer.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from conftest import RepoFactory, write_project
 
 from polyarch.engine import Engine, EngineHost
 from polyarch.kernel import Kernel, emulation_advice, locate_kernel
@@ -106,3 +109,22 @@ def test_the_real_podman_reports_where_it_runs(podman_engine: Engine) -> None:
     info = podman_engine.host()
     assert (info.os, info.kernel, info.remote) == ("linux", os.uname().release, False)
     assert locate_kernel(podman_engine).where == "host"
+
+
+@pytest.mark.engine
+def test_doctor_shows_which_kernel_it_asked_and_why(
+    docker_engine: Engine,
+    make_repo: RepoFactory,
+    tmp_path: Path,
+    cli: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _repo, url = make_repo()
+    project = write_project(tmp_path / "p", url, _repo.key.keyring, "")
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
+    code, out, _ = cli("-f", project, "--cache-dir", tmp_path / "c", "doctor", "--engine", "docker")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "which kernel runs the containers" in flat
+    assert "docker runs containers on this host's kernel" in flat
+    assert "signature good" in flat

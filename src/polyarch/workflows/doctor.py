@@ -9,6 +9,7 @@ advice, never an exception: doctor exists to show every problem at once.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,13 @@ def diagnose_with_kernel(
     if kernel is not None and kernel.where == "engine":
         report = KernelReport(kernel.describe(), kernel.reason)
         return report, [_engine_row(kernel, s, engine) for s in systems or SYSTEMS]
+    if kernel is None and not sys.platform.startswith("linux"):
+        # No engine, and this host's kernel never runs the containers: nothing else to show.
+        report = KernelReport("none", f"no engine answered, and this host runs {sys.platform}")
+        advice = str(engine_problem)
+        return report, [
+            DoctorRow(s, False, None, False, "no engine", None, advice) for s in systems or SYSTEMS
+        ]
     if kernel is None:
         report = KernelReport(
             f"this host's kernel (binfmt_misc at {binfmt_dir})",

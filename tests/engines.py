@@ -324,3 +324,41 @@ def tcp_dockerd(root: Path, timeout: float = 60) -> Iterator[str]:
             daemon.kill()
             daemon.wait()
         log.close()
+
+
+@contextmanager
+def podman_service(env: Mapping[str, str], root: Path, idle_seconds: int = 300) -> Iterator[str]:
+    """``podman system service`` on a unix socket under ``root``; yields CONTAINER_HOST for it.
+
+    A podman client with CONTAINER_HOST set talks to it as ``podman --remote`` does. The
+    service uses ``env``'s configuration and storage; it stops when the block ends, when
+    idle for ``idle_seconds``, and when the test process dies.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    url = f"unix://{root / 'podman.sock'}"
+    log = (root / "podman-service.log").open("wb")
+    service = subprocess.Popen(
+        [shutil.which("podman") or "podman", "system", "service", f"--time={idle_seconds}", url],
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "podman.sock").is_socket():
+            if service.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"podman service did not start: see {root / 'podman-service.log'}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        log.close()

@@ -208,8 +208,8 @@ def _flavor(engine: Engine, info: EngineHost) -> Flavor:
         return "colima"
     if host.startswith("lima-") or "/.lima/" in endpoint:
         return "lima"
-    if engine.name == "podman" and info.remote:
-        return "podman-machine"
+    if engine.name == "podman" and info.remote and (not endpoint or "machine" in endpoint):
+        return "podman-machine"  # podman machine's connection, not an explicit CONTAINER_HOST
     if info.remote:
         return "remote"
     return "linux"

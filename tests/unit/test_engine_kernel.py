@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import RepoFactory, base_packages, write_project
 from debrepo import DebSpec, File
-from engines import tcp_dockerd, tiny_program, unknown_machine_program
+from engines import podman_service, tcp_dockerd, tiny_program, unknown_machine_program
 
 from polyarch.emulation import BINFMT_DIR
 from polyarch.engine import Engine
@@ -231,3 +231,27 @@ def test_a_remote_engine_is_asked_even_when_this_host_can_read_binfmt(
         {"x86_64": "x86_64-linux", "aarch64": "aarch64-linux"}[os.uname().machine]
     )
     assert remote_docker.env["DOCKER_HOST"] in kernel.describe()
+
+
+@pytest.fixture(scope="module")
+def remote_podman(
+    podman_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """podman as ``podman --remote``: CONTAINER_HOST points at a service this module started."""
+    with podman_service(podman_engine.env, tmp_path_factory.mktemp("podman-service")) as url:
+        yield Engine("podman", podman_engine.program, {**podman_engine.env, "CONTAINER_HOST": url})
+
+
+def test_podman_remote_loads_and_tests_both_systems(
+    make_project: Callable[[bool], Project], remote_podman: Engine
+) -> None:
+    project = make_project(True)
+    url = remote_podman.env["CONTAINER_HOST"]
+    try:
+        result = hidden_binfmt(project, remote_podman, "test", "hello", "--all-systems")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"because podman talks to a remote engine ({url})" in result.stderr
+        assert result.stdout.count("passed") == 2
+        assert remote_podman.host().remote
+    finally:
+        remove_images(remote_podman, project)

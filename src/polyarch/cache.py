@@ -48,6 +48,8 @@ class Kind(StrEnum):
     """Layer records (JSON naming a blob); key: the hash of the layer's inputs."""
     INDEXES = "indexes"
     """Parsed Packages indexes; key: the signed index file's SHA256 + record layout."""
+    FACTS = "facts"
+    """What an SBOM says of one package (maintainer, source, licence); key: the .deb's SHA256."""
 
     @property
     def content_addressed(self) -> bool:

@@ -72,6 +72,8 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     registries: dict[str, Any] | None = None
     """Validated one by one into RegistryConfig, so errors can name the registry."""
     tags: tuple[str, ...] | None = None
+    sbom_in_image: bool | None = None
+    """Put the image's SPDX document inside it (off by default: it changes the digest)."""
 
 
 class DefaultsConfig(_ContainerFields, frozen=True, kw_only=True):
@@ -130,6 +132,7 @@ class Container:
     description: str | None
     registries: tuple[Registry, ...]
     tags: tuple[str, ...]
+    sbom_in_image: bool = False
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -265,6 +268,7 @@ def _apply_defaults(
             for k, r in sorted(registries.items())
         ),
         tags=_pick(spec.tags, d.tags, ()),
+        sbom_in_image=_pick(spec.sbom_in_image, d.sbom_in_image, False),
     )
 
 

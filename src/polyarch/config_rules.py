@@ -278,6 +278,7 @@ EXAMPLES = {
     "password": 'password = "$REGISTRY_TOKEN"',
     "enable": "enable = false",
     "tags": 'tags = ["stable"]',
+    "sbom_in_image": "sbom_in_image = true",
     "url": 'url = "http://HOST/debian"',
     "suite": 'suite = "bookworm"',
     "components": 'components = ["main"]',

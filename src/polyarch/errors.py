@@ -83,6 +83,18 @@ class ImageError(PolyarchError):
     exit_code = 16
 
 
+class EvidenceError(PolyarchError):
+    """An image's SBOM, provenance or signature is missing or does not match the image."""
+
+    exit_code = 17
+
+
+class KeyFileError(PolyarchError):
+    """A signing or verification key cannot be read, made or used."""
+
+    exit_code = 18
+
+
 class EngineError(PolyarchError):
     """docker/podman is missing, not answering, or refused to load or run."""
 

@@ -2,7 +2,10 @@
 
 OCI names are what polyarch writes; the Docker schema 2 twins are read from
 other tools' files and written by ``--format docker``. The ``vnd.polyarch``
-types name the entries of a cache artifact (``polyarch cache push``).
+types name the entries of a cache artifact (``polyarch cache push``). The
+supply-chain types (SBOMs, in-toto statements, DSSE envelopes) are the
+``artifactType`` and layer types of the OCI 1.1 artifacts ``polyarch manifest
+--push`` attaches to each image (docs/SUPPLY-CHAIN.md).
 """
 
 from __future__ import annotations
@@ -43,3 +46,10 @@ POLYARCH_CACHE: Final = "application/vnd.polyarch.cache.v1"
 """``artifactType`` of a cache artifact."""
 POLYARCH_LAYER_RECORD: Final = "application/vnd.polyarch.layer.v1+json"
 POLYARCH_PACKAGES_INDEX: Final = "application/vnd.polyarch.packages.v1+msgpack"
+POLYARCH_PACKAGE_FACTS: Final = "application/vnd.polyarch.package-facts.v1+json"
+
+SPDX_JSON: Final = "application/spdx+json"
+CYCLONEDX_JSON: Final = "application/vnd.cyclonedx+json"
+IN_TOTO_JSON: Final = "application/vnd.in-toto+json"
+"""An in-toto statement; also the ``payloadType`` of a DSSE envelope that carries one."""
+DSSE_ENVELOPE: Final = "application/vnd.dsse.envelope.v1+json"

@@ -5,6 +5,8 @@ Outputs of ``polyarch build NAME`` (``write_build_outputs``)::
     OUT/NAME/oci/          OCI image layout; index.json -> the image index (tag in ref.name)
     OUT/NAME/SYSTEM.tar    docker-archive of one system's image (docker load, podman load)
     OUT/NAME/manifest/     the annotated layout ``polyarch manifest`` pushes
+    OUT/NAME/sbom/         per system: SYSTEM.spdx.json, SYSTEM.cdx.json, SYSTEM.provenance.json,
+                           and when signed SYSTEM.{spdx,cdx,provenance}.dsse.json (SUPPLY-CHAIN.md)
 
 ``OUT/NAME`` always holds exactly the result of the last successful build: a
 build of only ``--system S`` replaces the whole directory, so it then holds
@@ -15,10 +17,11 @@ images whose packages no longer match the lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyarch.attest.names import EvidenceKind
 from polyarch.errors import ImageError
 from polyarch.files import replace_directory
 from polyarch.image.docker_archive import write_docker_archive
@@ -29,6 +32,7 @@ from polyarch.platforms import System
 DEFAULT_OUT = "result"
 LAYOUT_DIR = "oci"
 MANIFEST_DIR = "manifest"
+SBOM_DIR = "sbom"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +68,22 @@ class Outputs:
         """``OUT/NAME/SYSTEM.tar``: the docker-archive of one system's image."""
         return self.root / archive_name(system)
 
+    @property
+    def sbom(self) -> Path:
+        """``OUT/NAME/sbom``: SBOMs, provenance and signed statements of each system image."""
+        return self.root / SBOM_DIR
+
+    def evidence(self, system: System, kind: EvidenceKind, *, signed: bool = False) -> Path:
+        """``OUT/NAME/sbom/SYSTEM.KIND.json`` (``SYSTEM.KIND.dsse.json`` when ``signed``)."""
+        return self.sbom / evidence_name(system, kind, signed=signed)
+
 
 def archive_name(system: System) -> str:
     return f"{system.name}.tar"
+
+
+def evidence_name(system: System, kind: EvidenceKind, *, signed: bool = False) -> str:
+    return f"{system.name}.{kind}{'.dsse' if signed else ''}.json"
 
 
 def write_build_outputs(
@@ -77,8 +94,10 @@ def write_build_outputs(
     tag: str,
     repo_tags: Sequence[str],
     mtime: int | None = None,
+    evidence: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Publish ``OUT/NAME/oci/`` and one ``OUT/NAME/SYSTEM.tar`` per image; return ``OUT/NAME``."""
+    """Publish ``OUT/NAME/oci/``, one ``OUT/NAME/SYSTEM.tar`` per image and ``evidence``
+    (file name → bytes, in ``OUT/NAME/sbom/``); return ``OUT/NAME``."""
 
     def fill(staging: Path) -> None:
         write_oci_layout(staging / LAYOUT_DIR, images, index, tag=tag)
@@ -86,5 +105,9 @@ def write_build_outputs(
             write_docker_archive(
                 staging / archive_name(image.system), image, repo_tags=repo_tags, mtime=mtime
             )
+        if evidence:
+            (staging / SBOM_DIR).mkdir()
+            for name, data in sorted(evidence.items()):
+                (staging / SBOM_DIR / name).write_bytes(data)
 
     return replace_directory(outputs.root, fill)

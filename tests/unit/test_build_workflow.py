@@ -102,6 +102,7 @@ def test_build_writes_an_oci_layout_and_a_docker_archive_per_system(
     assert sorted(p.name for p in result.iterdir()) == [
         "aarch64-linux.tar",
         "oci",
+        "sbom",
         "x86_64-linux.tar",
     ]
     assert json.loads((result / "oci" / "index.json").read_text())["manifests"][0][

@@ -92,7 +92,7 @@ def test_the_artifact_is_an_oci_index_listing_every_entry_by_kind_and_key(
     }
     present = {
         (kind, key)
-        for kind in ("debs", "blobs", "layers", "indexes")
+        for kind in ("debs", "blobs", "layers", "indexes", "facts")
         for key, _ in cache.entries(kind)
     }
     assert listed == present

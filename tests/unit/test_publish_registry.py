@@ -105,10 +105,13 @@ def inspect_raw(ref: str, *extra: str) -> tuple[bytes, dict[str, Any]]:
     return raw, json.loads(raw)
 
 
-def list_tags(repository: str) -> set[str]:
+def list_tags(repository: str, *, evidence: bool = False) -> set[str]:
+    """The repository's tags; those of attached evidence (``sha256-<hex>[.kind]``) only with
+    ``evidence`` (test_attest_registry.py checks them)."""
     result = skopeo("list-tags", "--tls-verify=false", f"docker://{repository}")
     assert result.returncode == 0, result.stderr
-    return set(json.loads(result.stdout)["Tags"])
+    tags = set(json.loads(result.stdout)["Tags"])
+    return tags if evidence else {t for t in tags if not t.startswith("sha256-")}
 
 
 def pushes(out: str) -> list[dict[str, Any]]:

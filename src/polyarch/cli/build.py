@@ -14,6 +14,7 @@ from polyarch.cli._common import (
     session_of,
     systems_of,
 )
+from polyarch.cli.attest import add_sign_key_option, sign_key_of
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.build import BuildResult, build_container
 
@@ -25,13 +26,20 @@ def register(commands: Commands) -> None:
     add_system_options(p)
     add_out_options(p)
     add_lock_options(p)
+    add_sign_key_option(p)
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    sign_key = sign_key_of(args)
     session = session_of(args, progress)
     for container in containers_of(args, session.config):
         result = build_container(
-            session, container, systems_of(args, container), out_dir=Path(args.out), tag=args.tag
+            session,
+            container,
+            systems_of(args, container),
+            out_dir=Path(args.out),
+            tag=args.tag,
+            sign_key=sign_key,
         )
         print_build(result)
     return 0

@@ -19,7 +19,9 @@ from polyarch.cli._common import (
     password_of,
     session_of,
 )
+from polyarch.cli.attest import add_sign_key_option, sign_key_of
 from polyarch.errors import UsageError
+from polyarch.outputs import Outputs
 from polyarch.reference import parse_reference
 from polyarch.registry.client import RegistryAccess
 from polyarch.ui import ConsoleProgress, human_size, print_table
@@ -68,6 +70,12 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--branch", help="branch: tags it, and latest on the default branch")
     p.add_argument("--format", choices=("oci", "docker"), default="oci", help="media types")
+    add_sign_key_option(p)
+    p.add_argument(
+        "--no-evidence",
+        action="store_true",
+        help="push without attaching the SBOMs, provenance and signatures",
+    )
     add_registry_options(p, jobs_help="parallel blob uploads")
     p.add_argument(
         "--dry-run",
@@ -83,6 +91,7 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     image_files = [Path(f) for f in args.image_file]
     _check_usage(args, image_files)
     jobs = jobs_of(args)
+    sign_key = sign_key_of(args)
     session = session_of(args, progress) if args.name else None
     container = session.config.container(args.name) if session else None
     version = publish_version(args.version)
@@ -106,7 +115,12 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     out = Path(args.out)
     if container is not None and session is not None:
         index = container_index(
-            session, container, out_dir=out, version=version, build=not args.no_build
+            session,
+            container,
+            out_dir=out,
+            version=version,
+            build=not args.no_build,
+            sign_key=sign_key,
         )
     else:
         title = parse_reference(args.to).repository.rsplit("/", 1)[-1] if args.to else None
@@ -127,6 +141,10 @@ def _check_usage(args: argparse.Namespace, image_files: Sequence[Path]) -> None:
         )
     if args.no_build and image_files:
         raise UsageError("--no-build is for a container NAME, not --image-file")
+    if args.sign_key and image_files:
+        raise UsageError(
+            "--sign-key is for a container NAME: polyarch has no SBOM of image files it did not build"
+        )
     if not (args.push or args.dry_run) and (args.password_stdin or args.username):
         raise UsageError("--username and --password-stdin are for --push")
 
@@ -142,6 +160,7 @@ def _push_everywhere(
     """Push ``index`` to each target; print what was pushed, also when a later push fails."""
     published: list[Published] = []
     record_dir = cache_of(args).root / REGISTRY_RECORDS_DIR
+    evidence = _evidence_dir(args, progress, index)
     try:
         for target in targets:
             published.append(
@@ -154,6 +173,7 @@ def _push_everywhere(
                     jobs=jobs,
                     record_dir=record_dir,
                     progress=progress,
+                    evidence=evidence,
                 )
             )
     finally:
@@ -161,6 +181,40 @@ def _push_everywhere(
             print(json.dumps(manifest_json(index, tags, published), indent=2, sort_keys=True))
         elif published:
             print_pushes(published)
+            print_attached(published)
+
+
+def _evidence_dir(
+    args: argparse.Namespace, progress: ConsoleProgress, index: IndexLayout
+) -> Path | None:
+    """``OUT/NAME/sbom`` to attach, or None: image files, --no-evidence, --format docker."""
+    if args.no_evidence or not args.name:
+        return None
+    if args.format == "docker":
+        progress.warn(
+            "SBOMs and provenance not attached: --format docker re-encodes the manifests, "
+            "so they are not the digests the evidence names"
+        )
+        return None
+    return Outputs(Path(args.out), args.name).sbom
+
+
+def print_attached(published: Sequence[Published]) -> None:
+    rows = [
+        [
+            target_label(p.target),
+            a.system.name,
+            a.subject.digest,
+            " ".join(
+                t.rpartition(".")[2] if "." in t else "(referrers index)" for t in a.result.tags
+            ),
+            "referrers API" if a.result.referrers_api else "tags",
+        ]
+        for p in published
+        for a in p.attached
+    ]
+    if rows:
+        print_table("attached", ["registry", "system", "subject", "artifacts", "found by"], rows)
 
 
 def target_label(target: Target) -> str:
@@ -256,6 +310,16 @@ def manifest_json(
                 "requests": p.result.requests,
                 "retries": p.result.retries,
                 "seconds": round(p.seconds, 3),
+                "attached": [
+                    {
+                        "system": a.system.name,
+                        "subject": a.subject.digest,
+                        "artifacts": list(a.result.artifacts),
+                        "tags": list(a.result.tags),
+                        "referrers_api": a.result.referrers_api,
+                    }
+                    for a in p.attached
+                ],
             }
             for p in published
         ],

@@ -145,6 +145,8 @@ class Repository:
         self._now = now or (lambda: datetime.now(UTC))
         self._release: Release | None = None
         self._indexes: dict[str, PackageIndex] = {}
+        self.release_file: tuple[str, str] | None = None
+        """(``InRelease`` or ``Release``, SHA256 of its bytes) once ``release()`` read it (SBOMs)."""
 
     @property
     def client(self) -> httpx.Client:
@@ -185,11 +187,13 @@ class Repository:
         if response.status_code == 200:
             where = inrelease_url
             text = verify_inrelease(self.source, response.content)
+            signed = ("InRelease", hashlib.sha256(response.content).hexdigest())
         elif response.status_code in (404, 410):
             where = self._dist_url("Release")
             release_bytes = self._require(self._get(where), where)
             signature = self._require(self._get(where + ".gpg"), where + ".gpg")
             text = verify_detached(self.source, release_bytes, signature)
+            signed = ("Release", hashlib.sha256(release_bytes).hexdigest())
         else:
             raise MirrorError(
                 f"{inrelease_url}: HTTP {response.status_code}",
@@ -197,6 +201,7 @@ class Repository:
             )
         release = parse_release(text, where)
         self._check_current(release, where)
+        self.release_file = signed
         return release
 
     def _require(self, response: httpx.Response, url: str) -> bytes:

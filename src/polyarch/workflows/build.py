@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from polyarch.attest.facts import remember_facts
 from polyarch.config import Container
 from polyarch.debian.deb import DebContents, read_deb
 from polyarch.debian.resolver import Resolution
@@ -21,7 +23,11 @@ from polyarch.image.oci import Image, build_image, build_index, image_annotation
 from polyarch.outputs import Outputs, write_build_outputs
 from polyarch.platforms import SYSTEMS, System
 from polyarch.reference import DEFAULT_TAG
+from polyarch.workflows.evidence import BuildEvidence, SystemImage
 from polyarch.workflows.resolve import Session, download, resolve_container
+
+if TYPE_CHECKING:
+    from polyarch.attest.keys import SigningKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +62,25 @@ def build_container(
     out_dir: Path,
     tag: str = DEFAULT_TAG,
     epoch: int | None = None,
+    sign_key: SigningKey | None = None,
 ) -> BuildResult:
-    """Build ``container`` for ``systems`` and write ``out_dir/NAME`` atomically."""
+    """Build ``container`` for ``systems`` and write ``out_dir/NAME`` atomically.
+
+    ``OUT/NAME/sbom/`` gets each image's SBOMs and provenance, also signed
+    with ``sign_key`` when given (docs/SUPPLY-CHAIN.md).
+    """
     epoch = source_date_epoch() if epoch is None else epoch
     resolutions = resolve_container(session, container, systems)
     stats = LayerStats()
-    layers = build_system_layers(session, container, resolutions, epoch=epoch, stats=stats)
+    reader = DebReader(session, resolutions)
+    layers = build_system_layers(
+        session, container, resolutions, epoch=epoch, stats=stats, reader=reader
+    )
+    evidence = BuildEvidence(session, container, resolutions, reader, epoch=epoch)
+    if container.sbom_in_image:
+        for system, resolution in resolutions.items():
+            version = _version_of(container, resolution)
+            layers[system] = [*layers[system], evidence.sbom_layer(system, resolution, version)]
     builds = [
         system_image(container, system, resolutions[system], layers[system], epoch=epoch)
         for system in layers
@@ -70,6 +89,9 @@ def build_container(
         [b.image for b in builds],
         _annotations(container, builds[0].version, rfc3339(epoch)),
     )
+    images = [
+        SystemImage(b.system, b.image.manifest_digest, b.version, b.resolution) for b in builds
+    ]
     outputs = Outputs(out_dir, container.name)
     write_build_outputs(
         outputs,
@@ -78,8 +100,38 @@ def build_container(
         tag=tag,
         repo_tags=[f"{container.name}:{tag}"],
         mtime=epoch,
+        evidence=evidence.files(images, sign_key),
     )
     return BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
+
+
+class DebReader:
+    """Reads the closure's .debs on demand (fetched and verified first), noting each one's facts.
+
+    Facts (``attest.facts``) are written whenever a package is read anyway,
+    so a later warm build has its SBOM without reading any .deb.
+    """
+
+    def __init__(self, session: Session, resolutions: dict[System, Resolution]) -> None:
+        self.session, self.resolutions = session, resolutions
+        self.names = {
+            p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages
+        }
+        self.debs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, only: set[str]) -> None:
+        """Download (or find in the cache) the packages ``only`` names, all at once."""
+        self.debs.update(download(self.session, self.resolutions, only=only))
+
+    def __call__(self, sha256: str) -> DebContents:
+        if sha256 not in self.debs:
+            # Not fetched up front: a layer vanished from the cache meanwhile, or facts are missing.
+            with self._lock:
+                self.fetch({sha256})
+        contents = read_deb(self.debs[sha256], self.names[sha256])
+        remember_facts(self.session.cache, sha256, contents)
+        return contents
 
 
 def build_system_layers(
@@ -89,6 +141,7 @@ def build_system_layers(
     *,
     epoch: int,
     stats: LayerStats,
+    reader: DebReader | None = None,
 ) -> dict[System, list[Layer]]:
     """Each system's layers, in system-table order, from the cache or built now.
 
@@ -99,16 +152,8 @@ def build_system_layers(
     needed: set[str] = set()
     for plan in plans.values():
         needed |= packages_to_read(plan, session.cache, epoch=epoch, keep_docs=container.keep_docs)
-    debs = download(session, resolutions, only=needed)
-    names = {p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages}
-    late = threading.Lock()
-
-    def read(sha256: str) -> DebContents:
-        if sha256 not in debs:
-            # A layer vanished from the cache after the check above (pruned meanwhile).
-            with late:
-                debs.update(download(session, resolutions, only={sha256}))
-        return read_deb(debs[sha256], names[sha256])
+    read = reader or DebReader(session, resolutions)
+    read.fetch(needed)
 
     def layers_of(plan: list[LayerPlan]) -> list[Layer]:
         return build_layers(

@@ -39,6 +39,7 @@ MEDIA_TYPES = {
     Kind.BLOBS: media_types.OCI_LAYER_GZIP,
     Kind.LAYERS: media_types.POLYARCH_LAYER_RECORD,
     Kind.INDEXES: media_types.POLYARCH_PACKAGES_INDEX,
+    Kind.FACTS: media_types.POLYARCH_PACKAGE_FACTS,
 }
 """The media type of each kind's entries in the artifact."""
 ENTRIES_PER_MANIFEST = 1000

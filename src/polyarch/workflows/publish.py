@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyarch.config import Container
 from polyarch.debian.copyright import debian_licenses
@@ -50,9 +51,14 @@ from polyarch.registry.plan import Format
 from polyarch.registry.push import PushResult, push_layout
 from polyarch.registry.tags import tags_from_env, version_from_env
 from polyarch.vcs import git_revision, git_source
+from polyarch.workflows.attach import Attached, attach_evidence
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.resolve import Session
+from polyarch.workflows.signing import sign_outputs
 from polyarch.workflows.targets import Target, TargetKind, repository_ref
+
+if TYPE_CHECKING:
+    from polyarch.attest.keys import SigningKey
 
 IMAGE_FILES_NAME = "manifest"
 """The NAME of ``OUT/NAME/manifest/`` for ``--image-file`` without ``--to``."""
@@ -77,6 +83,8 @@ class Published:
     target: Target
     result: PushResult
     seconds: float
+    attached: tuple[Attached, ...] = ()
+    """The evidence attached to each platform image (docs/SUPPLY-CHAIN.md)."""
 
 
 # -- tags and targets --------------------------------------------------------------------
@@ -193,20 +201,26 @@ def container_index(
     version: str | None = None,
     build: bool = True,
     env: Mapping[str, str] | None = None,
+    sign_key: SigningKey | None = None,
 ) -> IndexLayout:
     """Build ``container`` for all its systems, then write ``OUT/NAME/manifest/``, annotated.
 
     With ``build=False`` the existing ``OUT/NAME/oci/`` is used, and must hold
     exactly the container's systems. The annotated version is ``version``
     (from ``publish_version``), else the tool package's Debian version.
+    ``sign_key`` signs the evidence in ``OUT/NAME/sbom/`` (built or existing).
     """
     built: BuildResult | None = None
     outputs = Outputs(out_dir, container.name)
     source = outputs.layout
     if build:
-        built = build_container(session, container, container.systems, out_dir=out_dir)
+        built = build_container(
+            session, container, container.systems, out_dir=out_dir, sign_key=sign_key
+        )
     else:
         _check_built_systems(source, container)
+        if sign_key is not None:
+            sign_outputs(outputs.root, sign_key)
     licenses = image_licenses(source, container.package)
     annotations = publish_annotations(
         session.config.directory,
@@ -270,14 +284,18 @@ def push_index(
     jobs: int = 8,
     record_dir: Path | None = None,
     progress: Progress = NULL_PROGRESS,
+    evidence: Path | None = None,
 ) -> Published:
     """Push ``index`` to ``target`` under ``tags`` (the first by the index PUT, the rest as tags).
 
     ``access`` gives the TLS choices; the credentials are the target's own.
+    ``evidence`` (``OUT/NAME/sbom``) is attached to each platform image after
+    the index (``workflows.attach``).
     """
     if not tags:
         raise UsageError("no tag to push", hint="pass --tag")
     start = time.perf_counter()
+    attached: list[Attached] = []
     try:
         result = push_layout(
             index.layout,
@@ -289,9 +307,11 @@ def push_index(
             record_dir=record_dir,
             progress=progress,
         )
+        if evidence is not None:
+            attached = attach_evidence(index.layout, evidence, target, access=access, jobs=jobs)
     except PolyarchError as exc:
         if target.kind is not TargetKind.CONFIGURED:
             raise
         # Name the registry table, so a user with several knows which one to fix.
         raise type(exc)(f"registry {target.name}: {exc.message}", hint=exc.hint) from exc
-    return Published(target, result, time.perf_counter() - start)
+    return Published(target, result, time.perf_counter() - start, tuple(attached))

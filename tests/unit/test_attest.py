@@ -529,7 +529,7 @@ def test_sign_refuses_evidence_that_does_not_match_the_image(
     document = load(path)
     document["packages"] = [p for p in document["packages"] if p["name"] != "mawk"]
     path.write_text(json.dumps(document))
-    code, out, err = cli("sign", project.result, "--key", tmp_path / "k.key")
+    code, _out, err = cli("sign", project.result, "--key", tmp_path / "k.key")
     assert code == 17
     assert "the SPDX SBOM lacks packages the image's status.d has: mawk 1.3.4-1 (amd64)" in err
     assert not list((project.result / "sbom").glob("*.dsse.json"))

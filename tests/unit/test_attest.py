@@ -406,3 +406,20 @@ def test_verify_without_signatures_says_how_to_sign(
     build(cli, project, tmp_path / "cache")
     code, text = verify(cli, project.result, tmp_path / "k.pub")
     assert code == 17 and "no signed SPDX statement found (sign with polyarch sign" in text
+
+
+def test_cache_verify_reports_damaged_facts_and_repair_removes_them(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    from polyarch.cache import Cache
+    from polyarch.workflows.cache import verify_cache
+
+    build(cli, project, tmp_path / "cache")
+    cache = Cache(tmp_path / "cache")
+    key, path = next(iter(cache.entries("facts")))  # type: ignore[arg-type]
+    path.write_bytes(b"{not json")
+    report = verify_cache(cache, repair=True)
+    assert [(p.kind, p.key, p.reason) for p in report.problems] == [
+        ("facts", key, "not package facts (of this version)")
+    ]
+    assert not path.exists()

@@ -226,8 +226,10 @@ def _term(name: str, package: str, refs: dict[str, str]) -> str:
                 end = stop + 1
         out.append(_one_license(word, exception, package, refs))
         i = end
-    if out and out[-1] in ("OR", "AND"):
-        out.pop()
+    operators = out[1::2]
+    if len(out) % 2 == 0 or any(op not in ("OR", "AND") for op in operators):
+        # Not LICENSE (op LICENSE)*, e.g. "ISC and/or LGPL-2.1+": one unknown name as written.
+        return _one_license(name, None, package, refs)
     return " ".join(out)
 
 

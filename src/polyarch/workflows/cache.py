@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyarch.attest.facts import read_facts
 from polyarch.cache import LOCKS_DIR, Cache, Kind
 from polyarch.debian.index import cache_key as index_cache_key
 from polyarch.debian.index import is_valid_cached_index
@@ -147,6 +148,8 @@ def _check_entry(cache: Cache, kind: Kind, key: str, path: Path, bad_blobs: set[
             return ""  # never read by this version; prune removes it
         if not is_valid_cached_index(path):
             return "not a parsed index"
+    if kind == Kind.FACTS and read_facts(path) is None:
+        return "not package facts (of this version)"
     return ""
 
 

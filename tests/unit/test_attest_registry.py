@@ -19,7 +19,8 @@ from registry_server import REGISTRY, SKOPEO, RunningRegistry, run_registry, sko
 
 from polyarch.attest.keys import load_public_key
 from polyarch.platforms import parse_system
-from polyarch.registry.referrers import Artifact, ArtifactLayer, Connection, Subject, attach
+from polyarch.reference import parse_reference
+from polyarch.registry.referrers import Artifact, ArtifactLayer, Subject, attach
 from polyarch.workflows.attach import evidence_artifacts
 
 pytestmark = [
@@ -169,8 +170,8 @@ def test_an_sbom_for_another_digest_fails_verification(
     # The arm64 image's signed evidence, attached to the amd64 image.
     sbom = project.config.parent / "result" / "hello" / "sbom"
     artifacts = evidence_artifacts(sbom, ARM, "1970-01-01T00:00:00Z")
-    connection = Connection(registry.host, "hello", plain_http=True)
-    attach(connection, Subject(x86["mediaType"], x86["digest"], x86["size"]), artifacts)
+    repository = parse_reference(f"http://{registry.host}/hello")
+    attach(repository, Subject(x86["mediaType"], x86["digest"], x86["size"]), artifacts)
     code, text = verify(cli, f"{ref}:latest", tmp_path / "k.pub", tmp_path, monkeypatch)
     assert code == 17
     assert f"is about {arm_digest}, not this image ({x86['digest']})" in text
@@ -187,9 +188,9 @@ def test_a_second_push_replaces_its_own_referrers_and_keeps_other_kinds(
     index = raw(f"{ref}:latest")
     entry = next(m for m in index["manifests"] if m["digest"] == subject)
     notes = Artifact("notes", "application/example", (ArtifactLayer("text/plain", b"hi"),))
-    connection = Connection(registry.host, "hello", plain_http=True)
+    repository = parse_reference(f"http://{registry.host}/hello")
     (note_digest,) = attach(
-        connection, Subject(entry["mediaType"], subject, entry["size"]), [notes]
+        repository, Subject(entry["mediaType"], subject, entry["size"]), [notes]
     ).artifacts
     push(cli, project, tmp_path, ref, "--sign-key", tmp_path / "k.key", "--no-build")
     listed = raw(f"{ref}:{subject.replace(':', '-')}")["manifests"]

@@ -130,13 +130,21 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
         yield factory
 
 
-def write_project(directory: Path, url: str, keyring: Path, containers: str) -> Path:
-    """A containers.toml for a served test repository; returns its path."""
+ONE_SOURCE = "[sources.updates]\nenable = false\n\n[sources.security]\nenable = false\n\n"
+"""The served test repository alone: bookworm's default -updates and -security switched off."""
+
+
+def write_project(
+    directory: Path, url: str, keyring: Path, containers: str, sources: str = ONE_SOURCE
+) -> Path:
+    """A containers.toml for a served test repository (and ``sources`` tables); returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "containers.toml"
     path.write_text(
         f'[repository]\nurl = "{url}"\nkeyring = "{keyring}"\nsuite = "bookworm"\n\n'
-        '[defaults]\nsystems = ["x86_64-linux", "aarch64-linux"]\n\n' + containers
+        + sources
+        + '[defaults]\nsystems = ["x86_64-linux", "aarch64-linux"]\n\n'
+        + containers
     )
     return path
 

@@ -115,7 +115,7 @@ class BuildEvidence:
         lock = self.session.lock
         entry = lock.containers.get(self.container.name) if lock else None
         locked = entry.systems.get(system.name) if entry else None
-        return locked.codename if locked else self.session.config.repository.suite
+        return locked.sources[0].codename if locked else self.session.config.repository.suite
 
     def dependencies(self, image: SystemImage) -> list[ResolvedDependency]:
         """The provenance's resolved dependencies: Release file, indexes, .debs, the lock."""
@@ -154,7 +154,7 @@ class BuildEvidence:
         if lock is not None:
             entry = lock.containers.get(self.container.name)
             locked = entry.systems.get(system.name) if entry else None
-            return dict(locked.indexes) if locked else {}
+            return dict(locked.sources[0].indexes) if locked else {}
         return self.session.repository.index_hashes(system.debian_arch)
 
     def documents(self, image: SystemImage) -> dict[EvidenceKind, dict[str, Any]]:

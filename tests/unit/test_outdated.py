@@ -11,7 +11,7 @@ from cacheproject import ARCHES, CONTAINERS, tool_specs
 from conftest import RepoFactory, write_project
 from debrepo import DebSpec, TestKey, TestRepo
 
-from polyarch.errors import REBUILD_NEEDED, LockError
+from polyarch.errors import REBUILD_NEEDED, LockError, PolyarchError
 from polyarch.lock import LOCK_SCHEMA, read_lock
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -171,3 +171,10 @@ def test_a_lock_of_the_old_schema_says_to_run_lock_update(
     lock.write_text("schema = 3\n")
     code, _, err = run(cli, path, tmp_path, "build", "fd", "--locked", "--out", tmp_path / "o")
     assert code == LockError.exit_code and "written by a newer polyarch" in err
+
+
+def test_the_rebuild_status_is_no_errors_exit_code() -> None:
+    def codes(cls: type[PolyarchError]) -> set[int]:
+        return {cls.exit_code}.union(*(codes(sub) for sub in cls.__subclasses__()))
+
+    assert REBUILD_NEEDED not in codes(PolyarchError) | {0, 1, 2, 130, 141}

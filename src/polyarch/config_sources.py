@@ -137,7 +137,7 @@ def _spec(name: str, table: SourceConfig, main: SourceSpec, defaults: bool) -> S
         suite=suite,
         components=table.components or (main.components if kind != "extra" else ("main",)),
         url=table.url,
-        keyring=table.keyring or (main.keyring if same or kind == "updates" else None),
+        keyring=table.keyring or (main.keyring if kind != "security" else None),
         priority=table.priority,
         snapshot=table.snapshot or (main.snapshot if inherit or kind == "security" else None),
         snapshot_url=table.snapshot_url or (inherit.snapshot_url if inherit else None),

@@ -62,6 +62,7 @@ def test_extra_sources_follow_in_file_order_and_inherit_from_the_main_archive() 
     assert backports.components == ("main",)
     vendor = by_name["vendor"]
     assert (vendor.same_archive, vendor.keyring) == (False, "/vendor.gpg")
+    assert by_name["updates"].keyring == "/k.gpg"
     assert by_name["updates"].components == ("main", "contrib")
     assert by_name["security"].keyring is None  # its own archive: found in the host's apt
     assert by_name["security"].is_security and not by_name["updates"].is_security

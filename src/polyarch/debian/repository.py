@@ -213,9 +213,8 @@ class Repository:
                 self._release = self._fetch_release()
             except PolyarchError as exc:
                 # Several sources are read side by side: say which one failed.
-                raise type(exc)(
-                    f"source {self.source.name!r}: {exc.message}", hint=exc.hint
-                ) from exc
+                hint = exc.hint.replace("[repository]", self._table) if exc.hint else None
+                raise type(exc)(f"source {self.source.name!r}: {exc.message}", hint=hint) from exc
         return self._release
 
     def priority(self) -> int:

@@ -262,7 +262,7 @@ def _other_source(
         url, signed_by = _security_archive(spec, main, entries)
     if spec.keyring:
         keyring = Path(spec.keyring).expanduser()
-    elif spec.same_archive or spec.kind == "updates":
+    elif spec.kind != "security":
         keyring = main.keyring
     elif signed_by and signed_by.startswith("/") and "\n" not in signed_by:
         keyring = Path(signed_by)

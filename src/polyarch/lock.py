@@ -238,27 +238,8 @@ def locked_resolutions(
     or when a requested system was never locked. ``sources`` (as configured
     here) complete the records of the sources: a lock holds no mirror URL.
     """
+    entry = _fitting_entry(lock, config, container)
     update = f"run `polyarch lock --update {container.name}`"
-    entry = lock.containers.get(container.name)
-    if entry is None:
-        raise LockError(
-            f"containers.lock has no entry for container {container.name!r}",
-            hint=f"run `polyarch lock` to add it ({update.removeprefix('run ')} also works)",
-        )
-    if inputs_sha256(entry.inputs) != entry.inputs_sha256:
-        raise LockError(
-            f"containers.lock entry of {container.name!r} was edited by hand "
-            "(its inputs do not match inputs_sha256)",
-            hint=update,
-        )
-    wanted = container_inputs(config, container)
-    changed = _changed_inputs(entry.inputs, wanted)
-    if changed:
-        raise LockError(
-            f"containers.lock does not match containers.toml for {container.name!r}: "
-            + "; ".join(changed),
-            hint=update,
-        )
     results: dict[System, Resolution] = {}
     for system in systems:
         locked = entry.systems.get(system.name)
@@ -288,6 +269,32 @@ def locked_resolutions(
             ),
         )
     return results
+
+
+def _fitting_entry(lock: Lock, config: Config, container: Container) -> LockedContainer:
+    """The lock entry of ``container``, if it is there, intact and made for this config."""
+    update = f"run `polyarch lock --update {container.name}`"
+    entry = lock.containers.get(container.name)
+    if entry is None:
+        raise LockError(
+            f"containers.lock has no entry for container {container.name!r}",
+            hint=f"run `polyarch lock` to add it ({update.removeprefix('run ')} also works)",
+        )
+    if inputs_sha256(entry.inputs) != entry.inputs_sha256:
+        raise LockError(
+            f"containers.lock entry of {container.name!r} was edited by hand "
+            "(its inputs do not match inputs_sha256)",
+            hint=update,
+        )
+    wanted = container_inputs(config, container)
+    changed = _changed_inputs(entry.inputs, wanted)
+    if changed:
+        raise LockError(
+            f"containers.lock does not match containers.toml for {container.name!r}: "
+            + "; ".join(changed),
+            hint=update,
+        )
+    return entry
 
 
 def _source_release(locked: LockedRelease, source: Source | None) -> SourceRelease:

@@ -267,7 +267,7 @@ def _other_source(
     elif signed_by and signed_by.startswith("/") and "\n" not in signed_by:
         keyring = Path(signed_by)
     else:
-        keyring = DEFAULT_KEYRING
+        keyring = DEFAULT_KEYRING if DEFAULT_KEYRING.is_file() else BUNDLED_KEYRING
     if not keyring.is_file():
         raise ConfigError(
             f"keyring {keyring} of {table} does not exist",

@@ -8,6 +8,7 @@ import pytest
 from test_config import located
 
 from polyarch.config import parse_config
+from polyarch.debian.keys import BUNDLED_KEYRING
 from polyarch.debian.sources import DEFAULT_KEYRING, find_sources
 from polyarch.errors import ConfigError, MirrorError
 
@@ -216,6 +217,21 @@ def test_the_security_archive_comes_from_the_hosts_apt_sources(
         ("security", SECURITY, "bookworm-security", vendor_key),
     ]
     assert [s.security for s in sources] == [False, False, True]
+
+
+def test_a_signed_by_keyring_that_is_not_here_falls_back_to_debians_keys(
+    tmp_path: Path, keyring: Path
+) -> None:
+    # A copied apt configuration (or a Mac's hidden keyrings): Debian's keys judge instead.
+    apt = apt_dir(
+        tmp_path,
+        f"Types: deb\nURIs: {SECURITY}\nSuites: bookworm-security\nComponents: main\n"
+        f"Signed-By: {tmp_path / 'gone.gpg'}\n",
+    )
+    config = parse(f'[repository]\nurl = "{MIRROR}"\nkeyring = "{keyring}"\n' + FD)
+    security = find_sources(config, apt_dir=apt)[2]
+    assert security.url == SECURITY
+    assert security.keyring in (DEFAULT_KEYRING, BUNDLED_KEYRING)
 
 
 def test_another_releases_security_entry_serves_this_release_too(

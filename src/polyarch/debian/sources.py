@@ -264,9 +264,11 @@ def _other_source(
         keyring = Path(spec.keyring).expanduser()
     elif spec.kind != "security":
         keyring = main.keyring
-    elif signed_by and signed_by.startswith("/") and "\n" not in signed_by:
+    elif signed_by and signed_by.startswith("/") and Path(signed_by).is_file():
         keyring = Path(signed_by)
     else:
+        # Also when the apt source's Signed-By is not here (a copied apt configuration):
+        # Debian's keys verify Debian's security archive, and refuse anything else.
         keyring = DEFAULT_KEYRING if DEFAULT_KEYRING.is_file() else BUNDLED_KEYRING
     if not keyring.is_file():
         raise ConfigError(

@@ -98,7 +98,7 @@ def test_two_sources_with_different_keys_give_the_security_fix(
     make_repo: RepoFactory, other_key: TestKey, tmp_path: Path
 ) -> None:
     main = main_repo(make_repo)
-    _, security_url = security_repo(
+    security, security_url = security_repo(
         make_repo, other_key, [libc("2.36-9+deb12u1", a) for a in ARCHES]
     )
     path = project(tmp_path, main, NO_UPDATES + table("security", security_url, other_key.keyring))
@@ -110,6 +110,22 @@ def test_two_sources_with_different_keys_give_the_security_fix(
     by_name = {p.record.name: p for p in result.systems[0].resolution.packages}
     assert by_name["libc6"].record.filename.startswith("pool/updates/main/")
     assert [s.name for s in result.systems[0].resolution.sources] == ["main", "security"]
+    # The provenance cites each archive's InRelease and each .deb at its own archive.
+    provenance = json.loads((result.path / "sbom" / "x86_64-linux.provenance.json").read_text())
+    cited = {
+        d["uri"]: d["digest"]["sha256"]
+        for d in provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+    }
+    inrelease = (security.dist / "InRelease").read_bytes()
+    assert cited[f"{security_url}/dists/bookworm-security/InRelease"] == (
+        hashlib.sha256(inrelease).hexdigest()
+    )
+    libc6 = by_name["libc6"].record
+    assert cited[f"{security_url}/{libc6.filename}"] == libc6.sha256
+    bash = by_name["bash"].record
+    assert cited[f"{main[1]}/{bash.filename}"] == bash.sha256
+    parameters = provenance["predicate"]["buildDefinition"]["externalParameters"]
+    assert [s["name"] for s in parameters["sources"]] == ["main", "security"]
 
 
 def test_three_sources_with_three_keys_each_verified_with_its_own(

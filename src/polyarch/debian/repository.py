@@ -170,8 +170,6 @@ class Repository:
         self._now = now or (lambda: datetime.now(UTC))
         self._release: Release | None = None
         self._indexes: dict[str, PackageIndex] = {}
-        self.release_file: tuple[str, str] | None = None
-        """(``InRelease`` or ``Release``, SHA256 of its bytes) once ``release()`` read it (SBOMs)."""
 
     @property
     def client(self) -> httpx.Client:
@@ -254,7 +252,6 @@ class Repository:
             file_sha256=hashlib.sha256(signed).hexdigest(),
         )
         self._check_current(release, where)
-        self.release_file = (release.file_name, release.file_sha256)
         return release
 
     def _require(self, response: httpx.Response, url: str) -> bytes:

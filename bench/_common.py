@@ -59,6 +59,14 @@ class Aim:
         """baseline median / our median must be at least ``ratio``."""
         return cls(f"ratio >= {ratio:g}", lambda row: (row.ratio or 0.0) >= ratio)
 
+    @classmethod
+    def cost_at_most(cls, fraction: float) -> Aim:
+        """Our median may exceed the baseline's by at most ``fraction`` (0.2: 20 %)."""
+        return cls(
+            f"<= +{fraction:.0%} of baseline",
+            lambda row: (row.ratio or 0.0) >= 1 / (1 + fraction),
+        )
+
 
 @dataclass
 class Row:

@@ -58,6 +58,12 @@ def other_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
     return TestKey(tmp_path_factory.mktemp("gnupg-other"), uid="stranger <x@example.invalid>")
 
 
+@pytest.fixture(scope="session")
+def third_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    """A third key, for a third source (a vendor's repository) that signs with its own."""
+    return TestKey(tmp_path_factory.mktemp("gnupg-third"), uid="vendor <v@example.invalid>")
+
+
 def base_packages(arch: str) -> list[DebSpec]:
     """A miniature bash + coreutils + libc6 world with the real dependency shape."""
     return [
@@ -113,11 +119,21 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
             arches: tuple[str, ...] = ("amd64", "arm64"),
             with_base: bool = True,
             key: TestKey | None = None,
+            suite: str = "bookworm",
+            release_fields: dict[str, str] | None = None,
+            pool: str = "pool",
             **publish: object,
         ) -> tuple[TestRepo, str]:
             nonlocal count
             count += 1
-            repo = TestRepo(tmp_path / f"repo{count}", key or test_key, arches=arches)
+            repo = TestRepo(
+                tmp_path / f"repo{count}",
+                key or test_key,
+                suite=suite,
+                arches=arches,
+                release_fields=release_fields,
+                pool=pool,
+            )
             for arch in arches:
                 for spec in base_packages(arch) if with_base else []:
                     repo.add(spec)
@@ -130,13 +146,21 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
         yield factory
 
 
-def write_project(directory: Path, url: str, keyring: Path, containers: str) -> Path:
-    """A containers.toml for a served test repository; returns its path."""
+ONE_SOURCE = "[sources.updates]\nenable = false\n\n[sources.security]\nenable = false\n\n"
+"""The served test repository alone: bookworm's default -updates and -security switched off."""
+
+
+def write_project(
+    directory: Path, url: str, keyring: Path, containers: str, sources: str = ONE_SOURCE
+) -> Path:
+    """A containers.toml for a served test repository (and ``sources`` tables); returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "containers.toml"
     path.write_text(
         f'[repository]\nurl = "{url}"\nkeyring = "{keyring}"\nsuite = "bookworm"\n\n'
-        '[defaults]\nsystems = ["x86_64-linux", "aarch64-linux"]\n\n' + containers
+        + sources
+        + '[defaults]\nsystems = ["x86_64-linux", "aarch64-linux"]\n\n'
+        + containers
     )
     return path
 

@@ -234,15 +234,21 @@ class TestRepo:
         arches: tuple[str, ...] = ("amd64", "arm64"),
         components: tuple[str, ...] = ("main",),
         date: str = "Sat, 20 May 2023 10:00:00 UTC",
+        release_fields: dict[str, str] | None = None,
+        pool: str = "pool",
     ) -> None:
         self.root, self.key, self.suite = root, key, suite
         self.arches, self.components, self.date = arches, components, date
+        self.release_fields = dict(release_fields or {})
+        """Extra Release fields (``NotAutomatic``, ``Label``, ...), written after Date."""
+        self.pool = pool
+        """Where .debs go below the root: ``pool``, or ``pool/updates`` as in a security archive."""
         self._entries: list[_Published] = []
         root.mkdir(parents=True, exist_ok=True)
 
     def add(self, spec: DebSpec, component: str = "main") -> Path:
         """Build ``spec`` with dpkg-deb and list it in the index of its arch (all: every arch)."""
-        deb = build_deb(spec, self.root / "pool" / component / spec.name[0] / spec.name)
+        deb = build_deb(spec, self.root / self.pool / component / spec.name[0] / spec.name)
         control = spec.control()
         self._index(deb, control, spec.arch, component)
         return deb
@@ -257,7 +263,7 @@ class TestRepo:
         extra: str = "",
     ) -> Path:
         """List a hand-made .deb (see ``raw_deb``)."""
-        path = self.root / "pool" / component / name[0] / name / f"{name}_{version}_{arch}.deb"
+        path = self.root / self.pool / component / name[0] / name / f"{name}_{version}_{arch}.deb"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(deb)
         control = f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n{extra}"
@@ -306,6 +312,7 @@ class TestRepo:
             f"Suite: {self.suite}",
             f"Codename: {self.suite}",
             f"Date: {self.date}",
+            *(f"{k}: {v}" for k, v in self.release_fields.items()),
             f"Architectures: {' '.join(self.arches)}",
             f"Components: {' '.join(self.components)}",
             "SHA256:",

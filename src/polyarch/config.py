@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from polyarch import config_rules as rules
+from polyarch import config_sources
 from polyarch.config_rules import InvalidValue
 from polyarch.errors import ConfigError, UnknownContainerError
 from polyarch.platforms import System
-from polyarch.tomlkeys import deepest_line, dotted, line_of
+from polyarch.tomlkeys import deepest_line, dotted, kind_names, kind_of, line_of
 
 CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
@@ -74,6 +75,8 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     tags: tuple[str, ...] | None = None
     sbom_in_image: bool | None = None
     """Put the image's SPDX document inside it (off by default: it changes the digest)."""
+    pins: dict[str, str] | None = None
+    """Package → source name or suite it must come from (as apt's ``pkg/release``)."""
 
 
 class DefaultsConfig(_ContainerFields, frozen=True, kw_only=True):
@@ -82,6 +85,7 @@ class DefaultsConfig(_ContainerFields, frozen=True, kw_only=True):
 
 class ContainerSpec(_ContainerFields, frozen=True, kw_only=True):
     package: str
+    """A package name, or ``name/release`` to take it from one source."""
     command: str | None = None
     """Binary the entrypoint runs (name on PATH or absolute path); default: package name."""
     packages: tuple[str, ...] = ()
@@ -95,6 +99,8 @@ class ContainerSpec(_ContainerFields, frozen=True, kw_only=True):
 
 class _File(_Strict, frozen=True, kw_only=True):
     repository: RepositoryConfig = msgspec.field(default_factory=RepositoryConfig)
+    sources: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Validated one by one into config_sources.SourceConfig, so errors can name the source."""
     defaults: DefaultsConfig = msgspec.field(default_factory=DefaultsConfig)
     containers: dict[str, Any] = msgspec.field(default_factory=dict)
     """Validated one by one into ContainerSpec, so errors can name the container."""
@@ -133,6 +139,8 @@ class Container:
     registries: tuple[Registry, ...]
     tags: tuple[str, ...]
     sbom_in_image: bool = False
+    pins: tuple[tuple[str, str], ...] = ()
+    """(package, source name) it must come from, sorted: ``pins`` and ``name/release`` roots."""
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -145,6 +153,8 @@ class Config:
     path: Path
     repository: RepositoryConfig
     containers: tuple[Container, ...]
+    sources: tuple[config_sources.SourceSpec, ...] = ()
+    """The enabled package sources, the main one ([repository]) first."""
 
     @property
     def directory(self) -> Path:
@@ -213,6 +223,7 @@ def parse_config(text: str, path: Path) -> Config:
     _refuse_nul(src, raw)
     file = src.convert(raw, _File, ())
     _check_fields(src, ("repository",), file.repository, rules.REPOSITORY_RULES)
+    sources = src.sources(file.repository, file.sources)
     defaults = file.defaults
     _check_fields(src, ("defaults",), defaults, rules.FIELD_RULES)
     default_registries = src.registries(defaults.registries, ("defaults",))
@@ -229,8 +240,12 @@ def parse_config(text: str, path: Path) -> Config:
             src.check(
                 (*origin, "registries", reg_name, "repo"), rules.repository_of, reg.repo, name
             )
-        containers.append(_apply_defaults(name, spec, defaults, registries))
-    return Config(path=path, repository=file.repository, containers=tuple(containers))
+        pins = {**(defaults.pins or {}), **(spec.pins or {})}
+        roots = src.check(
+            where, config_sources.container_roots, spec.package, spec.packages, pins, sources
+        )
+        containers.append(_apply_defaults(name, spec, defaults, registries, roots))
+    return Config(path, file.repository, tuple(containers), sources)
 
 
 def _pick(value: _T | None, default: _T | None, fallback: _T) -> _T:
@@ -242,14 +257,18 @@ def _pick(value: _T | None, default: _T | None, fallback: _T) -> _T:
 
 
 def _apply_defaults(
-    name: str, spec: ContainerSpec, d: DefaultsConfig, registries: dict[str, RegistryConfig]
+    name: str,
+    spec: ContainerSpec,
+    d: DefaultsConfig,
+    registries: dict[str, RegistryConfig],
+    roots: config_sources.Roots,
 ) -> Container:
     """The container as later stages see it; every value was checked where it is written."""
     return Container(
         name=name,
-        package=spec.package,
-        command=spec.command if spec.command is not None else spec.package,
-        packages=spec.packages,
+        package=roots.package,
+        command=spec.command if spec.command is not None else roots.package,
+        packages=roots.packages,
         systems=rules.systems(_pick(spec.systems, d.systems, DEFAULT_SYSTEMS)),
         base=_pick(spec.base, d.base, DEFAULT_BASE),
         exclude=tuple(sorted({*(d.exclude or ()), *(spec.exclude or ())})),
@@ -269,6 +288,7 @@ def _apply_defaults(
         ),
         tags=_pick(spec.tags, d.tags, ()),
         sbom_in_image=_pick(spec.sbom_in_image, d.sbom_in_image, False),
+        pins=roots.pins,
     )
 
 
@@ -277,17 +297,6 @@ def _apply_defaults(
 
 _R = TypeVar("_R")
 _MSGSPEC_AT = re.compile(r" - at `\$((?:\.[^.`\[]+|\[[^\]`]*\])*)`$")
-_KINDS = {
-    "str": "a string",
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "array": "a list",
-    "object": "a table",
-    "datetime": "a date-time",
-    "date": "a date",
-    "time": "a time",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +320,7 @@ class _Source:
 
     def convert(self, value: Any, kind: type[_S], keys: tuple[str, ...]) -> _S:
         if not isinstance(value, dict):
-            raise self.error(keys, f"expected a table, got {_kind_of(value)}")
+            raise self.error(keys, f"expected a table, got {kind_of(value)}")
         try:
             return msgspec.convert(value, kind)
         except msgspec.ValidationError as exc:
@@ -324,6 +333,18 @@ class _Source:
             name: self.convert(table, RegistryConfig, (*keys, "registries", name))
             for name, table in (tables or {}).items()
         }
+
+    def sources(
+        self, repository: RepositoryConfig, tables: dict[str, Any]
+    ) -> tuple[config_sources.SourceSpec, ...]:
+        """The enabled sources: each ``[sources.NAME]`` checked, then the defaults applied."""
+        checked: dict[str, config_sources.SourceConfig] = {}
+        for name, table in tables.items():
+            keys = ("sources", name)
+            self.check(keys, rules.source_name, name)
+            checked[name] = self.convert(table, config_sources.SourceConfig, keys)
+            _check_fields(self, keys, checked[name], rules.SOURCE_RULES)
+        return self.check(("sources",), config_sources.effective_sources, repository, checked)
 
     def syntax_error(self, message: str) -> ConfigError:
         """tomllib's "Invalid value (at line 3, column 9)" as ``FILE:3: ...``."""
@@ -358,26 +379,20 @@ class _Source:
             path.append(missing.group(1))
             return self.error(tuple(path), "required key missing")
         if expected := re.fullmatch(r"Expected `([^`]*)`, got `([^`]*)`", what):
-            what = f"expected {_kinds(expected.group(1))}, got {_kinds(expected.group(2))}"
+            what = f"expected {kind_names(expected.group(1))}, got {kind_names(expected.group(2))}"
         return self.error(tuple(path), what)
-
-
-def _kinds(msgspec_types: str) -> str:
-    names = [t.strip() for t in msgspec_types.split("|") if t.strip() != "null"]
-    return " or ".join(_KINDS.get(t, t) for t in names)
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, list | dict):
-        return _KINDS["array" if isinstance(value, list) else "object"]
-    name = type(value).__name__
-    return _KINDS.get(name, name)
 
 
 _KNOWN_KEYS = sorted(
     {
         name
-        for struct in (_File, RepositoryConfig, RegistryConfig, DefaultsConfig, ContainerSpec)
+        for struct in (
+            _File,
+            RepositoryConfig,
+            config_sources.SourceConfig,
+            RegistryConfig,
+            ContainerSpec,
+        )
         for name in struct.__struct_fields__
     }
 )

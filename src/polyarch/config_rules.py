@@ -255,6 +255,81 @@ def url(value: str) -> None:
         )
 
 
+MAIN_SOURCE = "main"
+"""The name the main source (``[repository]``) goes by in locks and output."""
+MAX_PRIORITY = 1000
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_SNAPSHOT_STAMP = re.compile(r"\d{8}T\d{6}Z")
+
+
+def source_name(name: str) -> None:
+    if name == MAIN_SOURCE:
+        raise InvalidValue(
+            "the main source is [repository], not [sources.main]",
+            hint="move these keys to [repository]",
+        )
+    if not _SOURCE_NAME.fullmatch(name):
+        raise InvalidValue(
+            f"{name!r} is not a source name",
+            hint="name sources with up to 32 lowercase letters, digits, '-' and '_', "
+            "e.g. [sources.backports]",
+        )
+
+
+def priority(value: int) -> None:
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidValue(
+            f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, not {value}",
+            hint="500 is apt's default, 100 a backports archive's; below 0 the source is "
+            "used only for what a container pins to it",
+        )
+
+
+def snapshot(stamp: str) -> None:
+    if not _SNAPSHOT_STAMP.fullmatch(stamp):
+        raise InvalidValue(
+            f"{stamp!r} is not a timestamp like 20250520T000000Z",
+            hint="write it as YYYYMMDDTHHMMSSZ (UTC)",
+        )
+
+
+def snapshot_url(template: str) -> None:
+    if "{snapshot}" not in template:
+        raise InvalidValue(
+            f"{template!r} has no {{snapshot}} in it",
+            hint='write it like snapshot_url = "http://HOST/archive/debian/{snapshot}"',
+        )
+    url(template.replace("{snapshot}", "20250520T000000Z"))
+
+
+def root_package(text: str) -> None:
+    """``name`` or ``name/release``: a package, optionally from one source (apt's ``pkg/release``)."""
+    name, slash, release = text.partition("/")
+    package_name(name)
+    if slash:
+        try:
+            suite(release)
+        except InvalidValue:
+            raise InvalidValue(
+                f"{text!r}: {release!r} is not a suite or source name",
+                hint='write it like "fd-find/bookworm-backports"',
+            ) from None
+
+
+def root_packages(texts: tuple[str, ...]) -> None:
+    for text in texts:
+        root_package(text)
+
+
+def pins(table: Mapping[str, str]) -> None:
+    for name, release in table.items():
+        try:
+            package_name(name)
+            suite(release)
+        except InvalidValue as exc:
+            raise InvalidValue(exc.what, hint=exc.hint, at=(name,)) from None
+
+
 EXAMPLES = {
     "package": 'package = "fd-find"',
     "command": 'command = "fdfind" (or an absolute path such as "/usr/bin/fdfind")',
@@ -285,6 +360,9 @@ EXAMPLES = {
     "keyring": 'keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"',
     "snapshot": 'snapshot = "20250520T000000Z"',
     "snapshot_url": 'snapshot_url = "http://HOST/archive/debian/{snapshot}"',
+    "priority": "priority = 100",
+    "pins": 'pins = { systemd = "bookworm-backports" }',
+    "sources": '[sources.backports] suite = "bookworm-backports"',
 }
 
 
@@ -296,9 +374,9 @@ def example_hint(keys: tuple[str, ...]) -> str:
 
 
 FIELD_RULES: dict[str, Callable[[Any], object]] = {
-    "package": package_name,
+    "package": root_package,
     "command": command,
-    "packages": package_names,
+    "packages": root_packages,
     "base": package_names,
     "exclude": package_names,
     "prefer": package_names,
@@ -310,6 +388,7 @@ FIELD_RULES: dict[str, Callable[[Any], object]] = {
     "user": user,
     "expect": regex,
     "tags": tags,
+    "pins": pins,
 }
 """Rules of [defaults] and [containers.NAME] keys; types (``test`` a list of strings, ...)
 are msgspec's, NUL anywhere is refused before, ``registries`` need the container's name."""
@@ -317,4 +396,11 @@ REPOSITORY_RULES: dict[str, Callable[[Any], object]] = {
     "url": url,
     "suite": suite,
     "components": components,
+    "snapshot": snapshot,
+    "snapshot_url": snapshot_url,
 }
+SOURCE_RULES: dict[str, Callable[[Any], object]] = {
+    **REPOSITORY_RULES,
+    "priority": priority,
+}
+"""Rules of ``[sources.NAME]`` keys: those of [repository], and the pin priority."""

@@ -6,6 +6,11 @@ an exit code. Messages are written for the user: what went wrong and what to do.
 
 from __future__ import annotations
 
+REBUILD_NEEDED = 100
+"""Not an error: the documented exit status of ``polyarch outdated`` when a rebuild is due
+(newer packages in the sources than in the lock or the last build). Out of the errors'
+range, as yum/dnf ``check-update`` exit 100 when updates are available."""
+
 
 class PolyarchError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""

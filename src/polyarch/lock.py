@@ -7,11 +7,12 @@ Format: TOML (schema ``LOCK_SCHEMA``), written by hand here so that the order
 is fixed: containers, systems and packages sorted by name, one package per
 line, so a refresh shows in a diff as the lines of the packages that changed.
 Per container it records the inputs of containers.toml that decide the
-closure (suite, components, snapshot, package, packages, base, exclude,
-prefer) and their hash; per container and system the Release's date, suite
-and codename, the SHA256 of each Packages index the closure came from (paths
+closure (each source's name, suite, components, snapshot and priority;
+package, packages, pins, base, exclude, prefer) and their hash; per container
+and system each source read (its Release's date, suite and codename, the
+SHA256 of the signed InRelease, the SHA256 of each Packages index: paths
 below ``dists/SUITE/``, so they hold for any mirror of the archive) and every
-package with its version, architecture, pool path, size and SHA256.
+package with its version, architecture, pool path, size, SHA256 and source.
 
 Trust model. ``polyarch lock`` takes every hash from the chain apt trusts
 (InRelease signature → index hash → package hash). ``--locked`` then does not
@@ -25,26 +26,26 @@ verifies packages downloaded from any other.
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
+from polyarch import tomlwrite as toml
 from polyarch.config import Config, Container
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
-from polyarch.determinism import canonical_json, rfc3339
+from polyarch.debian.sources import Source, SourceRelease
+from polyarch.determinism import canonical_json
 from polyarch.errors import LockError
 from polyarch.files import atomic_write
 from polyarch.platforms import System
 
 LOCK_NAME = "containers.lock"
-LOCK_SCHEMA = 1
+LOCK_SCHEMA = 2
+"""2: several sources (each package names its source; each system lists the sources read)."""
 
 _Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
@@ -65,30 +66,55 @@ class LockedPackage(_Strict, frozen=True, kw_only=True):
     sha256: _Hex64
     base: bool
     """In the closure of the base roots (bash, coreutils, ...) alone."""
+    source: str
+    """The name of the source it comes from (``main`` for [repository])."""
+
+
+class LockedRelease(_Strict, frozen=True, kw_only=True):
+    """One source as a system's closure read it: the signed state of its suite."""
+
+    name: str
+    suite: str
+    codename: str
+    release_date: str
+    """The Release's ``Date``, RFC 3339 UTC."""
+    release_file: str
+    """``InRelease``, or ``Release`` (verified through ``Release.gpg``)."""
+    release_sha256: _Hex64
+    priority: int
+    indexes: dict[str, _Hex64]
+    """Index path below ``dists/SUITE/`` → SHA256 of the file the signed Release lists."""
 
 
 class LockedSystem(_Strict, frozen=True, kw_only=True):
-    """One container's closure on one system, and the archive state it was taken from."""
+    """One container's closure on one system, and the sources' states it was taken from."""
 
     debian_arch: str
-    release_date: str
-    """The Release's ``Date``, RFC 3339 UTC."""
-    suite: str
-    codename: str
-    indexes: dict[str, _Hex64]
-    """Index path below ``dists/SUITE/`` → SHA256 of the file the signed Release lists."""
+    sources: tuple[LockedRelease, ...]
+    """Every source read for this arch, in configuration order."""
     packages: tuple[LockedPackage, ...]
+
+
+class LockedSource(_Strict, frozen=True, kw_only=True):
+    """One configured source, as far as it decides closures (not its mirror URL)."""
+
+    name: str
+    suite: str
+    components: tuple[str, ...]
+    snapshot: str = ""
+    """Empty when the source is not a snapshot."""
+    priority: int | None = None
+    """The configured pin priority; absent: the Release's default."""
 
 
 class LockInputs(_Strict, frozen=True, kw_only=True):
     """What of containers.toml decides a container's closure."""
 
-    suite: str
-    components: tuple[str, ...]
-    snapshot: str
-    """Empty when the repository is not a snapshot."""
+    sources: tuple[LockedSource, ...]
     package: str
     packages: tuple[str, ...]
+    pins: dict[str, str]
+    """Package → the name of the source it is pinned to."""
     base: tuple[str, ...]
     exclude: tuple[str, ...]
     prefer: tuple[str, ...]
@@ -116,13 +142,20 @@ def lock_path(config: Config) -> Path:
 
 def container_inputs(config: Config, container: Container) -> LockInputs:
     """The config values a lock entry is valid for."""
-    repo = config.repository
     return LockInputs(
-        suite=repo.suite,
-        components=tuple(repo.components),
-        snapshot=repo.snapshot or "",
+        sources=tuple(
+            LockedSource(
+                name=s.name,
+                suite=s.suite,
+                components=s.components,
+                snapshot=s.snapshot or "",
+                priority=s.priority,
+            )
+            for s in config.sources
+        ),
         package=container.package,
         packages=tuple(container.packages),
+        pins=dict(container.pins),
         base=tuple(container.base),
         exclude=tuple(container.exclude),
         prefer=tuple(container.prefer),
@@ -134,15 +167,8 @@ def inputs_sha256(inputs: LockInputs) -> str:
     return hashlib.sha256(canonical_json(msgspec.to_builtins(inputs))).hexdigest()
 
 
-def locked_system(
-    resolution: Resolution,
-    *,
-    release_date: datetime,
-    suite: str,
-    codename: str,
-    indexes: dict[str, str],
-) -> LockedSystem:
-    """The lock entry of one resolved system."""
+def locked_system(resolution: Resolution) -> LockedSystem:
+    """The lock entry of one resolved system (its ``sources`` filled in)."""
     packages = sorted(
         (
             LockedPackage(
@@ -153,6 +179,7 @@ def locked_system(
                 size=p.record.size,
                 sha256=p.record.sha256,
                 base=p.base,
+                source=p.source,
             )
             for p in resolution.packages
         ),
@@ -160,12 +187,15 @@ def locked_system(
     )
     return LockedSystem(
         debian_arch=resolution.system.debian_arch,
-        release_date=rfc3339(int(release_date.timestamp())),
-        suite=suite,
-        codename=codename,
-        indexes=dict(sorted(indexes.items())),
+        sources=tuple(
+            LockedRelease(indexes=dict(s.indexes), **{f: getattr(s, f) for f in _RELEASE_FIELDS})
+            for s in resolution.sources
+        ),
         packages=tuple(packages),
     )
+
+
+_RELEASE_FIELDS = tuple(f for f in LockedRelease.__struct_fields__ if f != "indexes")
 
 
 def locked_container(
@@ -195,14 +225,54 @@ def is_current(entry: LockedContainer | None, config: Config, container: Contain
 
 
 def locked_resolutions(
-    lock: Lock, config: Config, container: Container, systems: Sequence[System]
+    lock: Lock,
+    config: Config,
+    container: Container,
+    systems: Sequence[System],
+    sources: Sequence[Source] = (),
 ) -> dict[System, Resolution]:
     """The locked closures of ``container`` as resolutions; LockError if the lock does not fit.
 
     The lock no longer fits when the container is missing from it, when an
-    input (``package``, ``base``, ``suite``, ...) changed in containers.toml,
-    or when a requested system was never locked.
+    input (``package``, ``base``, ``sources``, ...) changed in containers.toml,
+    or when a requested system was never locked. ``sources`` (as configured
+    here) complete the records of the sources: a lock holds no mirror URL.
     """
+    entry = _fitting_entry(lock, config, container)
+    update = f"run `polyarch lock --update {container.name}`"
+    results: dict[System, Resolution] = {}
+    for system in systems:
+        locked = entry.systems.get(system.name)
+        if locked is None:
+            raise LockError(
+                f"containers.lock has no {system.name} packages for {container.name!r}",
+                hint=update,
+            )
+        if locked.debian_arch != system.debian_arch:
+            raise LockError(
+                f"containers.lock lists {locked.debian_arch} packages for {system.name} "
+                f"({system.debian_arch}) in {container.name!r}",
+                hint=update,
+            )
+        results[system] = Resolution(
+            system=system,
+            container=container.name,
+            packages=tuple(
+                ResolvedPackage(record=_record(p), required_by=(), base=p.base, source=p.source)
+                for p in locked.packages
+            ),
+            excluded=(),
+            warnings=(),
+            sources=tuple(
+                _source_release(s, next((c for c in sources if c.name == s.name), None))
+                for s in locked.sources
+            ),
+        )
+    return results
+
+
+def _fitting_entry(lock: Lock, config: Config, container: Container) -> LockedContainer:
+    """The lock entry of ``container``, if it is there, intact and made for this config."""
     update = f"run `polyarch lock --update {container.name}`"
     entry = lock.containers.get(container.name)
     if entry is None:
@@ -224,31 +294,17 @@ def locked_resolutions(
             + "; ".join(changed),
             hint=update,
         )
-    results: dict[System, Resolution] = {}
-    for system in systems:
-        locked = entry.systems.get(system.name)
-        if locked is None:
-            raise LockError(
-                f"containers.lock has no {system.name} packages for {container.name!r}",
-                hint=update,
-            )
-        if locked.debian_arch != system.debian_arch:
-            raise LockError(
-                f"containers.lock lists {locked.debian_arch} packages for {system.name} "
-                f"({system.debian_arch}) in {container.name!r}",
-                hint=update,
-            )
-        results[system] = Resolution(
-            system=system,
-            container=container.name,
-            packages=tuple(
-                ResolvedPackage(record=_record(p), required_by=(), base=p.base)
-                for p in locked.packages
-            ),
-            excluded=(),
-            warnings=(),
-        )
-    return results
+    return entry
+
+
+def _source_release(locked: LockedRelease, source: Source | None) -> SourceRelease:
+    return SourceRelease(
+        url=source.url if source else "",
+        components=source.components if source else (),
+        indexes=tuple(sorted(locked.indexes.items())),
+        security=bool(source and source.security),
+        **{f: getattr(locked, f) for f in _RELEASE_FIELDS},
+    )
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -263,39 +319,35 @@ def _record(p: LockedPackage) -> PackageRecord:
 
 
 def _changed_inputs(old: LockInputs, new: LockInputs) -> list[str]:
-    """``key: old → new`` for every input that differs, in field order."""
+    """``key old → new`` for every input that differs, in field order; sources one by one."""
     changes: list[str] = []
     for name in LockInputs.__struct_fields__:
         before, after = getattr(old, name), getattr(new, name)
-        if before != after:
+        if name == "sources":
+            changes += _changed_sources(before, after)
+        elif before != after:
             changes.append(f"{name} {_show(before)} → {_show(after)}")
     return changes
 
 
+def _changed_sources(old: tuple[LockedSource, ...], new: tuple[LockedSource, ...]) -> list[str]:
+    before, after = {s.name: s for s in old}, {s.name: s for s in new}
+    changes = [f"source {n} added" for n in after if n not in before]
+    changes += [f"source {n} removed" for n in before if n not in after]
+    for name in before.keys() & after.keys():
+        for field in LockedSource.__struct_fields__:
+            a, b = getattr(before[name], field), getattr(after[name], field)
+            if a != b:
+                changes.append(f"source {name}: {field} {_show(a)} → {_show(b)}")
+    if not changes and old != new:
+        changes.append("sources reordered")
+    return sorted(changes)
+
+
 def _show(value: object) -> str:
     if isinstance(value, tuple):
-        return "[" + ", ".join(repr(v) for v in value) + "]"
+        return "[" + ", ".join(_show(v) for v in value) + "]"
     return repr(value)
-
-
-def lock_changes(old: LockedContainer | None, new: LockedContainer) -> list[str]:
-    """What a refresh changed, one line each: ``SYSTEM: + name version``, ``- ...``, ``name a → b``."""
-    lines: list[str] = []
-    for system, entry in new.systems.items():
-        before = {
-            p.name: p
-            for p in (old.systems[system].packages if old and system in old.systems else ())
-        }
-        after = {p.name: p for p in entry.packages}
-        for name in sorted(before.keys() | after.keys()):
-            a, b = before.get(name), after.get(name)
-            if a is None and b is not None:
-                lines.append(f"{system}: + {name} {b.version}")
-            elif b is None and a is not None:
-                lines.append(f"{system}: - {name} {a.version}")
-            elif a is not None and b is not None and a.sha256 != b.sha256:
-                lines.append(f"{system}: {name} {a.version} → {b.version}")
-    return lines
 
 
 # --- reading and writing ---------------------------------------------------------------
@@ -318,14 +370,35 @@ def read_lock(path: Path) -> Lock:
         raise LockError(f"{path}: not valid TOML: {exc}", hint=regenerate) from exc
     schema = raw.get("schema")
     if schema != LOCK_SCHEMA:
+        older = isinstance(schema, int) and not isinstance(schema, bool) and schema < LOCK_SCHEMA
         raise LockError(
             f"{path} has schema {schema!r}; this polyarch reads schema {LOCK_SCHEMA}",
-            hint="run `polyarch lock --update` to rewrite it",
+            hint="run `polyarch lock --update` to rewrite it"
+            if older
+            else "it was written by a newer polyarch: upgrade polyarch, or run "
+            "`polyarch lock --update` to rewrite it",
         )
     try:
         return msgspec.convert(raw, Lock)
     except msgspec.ValidationError as exc:
         raise LockError(f"{path}: {exc}", hint=regenerate) from exc
+
+
+def previous_entries(path: Path) -> dict[str, LockedContainer]:
+    """The entries of the lock at ``path`` that ``polyarch lock`` may keep.
+
+    None of a lock of an older schema can be kept (``lock --update`` rewrites
+    it whole); a missing lock has none; any other unreadable lock is a LockError.
+    """
+    if not path.exists():
+        return {}
+    try:
+        schema = tomllib.loads(path.read_text(encoding="utf-8")).get("schema")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        schema = None
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema < LOCK_SCHEMA:
+        return {}
+    return read_lock(path).containers
 
 
 def write_lock(path: Path, lock: Lock) -> None:
@@ -344,71 +417,20 @@ _HEADER = """\
 
 
 def render_lock(lock: Lock) -> str:
-    """The TOML text of ``lock``: sorted, one package per line, byte-stable."""
+    """The TOML text of ``lock``: sorted, one package (and one source) per line, byte-stable."""
     out = [_HEADER, f"schema = {lock.schema}\n"]
     for name, entry in sorted(lock.containers.items()):
-        table = f"containers.{_key(name)}"
-        out.append(f"\n[{table}]\ninputs_sha256 = {_str(entry.inputs_sha256)}\n")
+        table = f"containers.{toml.key(name)}"
+        out.append(f"\n[{table}]\ninputs_sha256 = {toml.string(entry.inputs_sha256)}\n")
         out.append(f"\n[{table}.inputs]\n")
         for field in LockInputs.__struct_fields__:
-            out.append(f"{field} = {_value(getattr(entry.inputs, field))}\n")
+            value = getattr(entry.inputs, field)
+            out.append(
+                f"{field} = {toml.lines(value) if field == 'sources' else toml.value(value)}\n"
+            )
         for system, locked in sorted(entry.systems.items()):
-            out.append(f"\n[{table}.systems.{_key(system)}]\n")
-            out.append(f"debian_arch = {_str(locked.debian_arch)}\n")
-            out.append(f"release_date = {_str(locked.release_date)}\n")
-            out.append(f"suite = {_str(locked.suite)}\n")
-            out.append(f"codename = {_str(locked.codename)}\n")
-            indexes = ", ".join(f"{_key(k)} = {_str(v)}" for k, v in sorted(locked.indexes.items()))
-            out.append(f"indexes = {{ {indexes} }}\n" if indexes else "indexes = {}\n")
-            out.append("packages = [\n")
-            for p in locked.packages:
-                fields = ", ".join(
-                    f"{f} = {_value(getattr(p, f))}" for f in LockedPackage.__struct_fields__
-                )
-                out.append(f"  {{ {fields} }},\n")
-            out.append("]\n")
+            out.append(f"\n[{table}.systems.{toml.key(system)}]\n")
+            out.append(f"debian_arch = {toml.string(locked.debian_arch)}\n")
+            out.append(f"sources = {toml.lines(locked.sources)}\n")
+            out.append(f"packages = {toml.lines(locked.packages)}\n")
     return "".join(out)
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _str(key)
-
-
-def _str(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return _str(value)
-    if isinstance(value, Iterable):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to containers.lock")
-
-
-@dataclass(frozen=True, slots=True)
-class LockUpdate:
-    """What ``polyarch lock`` did to one container."""
-
-    name: str
-    action: str
-    """``locked`` (new), ``updated`` (re-resolved), ``unchanged`` (kept as is) or ``removed``."""
-    changes: tuple[str, ...] = ()

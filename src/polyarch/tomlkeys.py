@@ -15,6 +15,7 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 _BLANK = re.compile(r"(?:[ \t\r\n]|#[^\n]*)*")
 _KEY_PART = re.compile(
@@ -151,3 +152,31 @@ def deepest_line(text: str) -> int:
             depth -= 1
         pos = m.end()
     return bisect.bisect_left(newlines, where) + 1
+
+
+_KINDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "datetime": "a date-time",
+    "date": "a date",
+    "time": "a time",
+}
+"""How messages name a TOML value's kind (from msgspec's or Python's type names)."""
+
+
+def kind_names(msgspec_types: str) -> str:
+    """msgspec's ``str | null`` as ``a string``."""
+    names = [t.strip() for t in msgspec_types.split("|") if t.strip() != "null"]
+    return " or ".join(_KINDS.get(t, t) for t in names)
+
+
+def kind_of(value: Any) -> str:
+    """What kind of TOML value ``value`` (as tomllib returns it) is: ``a list``, ``an integer``."""
+    if isinstance(value, list | dict):
+        return _KINDS["array" if isinstance(value, list) else "object"]
+    name = type(value).__name__
+    return _KINDS.get(name, name)

@@ -243,7 +243,27 @@ def test_resolve_json_is_the_documented_object(cli: Cli, project: Path, tmp_path
         "filename",
         "base",
         "required_by",
+        "source",
     }
+    assert arm["hello"]["source"] == "main"
+    [main] = data["systems"]["aarch64-linux"]["sources"]
+    assert set(main) == {
+        "name",
+        "url",
+        "suite",
+        "codename",
+        "priority",
+        "security",
+        "release_date",
+        "release_file",
+        "release_sha256",
+    }
+    assert (main["name"], main["suite"], main["priority"], main["security"]) == (
+        "main",
+        "bookworm",
+        500,
+        False,
+    )
 
 
 def test_resolve_download_fetches_and_verifies_every_package(

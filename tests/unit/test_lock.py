@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tomllib
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from polyarch.config import RepositoryConfig, load_config
 from polyarch.debian.sources import find_source
 from polyarch.errors import ConfigError, IntegrityError, LockError
-from polyarch.lock import LOCK_SCHEMA, _str, lock_path, read_lock, render_lock
+from polyarch.lock import LOCK_SCHEMA, lock_path, read_lock, render_lock
+from polyarch.tomlwrite import string as toml_string
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -47,17 +49,28 @@ def test_lock_records_every_package_with_its_hash_sorted_and_stable(
     assert list(fd["systems"]) == ["aarch64-linux", "x86_64-linux"]
     amd64 = fd["systems"]["x86_64-linux"]
     assert amd64["debian_arch"] == "amd64"
-    assert amd64["release_date"] == "2023-05-20T10:00:00Z"
-    assert amd64["codename"] == "bookworm"
-    assert list(amd64["indexes"]) == ["main/binary-amd64/Packages.xz"]
+    [main] = amd64["sources"]
+    assert (main["name"], main["suite"], main["codename"]) == ("main", "bookworm", "bookworm")
+    assert main["release_date"] == "2023-05-20T10:00:00Z"
+    assert main["release_file"] == "InRelease"
+    inrelease = (tmp_path / "repo1" / "dists" / "bookworm" / "InRelease").read_bytes()
+    assert main["release_sha256"] == hashlib.sha256(inrelease).hexdigest()
+    assert main["priority"] == 500
+    assert list(main["indexes"]) == ["main/binary-amd64/Packages.xz"]
+    assert fd["inputs"]["sources"] == [
+        {"name": "main", "suite": "bookworm", "components": ["main"], "snapshot": ""}
+    ]
     names = [p["name"] for p in amd64["packages"]]
     assert names == sorted(names) == ["base-files", "bash", "coreutils", "fd-find", "libc6"]
     fd_find = next(p for p in amd64["packages"] if p["name"] == "fd-find")
     deb = tmp_path / "repo1" / fd_find["filename"]
     assert fd_find["size"] == deb.stat().st_size
-    assert fd_find["base"] is False
+    assert fd_find["base"] is False and fd_find["source"] == "main"
     # Each package is one line, so a refresh diffs as the lines of what changed.
-    assert sum(1 for line in first.decode().splitlines() if line.startswith("  { name = ")) == 22
+    lines = first.decode().splitlines()
+    assert sum(1 for line in lines if line.startswith("  { name = ") and "version" in line) == 22
+    # So is each source: 2 containers x (1 configured + 2 systems x 1 read).
+    assert sum(1 for line in lines if line.startswith('  { name = "main", suite = ')) == 6
     # A second run on a current lock changes nothing and needs no network.
     (tmp_path / "repo1" / "dists").rename(tmp_path / "dists-away")
     lock(cli, project, tmp_path / "cache")
@@ -177,7 +190,7 @@ def test_containers_removed_from_the_config_leave_the_lock(
 
 @given(st.text())
 def test_any_string_survives_the_lock_writer(text: str) -> None:
-    assert tomllib.loads(f"x = {_str(text)}")["x"] == text
+    assert tomllib.loads(f"x = {toml_string(text)}")["x"] == text
 
 
 def test_render_then_read_gives_the_same_lock(cli: Cli, project: Path, tmp_path: Path) -> None:
@@ -234,10 +247,12 @@ def test_a_snapshot_archive_builds_and_its_lock_records_the_snapshot(
         )
         lock(cli, project, tmp_path / "cache")
         entry = read_lock(project.parent / "containers.lock").containers["fd"]
-        assert entry.inputs.snapshot == "20250520T000000Z"
+        assert entry.inputs.sources[0].snapshot == "20250520T000000Z"
         result = build(project, tmp_path / "cache", tmp_path / "out", locked=True)
     assert result.systems[0].version == "8.6.0-3"
     # Another snapshot is another archive state: the lock no longer fits.
     project.write_text(project.read_text().replace("20250520T000000Z", "20250601T000000Z", 1))
-    with pytest.raises(LockError, match="snapshot '20250520T000000Z' → '20250601T000000Z'"):
+    with pytest.raises(
+        LockError, match="source main: snapshot '20250520T000000Z' → '20250601T000000Z'"
+    ):
         build(project, tmp_path / "cache", tmp_path / "out", locked=True)

@@ -22,6 +22,7 @@ from polyarch import __version__
 from polyarch.attest.names import BUILD_TYPE, BUILDER_ID, PREDICATE_SLSA
 from polyarch.attest.statement import statement
 from polyarch.config import Container, RepositoryConfig
+from polyarch.config_sources import SourceSpec
 from polyarch.determinism import Digest
 from polyarch.platforms import System
 
@@ -67,6 +68,7 @@ def container_parameters(container: Container) -> dict[str, Any]:
         "user": container.user,
         "description": container.description,
         "sbom_in_image": container.sbom_in_image,
+        "pins": dict(container.pins),
     }
 
 
@@ -79,12 +81,24 @@ def repository_parameters(repository: RepositoryConfig) -> dict[str, Any]:
     }
 
 
+def source_parameters(source: SourceSpec) -> dict[str, Any]:
+    """What of a source chose the packages (its URL, where one was read, is in the dependencies)."""
+    return {
+        "name": source.name,
+        "suite": source.suite,
+        "components": list(source.components),
+        "snapshot": source.snapshot,
+        "priority": source.priority,
+    }
+
+
 def provenance_statement(
     *,
     subject_name: str,
     digest: Digest,
     container: Container,
     repository: RepositoryConfig,
+    sources: Sequence[SourceSpec] = (),
     system: System,
     dependencies: Sequence[ResolvedDependency],
     epoch: int,
@@ -98,6 +112,7 @@ def provenance_statement(
             "externalParameters": {
                 "container": container_parameters(container),
                 "repository": repository_parameters(repository),
+                "sources": [source_parameters(s) for s in sources],
                 "system": system.name,
                 "locked": locked,
             },

@@ -14,12 +14,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from polyarch.cli import attest, build, cache, doctor, engine, publish, resolve
+from polyarch.cli import attest, build, cache, doctor, engine, outdated, publish, resolve
 from polyarch.cli._common import Commands, Handler, common_options
 from polyarch.errors import PolyarchError
 from polyarch.ui import ConsoleProgress
 
-COMMAND_MODULES = (resolve, build, engine, doctor, publish, cache, attest)
+COMMAND_MODULES = (resolve, outdated, build, engine, doctor, publish, cache, attest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

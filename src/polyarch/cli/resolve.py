@@ -42,15 +42,17 @@ def cmd_resolve(args: argparse.Namespace, progress: ConsoleProgress) -> int:
                 p.record.name,
                 p.record.version,
                 p.record.architecture,
+                p.source,
                 human_size(p.record.size),
                 p.record.sha256,
             ]
             for p in resolution.packages
         ]
+        sources = ", ".join(f"{s.name} = {s.suite}" for s in resolution.sources)
         print_table(
             f"{container.name} · {system.name} ({system.debian_arch}) · "
-            f"{len(rows)} packages, {human_size(total)}",
-            ["package", "version", "arch", "size", "sha256"],
+            f"{len(rows)} packages, {human_size(total)}" + (f" · {sources}" if sources else ""),
+            ["package", "version", "arch", "source", "size", "sha256"],
             rows,
         )
     return 0
@@ -67,6 +69,20 @@ def resolution_json(container: Container, resolutions: dict[System, Resolution])
                 "debian_arch": system.debian_arch,
                 "platform": system.oci_platform,
                 "excluded": list(r.excluded),
+                "sources": [
+                    {
+                        "name": s.name,
+                        "url": s.url,
+                        "suite": s.suite,
+                        "codename": s.codename,
+                        "priority": s.priority,
+                        "security": s.security,
+                        "release_date": s.release_date,
+                        "release_file": s.release_file,
+                        "release_sha256": s.release_sha256,
+                    }
+                    for s in r.sources
+                ],
                 "packages": [
                     {
                         "name": p.record.name,
@@ -77,6 +93,7 @@ def resolution_json(container: Container, resolutions: dict[System, Resolution])
                         "filename": p.record.filename,
                         "base": p.base,
                         "required_by": list(p.required_by),
+                        "source": p.source,
                     }
                     for p in r.packages
                 ],

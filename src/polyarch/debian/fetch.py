@@ -15,18 +15,27 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from polyarch import http
 from polyarch.cache import Cache, Kind
 from polyarch.debian.packages import PackageRecord
-from polyarch.debian.repository import Repository
 from polyarch.determinism import sha256_file
 from polyarch.errors import FetchError, IntegrityError
 from polyarch.progress import NULL_PROGRESS, Progress
 
 CHUNK = 1 << 20
+
+
+class DebSource(Protocol):
+    """Where .debs are downloaded from: a ``Repository``, or a ``DebLocator`` over several."""
+
+    @property
+    def client(self) -> httpx.Client: ...
+
+    def url_of(self, record: PackageRecord) -> str: ...
 
 
 class _Counter:
@@ -110,7 +119,7 @@ def _download(
 
 def fetch_debs(
     records: Sequence[PackageRecord],
-    repository: Repository,
+    repository: DebSource,
     cache: Cache,
     *,
     jobs: int = 6,

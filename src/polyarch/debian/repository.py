@@ -15,6 +15,7 @@ The chain of trust is the one apt uses:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ from types import TracebackType
 import httpx
 
 from polyarch.cache import Cache, Kind
+from polyarch.config_rules import MAIN_SOURCE
 from polyarch.debian.index import PackageIndex, load_index
 from polyarch.debian.packages import PackageRecord, decompress
 from polyarch.debian.signature import verify_detached, verify_inrelease
 from polyarch.debian.sources import Source
-from polyarch.errors import IntegrityError, MirrorError, SignatureError
+from polyarch.errors import IntegrityError, MirrorError, PolyarchError, SignatureError
 from polyarch.http import get_with_retries, new_client
 from polyarch.platforms import SYSTEMS
 from polyarch.progress import NULL_PROGRESS, Progress
@@ -38,6 +40,10 @@ from polyarch.progress import NULL_PROGRESS, Progress
 MAX_CLOCK_SKEW = timedelta(days=1)
 # Preferred index compressions, best first; only those the Release lists are tried.
 INDEX_VARIANTS = (".xz", ".gz", "")
+# apt's default pin priorities of a release (apt_preferences(5)).
+DEFAULT_PRIORITY = 500
+NOT_AUTOMATIC_PRIORITY = 1
+BUT_AUTOMATIC_UPGRADES_PRIORITY = 100
 
 
 # --- the Release file -----------------------------------------------------------------
@@ -58,6 +64,21 @@ class Release:
     acquire_by_hash: bool
     text: str
     """The verified text: exactly what the signature covers."""
+    origin: str = ""
+    label: str = ""
+    not_automatic: bool = False
+    but_automatic_upgrades: bool = False
+    file_name: str = "InRelease"
+    """The signed file read: ``InRelease``, or ``Release`` (with ``Release.gpg``)."""
+    file_sha256: str = ""
+    """SHA256 of that file as downloaded (lowercase hex): what an SBOM cites."""
+
+    @property
+    def default_priority(self) -> int:
+        """apt's pin priority for this release when none is configured."""
+        if self.not_automatic:
+            return BUT_AUTOMATIC_UPGRADES_PRIORITY if self.but_automatic_upgrades else 1
+        return DEFAULT_PRIORITY
 
 
 def _release_fields(text: str) -> dict[str, str]:
@@ -109,6 +130,10 @@ def parse_release(text: str, where: str) -> Release:
         sha256=sha256,
         acquire_by_hash=fields.get("acquire-by-hash", "").lower() == "yes",
         text=text,
+        origin=fields.get("origin", ""),
+        label=fields.get("label", ""),
+        not_automatic=fields.get("notautomatic", "").lower() == "yes",
+        but_automatic_upgrades=fields.get("butautomaticupgrades", "").lower() == "yes",
     )
 
 
@@ -145,8 +170,6 @@ class Repository:
         self._now = now or (lambda: datetime.now(UTC))
         self._release: Release | None = None
         self._indexes: dict[str, PackageIndex] = {}
-        self.release_file: tuple[str, str] | None = None
-        """(``InRelease`` or ``Release``, SHA256 of its bytes) once ``release()`` read it (SBOMs)."""
 
     @property
     def client(self) -> httpx.Client:
@@ -175,40 +198,68 @@ class Repository:
     def _get(self, url: str) -> httpx.Response:
         return get_with_retries(self._client, url)
 
+    @property
+    def _table(self) -> str:
+        """Where containers.toml configures this source."""
+        name = self.source.name
+        return "[repository]" if name == MAIN_SOURCE else f"[sources.{name}]"
+
     def release(self) -> Release:
         """The suite's Release, after its signature, date and suite were checked."""
         if self._release is None:
-            self._release = self._fetch_release()
+            try:
+                self._release = self._fetch_release()
+            except PolyarchError as exc:
+                # Several sources are read side by side: say which one failed.
+                hint = exc.hint.replace("[repository]", self._table) if exc.hint else None
+                raise type(exc)(f"source {self.source.name!r}: {exc.message}", hint=hint) from exc
         return self._release
+
+    def priority(self) -> int:
+        """The source's pin priority: configured, else apt's default for its Release."""
+        if self.source.priority is not None:
+            return self.source.priority
+        return self.release().default_priority
+
+    def supports(self, arch: str) -> bool:
+        """Whether the Release lists ``arch`` (or lists none, as old archives do).
+
+        apt skips a source that does not carry an architecture; so does polyarch
+        for every source but the main one (security has no s390x, for one).
+        """
+        listed = self.release().architectures
+        return not listed or arch in listed
 
     def _fetch_release(self) -> Release:
         inrelease_url = self._dist_url("InRelease")
         response = self._get(inrelease_url)
         if response.status_code == 200:
-            where = inrelease_url
-            text = verify_inrelease(self.source, response.content)
-            signed = ("InRelease", hashlib.sha256(response.content).hexdigest())
+            where, signed = inrelease_url, response.content
+            text = verify_inrelease(self.source, signed)
         elif response.status_code in (404, 410):
             where = self._dist_url("Release")
-            release_bytes = self._require(self._get(where), where)
+            signed = self._require(self._get(where), where)
             signature = self._require(self._get(where + ".gpg"), where + ".gpg")
-            text = verify_detached(self.source, release_bytes, signature)
-            signed = ("Release", hashlib.sha256(release_bytes).hexdigest())
+            text = verify_detached(self.source, signed, signature)
         else:
             raise MirrorError(
                 f"{inrelease_url}: HTTP {response.status_code}",
-                hint="check [repository] url and suite in containers.toml",
+                hint=f"check {self._table} url and suite in containers.toml",
             )
-        release = parse_release(text, where)
+        release = dataclasses.replace(
+            parse_release(text, where),
+            file_name=where.rsplit("/", 1)[1],
+            file_sha256=hashlib.sha256(signed).hexdigest(),
+        )
         self._check_current(release, where)
-        self.release_file = signed
         return release
 
     def _require(self, response: httpx.Response, url: str) -> bytes:
         if response.status_code != 200:
             raise MirrorError(
                 f"{url}: HTTP {response.status_code}",
-                hint=f"check [repository] url and suite ({self.source.suite}) in containers.toml",
+                hint=f"check {self._table} url and suite ({self.source.suite}) in containers.toml, "
+                f"or switch it off: {self._table} enable = false",
             )
         return response.content
 
@@ -217,7 +268,7 @@ class Repository:
         if suite not in (release.suite, release.codename):
             raise SignatureError(
                 f"{where} is for {release.codename or release.suite!r}, not {suite!r}",
-                hint="the mirror answers with another suite; check [repository] url and suite",
+                hint=f"the mirror answers with another suite; check {self._table} url and suite",
             )
         now = self._now()
         if release.date > now + MAX_CLOCK_SKEW:
@@ -249,7 +300,7 @@ class Repository:
             listed = " ".join(release.components)
             raise MirrorError(
                 f"{self.source.url} has no component {component!r} in {suite} (it has: {listed})",
-                hint="fix [repository] components in containers.toml",
+                hint=f"fix {self._table} components in containers.toml",
             )
         raise MirrorError(
             f"mirror has no {_system_of(arch)} index for {suite} {component}",

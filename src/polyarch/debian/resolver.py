@@ -15,10 +15,12 @@ image builder share the base layers byte for byte between images.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from polyarch.config_rules import MAIN_SOURCE
 from polyarch.debian.packages import PackageRecord
+from polyarch.debian.sources import SourceRelease
 from polyarch.debian.universe import Alternative, Clause, PackageUniverse, clause_text
 from polyarch.debian.version import satisfies
 from polyarch.errors import ResolveError
@@ -39,6 +41,8 @@ class ResolvedPackage:
     """
     base: bool
     """True if it is in the closure of the base roots alone."""
+    source: str = MAIN_SOURCE
+    """The name of the source it comes from (``Resolution.source`` tells its URL and Release)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +56,16 @@ class Resolution:
     excluded: tuple[str, ...]
     """Sorted names that were needed but dropped on purpose through ``exclude``."""
     warnings: tuple[str, ...]
+    sources: tuple[SourceRelease, ...] = ()
+    """The sources read for this system, in configuration order (filled in by the workflow)."""
 
     def names(self) -> tuple[str, ...]:
         """The package names of the closure, sorted."""
         return tuple(p.record.name for p in self.packages)
+
+    def source(self, name: str) -> SourceRelease | None:
+        """The source called ``name`` (a package's ``source``), if it is known."""
+        return next((s for s in self.sources if s.name == name), None)
 
 
 class _Closure:
@@ -68,8 +78,13 @@ class _Closure:
         container: str,
         exclude: Iterable[str],
         prefer: Iterable[str],
+        pins: Mapping[str, str],
     ) -> None:
         self.universe = universe
+        self.pins = dict(pins)
+        # As apt's ``pkg/release``: what the normal versions cannot satisfy may
+        # come from the sources a container pins something to.
+        self.targets = tuple(sorted(set(self.pins.values())))
         self.system = system
         self.container = container
         self.exclude = frozenset(exclude)
@@ -131,13 +146,25 @@ class _Closure:
                 return False
             return True
 
-        for record in self.universe.candidates(alt.name):
+        for record in self._versions(alt.name):
             if usable(record, self._real_ok(record, alt)):
                 return record
+        if alt.name not in self.pins:
+            for target in self.targets:
+                for record in self.universe.from_source(alt.name, target):
+                    if usable(record, self._real_ok(record, alt)):
+                        return record
         for provider, provided in self.universe.providers(alt.name):
             if usable(provider, self._provide_ok(provider, provided, alt)):
                 return provider
         return None
+
+    def _versions(self, name: str) -> tuple[PackageRecord, ...]:
+        """The versions of ``name`` to choose from: its pinned source's, else apt's candidates."""
+        source = self.pins.get(name)
+        if source is not None:
+            return self.universe.from_source(name, source)
+        return self.universe.candidates(name)
 
     # -- closure --------------------------------------------------------------
 
@@ -148,6 +175,8 @@ class _Closure:
                 continue
             if not self.universe.has(root):
                 raise self._unknown_root(root)
+            if root in self.pins and not self._versions(root):
+                raise self._not_in_pinned_source(root)
             self._satisfy((Alternative(root),), None)
         while self.queue:
             record = self.queue.popleft()
@@ -251,12 +280,22 @@ class _Closure:
             hint="fix the package name in containers.toml (apt-cache search NAME finds it)",
         )
 
+    def _not_in_pinned_source(self, root: str) -> ResolveError:
+        source = self.pins[root]
+        found = self.universe.versions_elsewhere(root)
+        where = ", ".join(f"{v} in {s}" for v, s in found) or "nowhere"
+        return ResolveError(
+            f"{self._where()}: {root} is pinned to source {source!r}, which has no "
+            f"{root} for {self.universe.arch} (found: {where})",
+            hint=f"pin {root} to a source that has it, or drop the pin",
+        )
+
     def _why_not(self, alt: Alternative) -> str:
         chosen = self.chosen.get(alt.name)
         if chosen is not None:
             by = self.parent.get(alt.name)
             return f"{alt.name} {chosen.version} is already chosen" + (f" (for {by})" if by else "")
-        candidates = self.universe.candidates(alt.name)
+        candidates = self._versions(alt.name)
         providers = self.universe.providers(alt.name)
         if not candidates and not providers:
             return f"no package {alt.name!r} for {self.universe.arch}"
@@ -268,8 +307,10 @@ class _Closure:
             return f"{alt.name} is not Multi-Arch: allowed, so ':any' cannot use it"
         parts: list[str] = []
         if candidates:
+            pinned = f" in pinned source {self.pins[alt.name]!r}" if alt.name in self.pins else ""
             parts.append(
-                "no version satisfies; available: " + ", ".join(r.version for r in candidates)
+                f"no version satisfies; available{pinned}: "
+                + ", ".join(r.version for r in candidates)
             )
         if providers:
             parts.append(
@@ -313,6 +354,7 @@ def resolve(
     roots: Sequence[str],
     exclude: Sequence[str] = (),
     prefer: Sequence[str] = (),
+    pins: Mapping[str, str] | None = None,
 ) -> Resolution:
     """The closure of ``base`` + ``roots`` for ``system``, or ResolveError saying why not.
 
@@ -322,14 +364,16 @@ def resolve(
     reported in ``warnings``; an excluded package that was one of several choices
     just lets the next choice win. ``prefer`` names packages to pick first where
     an alternative or a virtual package leaves a choice (``mawk`` for ``awk``);
-    what is already in the closure still wins. The result depends only on the inputs' content, not
-    on their order.
+    what is already in the closure still wins. ``pins`` (package → source name)
+    take a package from that source only, as apt's ``pkg/release`` does, and let
+    a dependency the usual versions cannot satisfy come from the pinned sources.
+    The result depends only on the inputs' content, not on their order.
     """
     if system.debian_arch != universe.arch:
         raise ValueError(
             f"universe is for {universe.arch}, system {system.name} needs {system.debian_arch}"
         )
-    closure = _Closure(universe, system, container, exclude, prefer)
+    closure = _Closure(universe, system, container, exclude, prefer, pins or {})
     closure.add_roots(base)
     base_names = frozenset(closure.chosen)
     closure.add_roots(roots)
@@ -340,6 +384,7 @@ def resolve(
             record=closure.chosen[name],
             required_by=tuple(sorted(closure.dependents.get(name, ()))),
             base=name in base_names,
+            source=universe.origin(closure.chosen[name], pinned=name in closure.pins),
         )
         for name in sorted(closure.chosen)
     )

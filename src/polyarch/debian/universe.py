@@ -3,6 +3,12 @@
 ``PackageUniverse`` answers the resolver's questions (which versions of a
 name, who provides a virtual name, what a Depends field means on this arch)
 lazily, so a universe over a cached index costs only the names it is asked about.
+
+Over several sources it chooses as apt does (apt_preferences(5)): a name's
+versions come from the sources of the highest pin priority that have it
+(a backports archive at 100 only serves names nothing at 500 has; below 0
+never, unless pinned), and among those the highest version wins. A version
+listed identically by two sources is one version, read from the first.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from typing import Any
 
 from debian.deb822 import PkgRelation
 
+from polyarch.config_rules import MAIN_SOURCE
 from polyarch.debian.index import PackageIndex
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.version import compare_versions
+from polyarch.errors import IntegrityError
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,20 @@ def _record_order(a: PackageRecord, b: PackageRecord) -> int:
 
 Provider = tuple[PackageRecord, str | None]
 _RECORD_ORDER = functools.cmp_to_key(_record_order)
+_DEFAULT_PRIORITY = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SourceIndex:
+    """One source's packages for one arch, and the pin priority they get."""
+
+    name: str
+    priority: int
+    index: Sequence[PackageRecord]
+
+
+_Found = tuple[int, PackageRecord]
+"""(position of the source in the universe, record)."""
 
 
 class PackageUniverse:
@@ -94,19 +116,27 @@ class PackageUniverse:
     touches.
     """
 
-    def __init__(self, records: Sequence[PackageRecord], arch: str) -> None:
-        """Index ``records``; those of another arch than ``arch`` or ``all`` are ignored."""
+    def __init__(self, records: Sequence[PackageRecord] | Sequence[SourceIndex], arch: str) -> None:
+        """Index ``records`` (one source) or the records of each source, first source first.
+
+        Records of another arch than ``arch`` or ``all`` are ignored.
+        """
         self.arch = arch
-        self._index = (
-            records if isinstance(records, PackageIndex) else PackageIndex.from_records(records)
-        )
+        if records and isinstance(records[0], SourceIndex):
+            given = [s for s in records if isinstance(s, SourceIndex)]
+        else:
+            given = [SourceIndex(MAIN_SOURCE, _DEFAULT_PRIORITY, records)]  # type: ignore[arg-type]
+        self.sources = tuple(SourceIndex(s.name, s.priority, _as_index(s.index)) for s in given)
+        self._index = PackageIndex.concat(_as_index(s.index) for s in self.sources)
+        self._found: dict[str, tuple[_Found, ...]] = {}
+        self._origin: dict[int, int] = {}
         self._candidates: dict[str, tuple[PackageRecord, ...]] = {}
         self._providers: dict[str, tuple[Provider, ...]] = {}
         self._relations: dict[str, tuple[Clause, ...]] = {}
 
     def has(self, name: str) -> bool:
-        """Whether ``name`` is a real or virtual package of this arch."""
-        return bool(self.candidates(name) or self.providers(name))
+        """Whether ``name`` is a real or virtual package of this arch (in any source)."""
+        return bool(self._every(name) or self.providers(name))
 
     def near_names(self, name: str) -> list[str]:
         """Up to three known package names that look like ``name`` (for typos)."""
@@ -114,12 +144,73 @@ class PackageUniverse:
         return difflib.get_close_matches(name, known, n=3, cutoff=0.6)
 
     def candidates(self, name: str) -> tuple[PackageRecord, ...]:
-        """The real packages called ``name``, highest version first."""
+        """The real packages called ``name`` that apt would consider, highest version first.
+
+        Only versions of the highest pin priority (of at least 0) that has the
+        name; a version two sources list identically counts once (the first's).
+        """
         found = self._candidates.get(name)
         if found is None:
-            group = [r for r in self._index.named(name) if r.architecture in (self.arch, "all")]
+            every = self._every(name)
+            top = max((self.sources[pos].priority for pos, _ in every), default=-1)
+            seen: set[tuple[str, str]] = set()
+            group: list[PackageRecord] = []
+            for pos, record in every:
+                key = (record.version, record.sha256)
+                if top >= 0 and self.sources[pos].priority == top and key not in seen:
+                    seen.add(key)
+                    group.append(record)
             found = tuple(sorted(group, key=_RECORD_ORDER)) if len(group) > 1 else tuple(group)
             self._candidates[name] = found
+        return found
+
+    def from_source(self, name: str, source: str) -> tuple[PackageRecord, ...]:
+        """The versions of ``name`` that source ``source`` has (a pin), highest first."""
+        group = [r for pos, r in self._every(name) if self.sources[pos].name == source]
+        return tuple(sorted(group, key=_RECORD_ORDER))
+
+    def versions_elsewhere(self, name: str) -> tuple[tuple[str, str], ...]:
+        """(version, source) of ``name`` in every source, for messages; highest first."""
+        every = sorted(self._every(name), key=lambda f: _RECORD_ORDER(f[1]))
+        return tuple((r.version, self.sources[pos].name) for pos, r in every)
+
+    def origin(self, record: PackageRecord, *, pinned: bool = False) -> str:
+        """The name of the source ``record`` is read from.
+
+        Unless the record was ``pinned`` to its source, raises ``IntegrityError``
+        when another source lists the same package, version and arch with other
+        bytes: which one is meant cannot be told.
+        """
+        self._every(record.name)
+        pos = self._origin.get(id(record), 0)
+        for other_pos, other in () if pinned else self._found[record.name]:
+            if (
+                other_pos != pos
+                and (other.version, other.architecture) == (record.version, record.architecture)
+                and other.sha256 != record.sha256
+            ):
+                a, b = self.sources[pos].name, self.sources[other_pos].name
+                raise IntegrityError(
+                    f"{record.name} {record.version} ({record.architecture}) differs between "
+                    f"sources {a!r} (sha256 {record.sha256}) and {b!r} (sha256 {other.sha256})",
+                    hint=f'pin it to one of them, e.g. pins = {{ {record.name} = "{a}" }}, '
+                    "or switch one source off",
+                )
+        return self.sources[pos].name
+
+    def _every(self, name: str) -> tuple[_Found, ...]:
+        """Every record of ``name`` for this arch, in source order."""
+        found = self._found.get(name)
+        if found is None:
+            found = tuple(
+                (pos, r)
+                for pos, source in enumerate(self.sources)
+                for r in _as_index(source.index).named(name)
+                if r.architecture in (self.arch, "all")
+            )
+            for pos, r in found:
+                self._origin.setdefault(id(r), pos)
+            self._found[name] = found
         return found
 
     def providers(self, name: str) -> tuple[Provider, ...]:
@@ -164,3 +255,7 @@ class PackageUniverse:
         if any(enabled for enabled, _ in alt.arches):
             return any(enabled and arch_matches(s, self.arch) for enabled, s in alt.arches)
         return not any(arch_matches(s, self.arch) for _, s in alt.arches)
+
+
+def _as_index(records: Sequence[PackageRecord]) -> PackageIndex:
+    return records if isinstance(records, PackageIndex) else PackageIndex.from_records(records)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyarch.cache import Cache
-from polyarch.config import CONFIG_NAME, RepositoryConfig, find_config, load_config
-from polyarch.debian.repository import Repository
-from polyarch.debian.sources import find_source
+from polyarch.config import CONFIG_NAME, find_config, load_config, parse_config
+from polyarch.debian.archive import Archive
+from polyarch.debian.sources import find_sources
 from polyarch.emulation import BINFMT_DIR, emulation_problem, handler_status
 from polyarch.engine import detect_engine
 from polyarch.errors import PolyarchError
@@ -140,19 +140,28 @@ def _host_row(
 
 
 def archive_checks(config_file: str | Path | None, cache: Cache) -> list[tuple[str, str]]:
-    """Mirror and keyring: found, reachable, signature good; (check, result) rows."""
+    """Each source's mirror and keyring: found, reachable, signature good; (check, result) rows."""
     try:
-        repository = load_config(find_config(config_file)).repository
+        config = load_config(find_config(config_file))
         where = CONFIG_NAME
     except PolyarchError:
-        repository, where = RepositoryConfig(), "defaults (no containers.toml here)"
+        config, where = parse_config("", Path(CONFIG_NAME)), "defaults (no containers.toml here)"
     rows = [("config", where)]
     try:
-        source = find_source(repository)
-        rows += [("mirror", source.url), ("keyring", str(source.keyring))]
-        with Repository(source, cache) as repo:
-            release = repo.release()
-        rows.append(("InRelease", f"signature good, {release.suite} of {release.date:%Y-%m-%d}"))
+        sources = find_sources(config)
     except PolyarchError as exc:
-        rows.append(("problem", str(exc)))
+        return [*rows, ("problem", str(exc))]
+    with Archive(sources, cache) as archive:
+        for repo in archive.repositories:
+            source = repo.source
+            rows += [
+                (f"{source.name}: mirror", f"{source.url} {source.suite}"),
+                (f"{source.name}: keyring", str(source.keyring)),
+            ]
+            try:
+                release = repo.release()
+                result = f"signature good, {release.codename or release.suite} of {release.date:%Y-%m-%d}"
+                rows.append((f"{source.name}: {release.file_name}", result))
+            except PolyarchError as exc:
+                rows.append((f"{source.name}: problem", str(exc)))
     return rows

@@ -28,7 +28,7 @@ from polyarch.attest.statement import statement
 from polyarch.cache import Kind
 from polyarch.config import Container
 from polyarch.debian.deb import DebContents, DebEntry
-from polyarch.debian.resolver import Resolution
+from polyarch.debian.resolver import Resolution, ResolvedPackage
 from polyarch.determinism import Digest, canonical_json, gzip_bytes, pretty_json, sha256_digest
 from polyarch.image.layers import LAYER_FORMAT_VERSION, Layer, write_tar
 from polyarch.outputs import evidence_name
@@ -77,15 +77,19 @@ class BuildEvidence:
         self, system: System, resolution: Resolution, digest: Digest | None, version: str
     ) -> ImageInventory:
         """The image's inventory; ``digest`` None: the copy inside the image (no sources)."""
-        sources = () if digest is None else self.sources(system)
-        codename = sources[0].codename if sources else self._codename(system)
+        sources = () if digest is None else self.sources(resolution)
+        codename = (
+            resolution.sources[0].codename
+            if resolution.sources
+            else self.session.config.repository.suite
+        )
         chosen = [self.facts[p.record.sha256] for p in resolution.packages]
         os = operating_system(chosen, codename)
         roots = {self.container.package, *self.container.packages}
         closure = [
             (
                 p.record.sha256,
-                self.session.repository.url_of(p.record) if digest is not None else None,
+                deb_url(resolution, p) if digest is not None else None,
                 p.record.name in roots,
             )
             for p in resolution.packages
@@ -101,28 +105,28 @@ class BuildEvidence:
             sources=sources,
         )
 
-    def sources(self, system: System) -> tuple[ArchiveSource, ...]:
-        """The archive(s) the packages came from (the one ``[repository]`` today)."""
-        repository = self.session.repository
-        source = repository.source
-        if self.session.lock is not None:
-            return (ArchiveSource(source.url, source.suite, self._codename(system)),)
-        release = repository.release()
-        kind, sha256 = repository.release_file or (None, None)
-        return (ArchiveSource(source.url, source.suite, release.codename, kind, sha256),)
+    def sources(self, resolution: Resolution) -> tuple[ArchiveSource, ...]:
+        """The archives the packages came from: main, updates, security, ... as read.
 
-    def _codename(self, system: System) -> str:
-        lock = self.session.lock
-        entry = lock.containers.get(self.container.name) if lock else None
-        locked = entry.systems.get(system.name) if entry else None
-        return locked.codename if locked else self.session.config.repository.suite
+        A ``--locked`` build verified no InRelease, so it names none (the lock,
+        which records each one's hash, is in the provenance).
+        """
+        locked = self.session.lock is not None
+        return tuple(
+            ArchiveSource(
+                s.url,
+                s.suite,
+                s.codename,
+                None if locked else s.release_file,
+                None if locked else s.release_sha256,
+            )
+            for s in resolution.sources
+        )
 
     def dependencies(self, image: SystemImage) -> list[ResolvedDependency]:
-        """The provenance's resolved dependencies: Release file, indexes, .debs, the lock."""
-        repository = self.session.repository
-        source = repository.source
+        """The provenance's resolved dependencies: Release files, indexes, .debs, the lock."""
         found: list[ResolvedDependency] = []
-        for archive in self.sources(image.system):
+        for archive in self.sources(image.resolution):
             if archive.release_url and archive.release_sha256:
                 annotations = (("suite", archive.suite), ("codename", archive.codename))
                 found.append(
@@ -133,12 +137,14 @@ class BuildEvidence:
                         annotations,
                     )
                 )
-        for path, sha256 in sorted(self._index_hashes(image.system).items()):
-            found.append(ResolvedDependency(f"{source.url}/dists/{source.suite}/{path}", sha256))
+        for source in image.resolution.sources:
+            for path, sha256 in source.indexes:
+                url = f"{source.url}/dists/{source.suite}/{path}"
+                found.append(ResolvedDependency(url, sha256))
         for p in sorted(image.resolution.packages, key=lambda p: (p.record.name, p.record.sha256)):
             found.append(
                 ResolvedDependency(
-                    repository.url_of(p.record),
+                    deb_url(image.resolution, p),
                     p.record.sha256,
                     p.record.filename.rsplit("/", 1)[-1],
                 )
@@ -148,14 +154,6 @@ class BuildEvidence:
             lock_sha256 = sha256_digest(lock.read_bytes()).removeprefix("sha256:")
             found.append(ResolvedDependency(f"file:{lock.name}", lock_sha256, lock.name))
         return found
-
-    def _index_hashes(self, system: System) -> dict[str, str]:
-        lock = self.session.lock
-        if lock is not None:
-            entry = lock.containers.get(self.container.name)
-            locked = entry.systems.get(system.name) if entry else None
-            return dict(locked.indexes) if locked else {}
-        return self.session.repository.index_hashes(system.debian_arch)
 
     def documents(self, image: SystemImage) -> dict[EvidenceKind, dict[str, Any]]:
         """The SPDX document, CycloneDX BOM and provenance statement of one image."""
@@ -167,6 +165,7 @@ class BuildEvidence:
             digest=image.digest,
             container=self.container,
             repository=self.session.config.repository,
+            sources=self.session.config.sources,
             system=image.system,
             dependencies=self.dependencies(image),
             epoch=self.epoch,
@@ -237,3 +236,10 @@ def signed_statements(
             document = statement(subject_name, digest, PREDICATE_OF[kind], document)
         signed[kind] = sign_envelope(canonical_json(document), key).to_json()
     return signed
+
+
+def deb_url(resolution: Resolution, package: ResolvedPackage) -> str:
+    """Where ``package``'s .deb is downloaded from: its own source's archive."""
+    source = resolution.source(package.source)
+    base = source.url if source is not None else ""
+    return f"{base}/{package.record.filename.lstrip('/')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import httpx
 
 from polyarch import lock as lockfile
+from polyarch import lock_diff
 from polyarch.cache import Cache
 from polyarch.config import Config, Container
+from polyarch.debian.archive import Archive
 from polyarch.debian.fetch import cached_deb, fetch_debs
-from polyarch.debian.repository import Release, Repository
+from polyarch.debian.repository import Repository
 from polyarch.debian.resolver import Resolution, resolve
-from polyarch.debian.sources import find_source
+from polyarch.debian.sources import Source, find_sources
 from polyarch.debian.universe import PackageUniverse
 from polyarch.errors import CacheError, LockError, ResolveError
 from polyarch.platforms import System
@@ -25,8 +28,8 @@ from polyarch.progress import NULL_PROGRESS, Progress
 class Session:
     """What one polyarch invocation shares between containers and systems.
 
-    The repository (signed metadata) is verified once, and each arch's package
-    universe is built once, however many containers use it.
+    The sources (signed metadata, one chain per source) are verified once, and
+    each arch's package universe is built once, however many containers use it.
 
     With ``lock`` set (``--locked``) closures come from containers.lock and no
     Release or index is read. ``offline`` (which needs ``lock``) forbids the
@@ -40,26 +43,39 @@ class Session:
     client: httpx.Client | None = None
     lock: lockfile.Lock | None = None
     offline: bool = False
-    _repository: Repository | None = None
+    _archive: Archive | None = None
     _universes: dict[str, PackageUniverse] = field(default_factory=dict)
 
     @property
-    def repository(self) -> Repository:
-        if self._repository is None:
-            source = find_source(self.config.repository)
+    def archive(self) -> Archive:
+        """Every configured source, each verified on its own chain when first read."""
+        if self._archive is None:
             client = self.client
             if self.offline:
                 client = httpx.Client(transport=_OfflineTransport())
-            self._repository = Repository(source, self.cache, client=client, progress=self.progress)
-        return self._repository
+            self._archive = Archive(
+                find_sources(self.config), self.cache, client=client, progress=self.progress
+            )
+        return self._archive
 
-    def release(self) -> Release:
-        return self.repository.release()
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The configured sources, main first (read from local files only)."""
+        return self.archive.sources
+
+    @property
+    def repository(self) -> Repository:
+        """The main source; closing it closes the HTTP client every source shares."""
+        return self.archive.main
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
 
     def universe(self, system: System) -> PackageUniverse:
         arch = system.debian_arch
         if arch not in self._universes:
-            self._universes[arch] = PackageUniverse(self.repository.index(arch), arch)
+            self._universes[arch] = PackageUniverse(self.archive.source_indexes(arch), arch)
         return self._universes[arch]
 
 
@@ -84,18 +100,21 @@ def resolve_container(
     but not others gets an error naming the systems that lack it.
     """
     if session.lock is not None:
-        return lockfile.locked_resolutions(session.lock, session.config, container, systems)
+        return lockfile.locked_resolutions(
+            session.lock, session.config, container, systems, session.sources
+        )
     if session.offline:
         raise LockError(
             "an offline build needs containers.lock (indexes are not read offline)",
             hint="run `polyarch lock` while online, then build with --offline",
         )
-    return _resolve_from_archive(session, container, systems)
+    return resolve_fresh(session, container, systems)
 
 
-def _resolve_from_archive(
+def resolve_fresh(
     session: Session, container: Container, systems: Sequence[System]
 ) -> dict[System, Resolution]:
+    """The closures resolved from the sources as they are now, whatever the lock says."""
     results: dict[System, Resolution] = {}
     for system in systems:
         universe = session.universe(system)
@@ -110,10 +129,13 @@ def _resolve_from_archive(
             roots=(container.package, *container.packages),
             exclude=container.exclude,
             prefer=container.prefer,
+            pins=dict(container.pins),
         )
         for warning in resolution.warnings:
             session.progress.warn(f"{container.name} ({system.name}): {warning}")
-        results[system] = resolution
+        results[system] = dataclasses.replace(
+            resolution, sources=session.archive.used(system.debian_arch)
+        )
     return results
 
 
@@ -150,6 +172,7 @@ def download(
     is not fetched: a ``CacheError`` lists every missing one.
     """
     records = {p.record.sha256: p.record for r in resolutions.values() for p in r.packages}
+    source_of = {p.record.sha256: p.source for r in resolutions.values() for p in r.packages}
     wanted = sorted(records if only is None else set(only) & records.keys())
     if session.offline:
         found: dict[str, Path] = {}
@@ -172,7 +195,7 @@ def download(
         return {}  # nothing to fetch: do not even set up the mirror's HTTP client
     return fetch_debs(
         [records[k] for k in wanted],
-        session.repository,
+        session.archive.locator({k: source_of[k] for k in wanted}),
         session.cache,
         progress=session.progress,
     )
@@ -183,7 +206,7 @@ def lock_containers(
     containers: Sequence[Container],
     *,
     update: Collection[str] | bool = False,
-) -> tuple[lockfile.Lock, list[lockfile.LockUpdate]]:
+) -> tuple[lockfile.Lock, list[lock_diff.LockUpdate]]:
     """The lock for ``containers``, re-resolving only what needs it; also what changed.
 
     An entry is resolved afresh when it is missing, no longer matches
@@ -192,39 +215,30 @@ def lock_containers(
     reads nothing from the network. Entries of containers no longer in the
     config are dropped. The caller writes the result (``write_lock``).
     """
-    path = lockfile.lock_path(session.config)
-    old = lockfile.read_lock(path).containers if path.exists() else {}
+    old = lockfile.previous_entries(lockfile.lock_path(session.config))
     new: dict[str, lockfile.LockedContainer] = {}
-    updates: list[lockfile.LockUpdate] = []
+    updates: list[lock_diff.LockUpdate] = []
     for container in containers:
         entry = old.get(container.name)
         forced = update is True or (not isinstance(update, bool) and container.name in update)
         if not forced and lockfile.is_current(entry, session.config, container):
             assert entry is not None
             new[container.name] = entry
-            updates.append(lockfile.LockUpdate(container.name, "unchanged"))
+            updates.append(lock_diff.LockUpdate(container.name, "unchanged"))
             continue
         fresh = _lock_entry(session, container)
         new[container.name] = fresh
-        changes = tuple(lockfile.lock_changes(entry, fresh)) if entry else ()
+        changes = tuple(lock_diff.lock_changes(entry, fresh)) if entry else ()
         action = "locked" if entry is None else ("updated" if fresh != entry else "unchanged")
-        updates.append(lockfile.LockUpdate(container.name, action, changes))
+        updates.append(lock_diff.LockUpdate(container.name, action, changes))
     for name in sorted(old.keys() - new.keys()):
-        updates.append(lockfile.LockUpdate(name, "removed"))
+        updates.append(lock_diff.LockUpdate(name, "removed"))
     return lockfile.new_lock(new), updates
 
 
 def _lock_entry(session: Session, container: Container) -> lockfile.LockedContainer:
-    resolutions = _resolve_from_archive(session, container, container.systems)
-    release = session.release()
+    resolutions = resolve_fresh(session, container, container.systems)
     systems: dict[str, lockfile.LockedSystem] = {
-        system.name: lockfile.locked_system(
-            resolution,
-            release_date=release.date,
-            suite=release.suite,
-            codename=release.codename,
-            indexes=session.repository.index_hashes(system.debian_arch),
-        )
-        for system, resolution in resolutions.items()
+        s.name: lockfile.locked_system(r) for s, r in resolutions.items()
     }
     return lockfile.locked_container(session.config, container, systems)

@@ -22,8 +22,8 @@ from polyarch import http
 from polyarch.cache import Cache, Kind
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Repository
-from polyarch.determinism import sha256_file
 from polyarch.errors import FetchError, IntegrityError
+from polyarch.files import file_size
 from polyarch.progress import NULL_PROGRESS, Progress
 
 CHUNK = 1 << 20
@@ -42,18 +42,15 @@ class _Counter:
 
 
 def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
-    """The cached .deb for ``record`` if it is there and still intact; a damaged one is removed."""
-    path = cache.get(Kind.DEBS, record.sha256)
-    if path is None:
+    """The cached .deb for ``record`` if it is there and intact; a damaged one is evicted.
+
+    An intact file of another size than ``record`` claims stays (it is what its
+    SHA256 names): the download that follows reports the mismatch.
+    """
+    path = cache.verified(Kind.DEBS, record.sha256)
+    if path is None or file_size(path) != record.size:
         return None
-    try:
-        # Size first: it catches truncation without reading the file.
-        if path.stat().st_size == record.size and sha256_file(path) == f"sha256:{record.sha256}":
-            return path
-    except OSError:
-        pass
-    cache.discard(Kind.DEBS, record.sha256)
-    return None
+    return path
 
 
 def _describe(record: PackageRecord) -> str:

@@ -64,7 +64,7 @@ def layer_records(cache: Path) -> list[tuple[Path, dict[str, object]]]:
 def forge(path: Path, **changes: object) -> None:
     """Rewrite a layer record as an attacker would: valid JSON, checksum recomputed if it has one."""
     doc = json.loads(path.read_bytes())
-    layer = doc["layer"] if "layer" in doc else doc
+    layer = doc.get("layer", doc)
     layer.update(changes)
     if "check" in doc:
         doc["check"] = hashlib.sha256(canonical_json(layer)).hexdigest()
@@ -143,7 +143,7 @@ def test_a_flipped_byte_in_a_cached_blob_is_healed_and_earlier_results_stay_inta
     os.chmod(blob, 0o644)
     blob.write_bytes(bytes(data))
 
-    code, out, err = build(cli, project, cache, tmp_path / "after")
+    code, _out, err = build(cli, project, cache, tmp_path / "after")
 
     assert code == 0, err
     assert_valid_image(tmp_path / "after" / "fd")

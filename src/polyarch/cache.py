@@ -42,7 +42,7 @@ from typing import BinaryIO
 import filelock
 import platformdirs
 
-from polyarch.errors import CacheError
+from polyarch.errors import CacheError, HostError
 from polyarch.progress import NullProgress, Progress
 
 ENV_VAR = "POLYARCH_CACHE_DIR"
@@ -243,14 +243,14 @@ class Cache:
             self._real_dirs(self.root / kind, final.parent)
             fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key[:16]}.", suffix=TMP_SUFFIX)
         except OSError as exc:
-            raise CacheError(
-                f"cannot write to cache {self.root}: {exc.strerror}",
-                hint=f"set --cache-dir or {ENV_VAR} to a writable directory",
-            ) from exc
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
             os.replace(tmp, final)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -275,7 +275,7 @@ class Cache:
             self._real_dirs(self.root / kind, final.parent)
             os.replace(path, final)
         except OSError as exc:
-            raise CacheError(f"cannot write to cache {self.root}: {exc.strerror}") from exc
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
 
     def put(self, kind: Kind, key: str, data: bytes) -> Path:
         """Write ``data`` as the entry (atomically); return its path."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from polyarch.errors import ImageError
+from polyarch.errors import HostError, ImageError
 
 STAGING_INFIX = ".tmp-"
 """Staging directories are ``.NAME.tmp-*`` beside ``NAME``."""
@@ -234,17 +234,15 @@ def replace_directory(dest: Path, fill: Callable[[Path], None]) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ImageError(f"cannot create {dest.parent}: {exc.strerror}", hint="use --out") from exc
-    with staging_dir(dest) as tmp:
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are for everyone to read
-        fill(tmp)
-        try:
+        raise HostError.of(exc, f"cannot create {dest.parent}") from exc
+    try:
+        with staging_dir(dest) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are for everyone to read
+            fill(tmp)
             _swap_in(tmp, dest)
-        except OSError as exc:
-            raise ImageError(
-                f"cannot move the new result into {dest}: {exc.strerror}",
-                hint="check permissions of the output directory",
-            ) from exc
+    except OSError as exc:
+        # Disk full, read-only, permissions: the previous result is still in place.
+        raise HostError.of(exc, f"cannot write {dest}") from exc
     return dest
 
 

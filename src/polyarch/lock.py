@@ -36,17 +36,23 @@ from typing import Annotated
 import msgspec
 
 from polyarch.config import Config, Container
+from polyarch.debian.identity import Architecture, PackageName, Version
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
 from polyarch.determinism import canonical_json, rfc3339
 from polyarch.errors import LockError
 from polyarch.files import atomic_write
+from polyarch.lock_check import lock_line
 from polyarch.platforms import System
 
 LOCK_NAME = "containers.lock"
 LOCK_SCHEMA = 1
 
 _Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+_PoolPath = Annotated[
+    str, msgspec.Meta(pattern=r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f]+$", max_length=4095)
+]
+"""Relative, no ``..``, no control characters: it is joined to the mirror's URL."""
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,10 +62,10 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class LockedPackage(_Strict, frozen=True, kw_only=True):
     """One package of a locked closure."""
 
-    name: str
-    version: str
-    architecture: str
-    filename: str
+    name: PackageName
+    version: Version
+    architecture: Architecture
+    filename: _PoolPath
     """Pool path relative to the mirror root."""
     size: Annotated[int, msgspec.Meta(ge=0)]
     sha256: _Hex64
@@ -304,7 +310,7 @@ def lock_changes(old: LockedContainer | None, new: LockedContainer) -> list[str]
 def read_lock(path: Path) -> Lock:
     """Read and validate ``containers.lock``; LockError when missing, malformed or of another schema."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise LockError(
             f"{path}: no such file", hint="run `polyarch lock` to write it (needs the network)"
@@ -312,6 +318,11 @@ def read_lock(path: Path) -> Lock:
     except OSError as exc:
         raise LockError(f"{path}: cannot read: {exc.strerror}") from exc
     regenerate = "delete it and run `polyarch lock`"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LockError(f"{path}:{line}: not UTF-8 text", hint=regenerate) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -325,7 +336,7 @@ def read_lock(path: Path) -> Lock:
     try:
         return msgspec.convert(raw, Lock)
     except msgspec.ValidationError as exc:
-        raise LockError(f"{path}: {exc}", hint=regenerate) from exc
+        raise LockError(f"{path}:{lock_line(text, str(exc))}: {exc}", hint=regenerate) from exc
 
 
 def write_lock(path: Path, lock: Lock) -> None:

@@ -152,9 +152,7 @@ def test_a_flipped_byte_in_a_cached_blob_is_healed_and_earlier_results_stay_inta
     assert index_digest(tmp_path / "after" / "fd") == index_digest(tmp_path / "before" / "fd")
 
 
-def test_editing_a_result_does_not_reach_the_cache(
-    cli: Cli, project: Path, tmp_path: Path
-) -> None:
+def test_editing_a_result_does_not_reach_the_cache(cli: Cli, project: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     code, _out, err = build(cli, project, cache, tmp_path / "mine")
     assert code == 0, err

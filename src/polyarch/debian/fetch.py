@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -64,6 +64,7 @@ def _download(
     cache: Cache,
     counter: _Counter,
     attempts: int,
+    anchor: str,
 ) -> Path:
     for attempt in range(attempts):
         written = 0
@@ -89,11 +90,12 @@ def _download(
                         # Raised inside the writer, so the temporary file is removed.
                         got = f"{written}+" if written > record.size else str(written)
                         raise IntegrityError(
-                            f"{_describe(record)} from {url} does not match its index "
+                            f"{_describe(record)} from {url} does not match {anchor} "
                             f"(size {got}, expected {record.size}; "
                             f"sha256 {actual}, expected {record.sha256})",
                             hint="the mirror or a proxy serves a damaged file; try again "
-                            "later or use another mirror",
+                            "later or use another mirror"
+                            + ("" if anchor == "its index" else ", or check the lock's history"),
                         )
             return cache.path(Kind.DEBS, record.sha256)
         except httpx.TransportError as exc:
@@ -113,13 +115,15 @@ def fetch_debs(
     jobs: int = 6,
     progress: Progress = NULL_PROGRESS,
     attempts: int | None = None,
+    anchor: Callable[[PackageRecord], str] | None = None,
 ) -> dict[str, Path]:
     """Make every record's .deb present and verified in the cache.
 
     Returns SHA256 hex → cache path for every record. The first failure
     (``IntegrityError`` for a mismatch, ``FetchError``/``MirrorError`` when a
     file cannot be had) cancels what has not started and is raised; files
-    already verified stay cached.
+    already verified stay cached. ``anchor(record)`` names what vouches for a
+    record in a mismatch message (default: "its index").
     """
     attempts = attempts or http.POLICY.attempts
     unique = {r.sha256: r for r in records}
@@ -136,9 +140,9 @@ def fetch_debs(
             with cache.lock(Kind.DEBS, record.sha256):
                 path = cached_deb(record, cache)
                 if path is None:
-                    return _download(
-                        record, repository.url_of(record), client, cache, counter, attempts
-                    )
+                    url = repository.url_of(record)
+                    where = anchor(record) if anchor is not None else "its index"
+                    return _download(record, url, client, cache, counter, attempts, where)
         counter.advance(record.size)
         return path
 

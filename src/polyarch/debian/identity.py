@@ -12,6 +12,7 @@ compared with the claim on every build, warm or cold.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Annotated, Protocol
 
 import msgspec
@@ -99,3 +100,23 @@ def mismatches(claim: Claim, facts: DebFacts) -> list[str]:
         if claimed != actual:
             found.append(f"{field} {claimed!r}, the .deb has {actual!r}")
     return found
+
+
+def check_claims(
+    claims: Iterable[Claim],
+    facts: Iterable[DebFacts],
+    refuse: Callable[[Claim, list[str]], Exception],
+) -> None:
+    """Raise ``refuse(claim, differences)`` for the first claim its .deb's facts contradict.
+
+    Facts are found by SHA256 (the one thing the chain of hashes proves); a
+    claim without facts is refused too: nothing says what that .deb is.
+    """
+    by_sha = {f.sha256: f for f in facts}
+    for claim in claims:
+        found = by_sha.get(claim.sha256)
+        if found is None:
+            raise refuse(claim, ["no layer record describes this .deb"])
+        different = mismatches(claim, found)
+        if different:
+            raise refuse(claim, different)

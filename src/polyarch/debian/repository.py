@@ -191,7 +191,14 @@ class Repository:
         elif response.status_code in (404, 410):
             where = self._dist_url("Release")
             release_bytes = self._require(self._get(where), where)
-            signature = self._require(self._get(where + ".gpg"), where + ".gpg")
+            detached = self._get(where + ".gpg")
+            if detached.status_code in (404, 410):
+                raise SignatureError(
+                    f"{self._dist_url('')} is not signed: it has a Release but neither "
+                    "InRelease nor Release.gpg",
+                    hint="polyarch uses signed archives only; point [repository] url at one",
+                )
+            signature = self._require(detached, where + ".gpg")
             text = verify_detached(self.source, release_bytes, signature)
             signed = ("Release", hashlib.sha256(release_bytes).hexdigest())
         else:

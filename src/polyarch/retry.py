@@ -23,6 +23,9 @@ class RetryPolicy:
     """Seconds before the first retry; doubled each time."""
     max_retry_after: float = 30.0
     """A server's Retry-After is honoured up to this many seconds."""
+    max_elapsed: float = 120.0
+    """No retry starts after this many seconds of trying: one request, retries
+    included, is bounded (each try is bounded by the client's timeout)."""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (0 for the first)."""

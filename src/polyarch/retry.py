@@ -35,6 +35,14 @@ class RetryPolicy:
         return delay
 
 
+def summarise(seen: list[str]) -> str:
+    """``HTTP 429 ×3, HTTP 500``: what each try saw, counted, in the order first seen."""
+    counts: dict[str, int] = {}
+    for item in seen:
+        counts[item] = counts.get(item, 0) + 1
+    return ", ".join(f"{item} ×{n}" if n > 1 else item for item, n in counts.items())
+
+
 def is_transient(status: int) -> bool:
     return status in RETRY_STATUSES
 

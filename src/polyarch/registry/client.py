@@ -24,7 +24,7 @@ from polyarch.errors import RegistryAuthError, RegistryError
 from polyarch.http import new_client
 from polyarch.reference import Reference, is_loopback
 from polyarch.registry.credentials import Credentials
-from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after
+from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after, summarise
 
 T = TypeVar("T")
 
@@ -59,14 +59,6 @@ class GaveUp(RegistryError):
             f"{what}: {summarise(seen)} (gave up after {len(seen)} attempts over {elapsed:.1f} s)",
             hint=hint,
         )
-
-
-def summarise(seen: list[str]) -> str:
-    """``HTTP 429 ×3, HTTP 500``: what each try saw, counted, in the order first seen."""
-    counts: dict[str, int] = {}
-    for item in seen:
-        counts[item] = counts.get(item, 0) + 1
-    return ", ".join(f"{item} ×{n}" if n > 1 else item for item, n in counts.items())
 
 
 @dataclass(frozen=True, slots=True)

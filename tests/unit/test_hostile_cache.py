@@ -94,6 +94,8 @@ def test_a_layer_record_naming_a_host_file_is_refused_and_the_file_is_untouched(
     # cache/blobs/<key[:2]>/<key> with key "../host-secret" is cache/../host-secret.
     path, _layer = layer_records(cache)[0]
     forge(path, digest="sha256:../host-secret", size=len(before[2]))
+    code, out, _err = cli("--cache-dir", cache, "cache", "verify")
+    assert code == CacheError.exit_code and path.name[:16] in out  # not "all entries intact"
 
     code, _out, err = build(cli, project, cache, tmp_path / "out")
 
@@ -127,6 +129,32 @@ def test_a_blob_swapped_for_a_symlink_to_a_host_file_is_never_followed(
     assert snapshot(host) == before
     assert not blob.is_symlink()
     assert_valid_image(tmp_path / "out" / "fd")
+
+
+def test_a_shard_directory_linked_outside_the_cache_is_never_entered(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    code, _out, err = build(cli, project, cache, tmp_path / "first")
+    assert code == 0, err
+    _path, layer = max(layer_records(cache), key=lambda item: int(str(item[1]["size"])))
+    key = str(layer["digest"]).removeprefix("sha256:")
+    shard = cache / "blobs" / key[:2]
+    # Elsewhere: a file of the blob's name and size, but other bytes.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / key).write_bytes(bytes(len((shard / key).read_bytes())))
+    before = snapshot(outside / key)
+    shutil.rmtree(shard)
+    shard.symlink_to(outside, target_is_directory=True)
+
+    code, _out, err = build(cli, project, cache, tmp_path / "out")
+
+    assert code == 0, err
+    assert_valid_image(tmp_path / "out" / "fd")
+    assert snapshot(outside / key) == before
+    assert sorted(p.name for p in outside.iterdir()) == [key]  # nothing written there
+    assert not shard.is_symlink() and (shard / key).is_file()
 
 
 def test_a_flipped_byte_in_a_cached_blob_is_healed_and_earlier_results_stay_intact(

@@ -193,10 +193,7 @@ class Cache:
             lock = filelock.FileLock(path, thread_local=False)
             lock.acquire()
         except OSError as exc:
-            raise CacheError(
-                f"cannot lock {path}: {exc.strerror}",
-                hint=f"set --cache-dir or {ENV_VAR} to a writable directory",
-            ) from exc
+            raise HostError.of(exc, f"cannot lock {path}") from exc
         try:
             yield
         finally:

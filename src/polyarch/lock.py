@@ -40,7 +40,7 @@ from polyarch.debian.identity import Architecture, PackageName, Version
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
 from polyarch.determinism import canonical_json, rfc3339
-from polyarch.errors import LockError
+from polyarch.errors import HostError, LockError
 from polyarch.files import atomic_write
 from polyarch.lock_check import lock_line
 from polyarch.platforms import System
@@ -344,7 +344,7 @@ def write_lock(path: Path, lock: Lock) -> None:
     try:
         atomic_write(path, render_lock(lock).encode())
     except OSError as exc:
-        raise LockError(f"cannot write {path}: {exc.strerror}") from exc
+        raise HostError.of(exc, f"cannot write {path}") from exc
 
 
 _HEADER = """\

@@ -31,7 +31,7 @@ from pathlib import Path
 from polyarch import media_types
 from polyarch.cache import KEY_PATTERN, REGISTRY_RECORDS_DIR, Cache, Kind, open_regular
 from polyarch.determinism import DIGEST_PATTERN, Digest, canonical_json, sha256_file
-from polyarch.errors import CacheError, RegistryError, UsageError
+from polyarch.errors import CacheError, HostError, RegistryError, UsageError
 from polyarch.files import file_size
 from polyarch.image.layout import put_blob, write_layout_index
 from polyarch.progress import NULL_PROGRESS, Progress
@@ -256,7 +256,7 @@ class _Staging:
             self.cache.root.mkdir(parents=True, exist_ok=True)
             self.root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.cache.root))
         except OSError as exc:
-            raise CacheError(f"cannot write to cache {self.cache.root}: {exc.strerror}") from exc
+            raise HostError.of(exc, f"cannot write to the cache {self.cache.root}") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -156,3 +156,19 @@ def test_a_binary_lockfile_is_one_line_naming_it(cli: Cli, project: Path, tmp_pa
     )
     assert code == LockError.exit_code
     assert_one_line(err, "containers.lock:2", "UTF-8")
+
+
+def test_running_out_of_memory_is_one_line(
+    cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Exhausting this machine's memory for real would hurt the other tests; a MemoryError
+    # raised where the build starts stands in for it.
+    from polyarch.workflows import build as build_workflow
+
+    def exhausted(*args: object, **kwargs: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(build_workflow, "resolve_container", exhausted)
+    code, _out, err = cli("-f", project, "--cache-dir", tmp_path / "cache", "build", "fd")
+    assert code == HostError.exit_code
+    assert_one_line(err, "out of memory")

@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 # The host refused (disk full, read-only, permissions): one line, its own code.
                 raise HostError.of(exc) from exc
+            except MemoryError as exc:
+                raise HostError(
+                    "out of memory", hint="close other programs, or build fewer systems at once"
+                ) from exc
     except PolyarchError as exc:
         if args.debug:
             traceback.print_exc()

@@ -64,7 +64,7 @@ def _download(
     cache: Cache,
     counter: _Counter,
     attempts: int,
-    anchor: str,
+    anchor: Callable[[], str],
 ) -> Path:
     for attempt in range(attempts):
         written = 0
@@ -89,13 +89,14 @@ def _download(
                     if written != record.size or actual != record.sha256:
                         # Raised inside the writer, so the temporary file is removed.
                         got = f"{written}+" if written > record.size else str(written)
+                        where = anchor()
                         raise IntegrityError(
-                            f"{_describe(record)} from {url} does not match {anchor} "
+                            f"{_describe(record)} from {url} does not match {where} "
                             f"(size {got}, expected {record.size}; "
                             f"sha256 {actual}, expected {record.sha256})",
                             hint="the mirror or a proxy serves a damaged file; try again "
                             "later or use another mirror"
-                            + ("" if anchor == "its index" else ", or check the lock's history"),
+                            + ("" if where == "its index" else ", or check the lock's history"),
                         )
             return cache.path(Kind.DEBS, record.sha256)
         except httpx.TransportError as exc:
@@ -126,6 +127,7 @@ def fetch_debs(
     record in a mismatch message (default: "its index").
     """
     attempts = attempts or http.POLICY.attempts
+    vouch = anchor or (lambda _record: "its index")
     unique = {r.sha256: r for r in records}
     task = progress.task(
         f"fetching {len(unique)} packages", total=sum(r.size for r in unique.values())
@@ -141,8 +143,9 @@ def fetch_debs(
                 path = cached_deb(record, cache)
                 if path is None:
                     url = repository.url_of(record)
-                    where = anchor(record) if anchor is not None else "its index"
-                    return _download(record, url, client, cache, counter, attempts, where)
+                    return _download(
+                        record, url, client, cache, counter, attempts, lambda: vouch(record)
+                    )
         counter.advance(record.size)
         return path
 

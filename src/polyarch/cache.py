@@ -209,17 +209,8 @@ class Cache:
         Names are as found: ``cache verify`` judges them (not a key, a symlink).
         Shard directories that are symlinks are not entered.
         """
-        base = self.root / kind
-        try:
-            if not stat.S_ISDIR(os.lstat(base).st_mode):
-                return
-            shards = list(base.iterdir())
-        except OSError:
-            return
-        for shard in shards:
+        for shard in _real_subdirs(self.root / kind):
             try:
-                if not stat.S_ISDIR(os.lstat(shard).st_mode):
-                    continue  # a stray file or a symlink at shard level
                 files = list(shard.iterdir())
             except OSError:
                 continue  # removed meanwhile
@@ -228,9 +219,10 @@ class Cache:
                     yield path.name, path
 
     def temp_files(self) -> Iterator[Path]:
-        """Temporary files of writers (live ones, or left by a crash)."""
-        for kind in self.kinds():
-            yield from (self.root / kind).glob(f"*/.*{TMP_SUFFIX}")
+        """Temporary files of writers (live ones, or left by a crash); none behind a symlink."""
+        for kind in Kind:
+            for shard in _real_subdirs(self.root / kind):
+                yield from (p for p in shard.glob(f".*{TMP_SUFFIX}") if not p.is_symlink())
 
     @contextmanager
     def writer(self, kind: Kind, key: str) -> Iterator[BinaryIO]:
@@ -286,6 +278,22 @@ class Cache:
         if self._lstat(kind, path) is not None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _real_subdirs(base: Path) -> list[Path]:
+    """The directories in ``base`` (itself a real directory), symlinks and files left out."""
+    try:
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
+            return []
+        found = list(base.iterdir())
+    except OSError:
+        return []
+    real = []
+    for path in found:
+        with contextlib.suppress(OSError):  # removed meanwhile
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                real.append(path)
+    return real
 
 
 def open_regular(path: Path) -> io.BufferedReader | None:

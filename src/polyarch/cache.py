@@ -30,6 +30,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -275,7 +276,10 @@ class Cache:
     def discard(self, kind: Kind, key: str) -> None:
         """Remove the entry if it is there (a symlink itself, never what it points at)."""
         path = self.path(kind, key)
-        if self._lstat(kind, path) is not None:
+        st = self._lstat(kind, path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, ignore_errors=True)  # a directory where a file belongs
+        elif st is not None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

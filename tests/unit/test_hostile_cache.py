@@ -225,3 +225,25 @@ def test_a_damaged_parsed_index_is_healed_instead_of_blaming_the_mirror(
     assert "does not match its index" not in err and "mirror" not in err
     code, out, err = cli("--cache-dir", cache, "cache", "verify")
     assert code == 0, out + err
+
+
+def test_entries_that_are_not_regular_files_are_misses_removed_without_following(
+    tmp_path: Path,
+) -> None:
+    from polyarch.cache import Cache, Kind
+
+    cache, key = Cache(tmp_path / "cache"), "a" * 64
+    outside = tmp_path / "outside"
+    before = canary(outside, b"not the cache's")
+    entry = cache.path(Kind.DEBS, key)
+    entry.parent.mkdir(parents=True)
+    entry.symlink_to(outside)
+    assert cache.get(Kind.DEBS, key) is None
+    assert not entry.is_symlink() and snapshot(outside) == before
+    entry.mkdir()
+    (entry / "inside").write_bytes(b"x")
+    assert cache.get(Kind.DEBS, key) is None and not entry.exists()
+    assert len(cache.progress.warnings) == 2  # type: ignore[attr-defined]
+    for bad in ("../outside", "sha256:" + key, key.upper(), ""):
+        with pytest.raises(CacheError, match="is not a debs cache key"):
+            cache.get(Kind.DEBS, bad)

@@ -13,13 +13,24 @@ finds the first one's result instead of doing the same work again.
 Use is recorded in the access time: ``get`` sets it explicitly (at most once
 per ``TOUCH_INTERVAL``), so it works on ``noatime``/``relatime`` mounts, and
 ``prune --older-than`` removes what no build has used for that long.
+
+Nothing read back is trusted (the cache is shared between machines through
+``cache push``/``pull``, and disks flip bits): a key must match ``KEY_PATTERN``
+before it becomes a path, an entry must be a regular file reached through real
+directories (symlinks are never followed, so no entry leads outside the cache),
+and whoever uses an entry checks its content (``debs`` and ``blobs`` against
+their key, records against their schema and checksum). A bad entry is
+``evict``-ed with a warning and fetched or rebuilt: the cache heals itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -32,7 +43,8 @@ from typing import BinaryIO
 import filelock
 import platformdirs
 
-from polyarch.errors import CacheError
+from polyarch.errors import CacheError, HostError
+from polyarch.progress import NullProgress, Progress
 
 ENV_VAR = "POLYARCH_CACHE_DIR"
 
@@ -78,45 +90,111 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("polyarch", appauthor=False))
 
 
-class Cache:
-    """A directory per ``Kind``, each a flat key → file map (sharded by the key's first two chars)."""
+def is_key(key: str) -> bool:
+    """Whether ``key`` may name a cache entry (it becomes a file name)."""
+    return KEY_PATTERN.fullmatch(key) is not None
 
-    def __init__(self, root: Path | str | None = None) -> None:
+
+class Cache:
+    """A directory per ``Kind``, each a flat key → file map (sharded by the key's first two chars).
+
+    ``progress`` receives the warnings of ``evict``; by default they are kept
+    in a ``NullProgress`` (``cache.progress.warnings``).
+    """
+
+    def __init__(self, root: Path | str | None = None, *, progress: Progress | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.progress: Progress = progress if progress is not None else NullProgress()
+        self._verified: set[tuple[int, ...]] = set()
+        """(dev, inode, size, mtime, ctime) of entries this process has hashed already."""
 
     def path(self, kind: Kind, key: str) -> Path:
-        """Where the entry would live; it may not exist."""
+        """Where the entry would live; it may not exist. CacheError if ``key`` is not a key."""
+        if not is_key(key):
+            raise CacheError(
+                f"{key[:80]!r} is not a {kind} cache key",
+                hint="a cache record names something that is not a sha256; "
+                "run `polyarch cache verify --repair`",
+            )
         return self.root / kind / key[:2] / key
 
     def get(self, kind: Kind, key: str) -> Path | None:
-        """The entry's path if it exists (and mark it used), else None."""
+        """The entry's path if it is a regular file (and mark it used), else None.
+
+        Reached through real directories only: an entry, or a directory on the
+        way to it, that is a symlink is a miss (and the entry is evicted).
+        """
         p = self.path(kind, key)
-        try:
-            st = p.stat()
-        except OSError:
+        st = self._lstat(kind, p)
+        if st is None:
             return None
         if not stat.S_ISREG(st.st_mode):
+            self.evict(kind, key, "not a regular file")
             return None
-        now = time.time()
-        if now - st.st_atime > TOUCH_INTERVAL:
+        if time.time() - st.st_atime > TOUCH_INTERVAL:
             # A read-only cache is still a usable cache.
-            with contextlib.suppress(OSError):
-                os.utime(p, ns=(time.time_ns(), st.st_mtime_ns))
+            with contextlib.suppress(OSError, NotImplementedError):
+                os.utime(p, ns=(time.time_ns(), st.st_mtime_ns), follow_symlinks=False)
         return p
+
+    def _lstat(self, kind: Kind, path: Path) -> os.stat_result | None:
+        try:
+            for directory in (self.root / kind, path.parent):
+                if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                    return None  # a symlink (or a file) where a directory belongs
+            return os.lstat(path)
+        except OSError:
+            return None
+
+    def verified(self, kind: Kind, key: str) -> Path | None:
+        """The path of a ``debs``/``blobs`` entry whose content hashes to its key, else None.
+
+        A mismatch is evicted. A file this process hashed before, and that has
+        not changed since (same inode, size, mtime and ctime), is not hashed again.
+        """
+        if not kind.content_addressed:
+            raise ValueError(f"{kind} entries are not named by their content")
+        path = self.get(kind, key)
+        f = open_regular(path) if path is not None else None
+        if path is None or f is None:
+            return None
+        with f:
+            st = os.fstat(f.fileno())
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if stamp in self._verified:
+                return path
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        if actual != key:
+            self.evict(kind, key, f"its content hashes to {actual[:16]}…")
+            return None
+        self._verified.add(stamp)
+        return path
+
+    def open(self, kind: Kind, key: str) -> io.BufferedReader | None:
+        """The entry opened for reading (never through a symlink), else None."""
+        path = self.get(kind, key)
+        if path is None:
+            return None
+        return open_regular(path)
+
+    def evict(self, kind: Kind, key: str, reason: str) -> None:
+        """Remove a damaged entry, with a warning; whoever needs it fetches or rebuilds it."""
+        self.discard(kind, key)
+        self.progress.warn(
+            f"cache: removed {kind} entry {key[:16]}… ({reason}); it is fetched or rebuilt"
+        )
 
     @contextmanager
     def lock(self, kind: Kind, key: str) -> Iterator[None]:
         """Hold the producer lock of one entry (blocks while another process holds it)."""
+        self.path(kind, key)  # refuses what is not a key
         path = self.root / LOCKS_DIR / kind / f"{key}.lock"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._real_dirs(self.root / LOCKS_DIR, path.parent)
             lock = filelock.FileLock(path, thread_local=False)
             lock.acquire()
         except OSError as exc:
-            raise CacheError(
-                f"cannot lock {path}: {exc.strerror}",
-                hint=f"set --cache-dir or {ENV_VAR} to a writable directory",
-            ) from exc
+            raise HostError.of(exc, f"cannot lock {path}") from exc
         try:
             yield
         finally:
@@ -127,45 +205,67 @@ class Cache:
         return [kind for kind in Kind if (self.root / kind).is_dir()]
 
     def entries(self, kind: Kind) -> Iterator[tuple[str, Path]]:
-        """Every (key, path) of ``kind``, in no particular order; temporary files excluded."""
-        base = self.root / kind
-        try:
-            shards = list(base.iterdir())
-        except OSError:
-            return
-        for shard in shards:
+        """Every (name, path) of ``kind``, in no particular order; temporary files excluded.
+
+        Names are as found: ``cache verify`` judges them (not a key, a symlink).
+        Shard directories that are symlinks are not entered.
+        """
+        for shard in _real_subdirs(self.root / kind):
             try:
                 files = list(shard.iterdir())
             except OSError:
-                continue  # a stray file at shard level, or removed meanwhile
+                continue  # removed meanwhile
             for path in files:
                 if not path.name.startswith("."):
                     yield path.name, path
 
     def temp_files(self) -> Iterator[Path]:
-        """Temporary files of writers (live ones, or left by a crash)."""
-        for kind in self.kinds():
-            yield from (self.root / kind).glob(f"*/.*{TMP_SUFFIX}")
+        """Temporary files of writers (live ones, or left by a crash); none behind a symlink."""
+        for kind in Kind:
+            for shard in _real_subdirs(self.root / kind):
+                yield from (p for p in shard.glob(f".*{TMP_SUFFIX}") if not p.is_symlink())
 
     @contextmanager
     def writer(self, kind: Kind, key: str) -> Iterator[BinaryIO]:
         """Open a temporary file; on a clean exit it becomes the entry, else it vanishes."""
         final = self.path(kind, key)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._real_dirs(self.root / kind, final.parent)
             fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{key[:16]}.", suffix=TMP_SUFFIX)
         except OSError as exc:
-            raise CacheError(
-                f"cannot write to cache {self.root}: {exc.strerror}",
-                hint=f"set --cache-dir or {ENV_VAR} to a writable directory",
-            ) from exc
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
             os.replace(tmp, final)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _real_dirs(self, *directories: Path) -> None:
+        """Create directories below the root; a symlink or file in their place is removed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for directory in directories:
+            try:
+                st = os.lstat(directory)
+            except FileNotFoundError:
+                directory.mkdir(exist_ok=True)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                directory.unlink()  # never write through a link out of the cache
+                directory.mkdir()
+
+    def adopt(self, kind: Kind, key: str, path: Path) -> None:
+        """Make the file at ``path`` (on the cache's file system) the entry, atomically."""
+        final = self.path(kind, key)
+        try:
+            self._real_dirs(self.root / kind, final.parent)
+            os.replace(path, final)
+        except OSError as exc:
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
 
     def put(self, kind: Kind, key: str, data: bytes) -> Path:
         """Write ``data`` as the entry (atomically); return its path."""
@@ -174,5 +274,39 @@ class Cache:
         return self.path(kind, key)
 
     def discard(self, kind: Kind, key: str) -> None:
-        """Remove the entry if it is there."""
-        self.path(kind, key).unlink(missing_ok=True)
+        """Remove the entry if it is there (a symlink itself, never what it points at)."""
+        path = self.path(kind, key)
+        st = self._lstat(kind, path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, ignore_errors=True)  # a directory where a file belongs
+        elif st is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _real_subdirs(base: Path) -> list[Path]:
+    """The directories in ``base`` (itself a real directory), symlinks and files left out."""
+    try:
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
+            return []
+        found = list(base.iterdir())
+    except OSError:
+        return []
+    real = []
+    for path in found:
+        with contextlib.suppress(OSError):  # removed meanwhile
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                real.append(path)
+    return real
+
+
+def open_regular(path: Path) -> io.BufferedReader | None:
+    """``path`` opened for reading if it is a regular file, not followed if it is a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")

@@ -6,6 +6,9 @@ an exit code. Messages are written for the user: what went wrong and what to do.
 
 from __future__ import annotations
 
+import errno
+import os
+
 REBUILD_NEEDED = 100
 """Not an error: the documented exit status of ``polyarch outdated`` when a rebuild is due
 (newer packages in the sources than in the lock or the last build). Out of the errors'
@@ -146,3 +149,43 @@ class ToolMissingError(PolyarchError):
     """A host program polyarch needs (docker, qemu, skopeo, ...) is not installed."""
 
     exit_code = 50
+
+
+class HostError(PolyarchError):
+    """The host refused a file operation: disk full, read-only, permission, name too long."""
+
+    exit_code = 60
+
+    @classmethod
+    def of(cls, exc: OSError, where: str | None = None) -> HostError:
+        """The one-line error for ``exc``; ``where`` says what was being written (else its path)."""
+        what, hint = _HOST_ERRORS.get(
+            exc.errno or 0, (exc.strerror or type(exc).__name__, "check the path and try again")
+        )
+        path = exc.filename if exc.filename is not None else None
+        place = where or (os.fsdecode(path) if path is not None else "")
+        return cls(f"{place}: {what}" if place else what, hint=hint)
+
+
+_HOST_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: (
+        "no space left on the device",
+        "free some space, or use --out or --cache-dir on another disk",
+    ),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or use another --out or --cache-dir"),
+    errno.EROFS: (
+        "read-only file system",
+        "write somewhere writable: --out DIR, --cache-dir DIR or POLYARCH_CACHE_DIR",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "check the owner and mode of the directory, or use another",
+    ),
+    errno.EPERM: ("operation not permitted", "check the owner and mode, or use another directory"),
+    errno.ENAMETOOLONG: (
+        "a file name is too long for the file system",
+        "use a shorter --out path or container name",
+    ),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or use fewer --jobs"),
+    errno.EIO: ("input/output error", "the disk may be failing; check it (dmesg)"),
+}

@@ -5,24 +5,39 @@ directory beside, then swapped in (``replace_directory``), so ``OUT/NAME``
 holds the previous result or the new one, never a mix. The cache has its own
 writer (``Cache.writer``, with locks); these are for everything else: the lock
 file, registry records, outputs.
+
+A staging directory is flock-ed while its build runs; the kernel drops the
+lock when the process dies, however it dies. So the next build of the same
+output removes the ``.NAME.tmp-*`` a killed build left, and never a live one.
+
+Outputs never share an inode with the cache (``clone_or_copy``): a hard link
+would let a user editing ``result/`` corrupt the cache, and a damaged cache
+entry corrupt results built before the damage.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from polyarch.errors import ImageError
+from polyarch.errors import HostError, ImageError
 
 STAGING_INFIX = ".tmp-"
 """Staging directories are ``.NAME.tmp-*`` beside ``NAME``."""
+OLD_INFIX = ".old-"
+"""Where a previous result waits to be deleted on systems without an atomic exchange."""
+NEW_INFIX = ".new-"
+"""A staging directory before it is locked (for microseconds)."""
+NEW_GRACE = 60.0
 
 
 @contextmanager
@@ -63,28 +78,116 @@ def atomic_copy(source: Path, path: Path, *, mode: int = 0o644) -> None:
         shutil.copyfile(source, tmp)
 
 
-def link_or_copy(source: Path, path: Path) -> None:
-    """Hard-link ``source`` at ``path``, or copy it (with its mode) where linking fails.
+FICLONE = 0x40049409
+"""Linux ioctl: make ``dst`` share ``src``'s extents copy-on-write (btrfs, XFS, bcachefs)."""
 
-    Only for immutable content such as blobs named by their digest: the two names
-    share the bytes. Links fail across file systems, or where the file is not ours.
+
+def clone_or_copy(source: Path, path: Path, *, mode: int = 0o644) -> None:
+    """Write a new file at ``path`` with ``source``'s bytes, sharing no inode with it.
+
+    A reflink (``FICLONE``) where the file system supports it, which costs no
+    time or space and still lets either file change without the other; else
+    a copy in the kernel (``sendfile``). ``source`` is never followed if it is
+    a symlink. ``path`` must not exist.
     """
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.link(source, path)
+        dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            if not _reflink(src, dst):
+                _copy(src, dst, os.fstat(src).st_size)
+        except BaseException:
+            os.close(dst)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _reflink(src: int, dst: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
     except OSError:
-        shutil.copy2(source, path)
+        return False  # EOPNOTSUPP, EXDEV, EINVAL: not a reflink file system, or not one
+    return True
+
+
+def _copy(src: int, dst: int, size: int) -> None:
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(dst, src, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    except OSError as exc:
+        if offset or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise
+        while chunk := os.read(src, 1 << 20):  # sendfile cannot do these two files
+            os.write(dst, chunk)
 
 
 @contextmanager
 def staging_dir(dest: Path) -> Iterator[Path]:
-    """A fresh directory beside ``dest``; removed unless the caller renamed it away."""
+    """A fresh directory beside ``dest``, locked while in use; removed unless renamed away.
+
+    Stale staging directories of ``dest`` (their builds were killed) are removed first.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_INFIX}", dir=dest.parent))
+    remove_stale_staging(dest)
+    # Locked under a name no cleaner removes, then renamed (the lock stays with the inode):
+    # another build's cleanup can never see it unlocked.
+    new = Path(tempfile.mkdtemp(prefix=f".{dest.name}{NEW_INFIX}", dir=dest.parent))
+    held = _hold(new)
+    tmp = dest.parent / new.name.replace(NEW_INFIX, STAGING_INFIX, 1)
+    os.rename(new, tmp)
     try:
         yield tmp
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+def _hold(directory: Path) -> int | None:
+    """An fd holding an exclusive flock on ``directory``; None where it cannot be had."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_staging(dest: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-*`` and ``.NAME.old-*`` directories of ``dest`` no process holds.
+
+    Returns what was removed. One that a live build holds (its flock) is left alone.
+    """
+    removed = []
+    for infix in (STAGING_INFIX, OLD_INFIX, NEW_INFIX):
+        for candidate in dest.parent.glob(f".{dest.name}{infix}*"):
+            if candidate.is_symlink() or not candidate.is_dir():
+                continue
+            if infix == NEW_INFIX and time.time() - candidate.lstat().st_mtime < NEW_GRACE:
+                continue  # a build between creating and locking it
+            held = _hold(candidate)
+            if held is None:
+                continue  # a live build holds it
+            try:
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate)
+            finally:
+                os.close(held)
+    return removed
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -131,17 +234,15 @@ def replace_directory(dest: Path, fill: Callable[[Path], None]) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ImageError(f"cannot create {dest.parent}: {exc.strerror}", hint="use --out") from exc
-    with staging_dir(dest) as tmp:
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are for everyone to read
-        fill(tmp)
-        try:
+        raise HostError.of(exc, f"cannot create {dest.parent}") from exc
+    try:
+        with staging_dir(dest) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are for everyone to read
+            fill(tmp)
             _swap_in(tmp, dest)
-        except OSError as exc:
-            raise ImageError(
-                f"cannot move the new result into {dest}: {exc.strerror}",
-                hint="check permissions of the output directory",
-            ) from exc
+    except OSError as exc:
+        # Disk full, read-only, permissions: the previous result is still in place.
+        raise HostError.of(exc, f"cannot write {dest}") from exc
     return dest
 
 
@@ -152,7 +253,7 @@ def _swap_in(new: Path, dest: Path) -> None:
     elif _exchange(new, dest):
         pass  # new now holds the old result; staging_dir deletes it
     else:
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}{OLD_INFIX}", dir=dest.parent))
         os.rename(dest, aside)  # onto an empty directory: allowed by POSIX
         try:
             os.rename(new, dest)

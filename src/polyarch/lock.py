@@ -35,12 +35,14 @@ import msgspec
 
 from polyarch import tomlwrite as toml
 from polyarch.config import Config, Container
+from polyarch.debian.identity import Architecture, PackageName, Version
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.resolver import Resolution, ResolvedPackage
 from polyarch.debian.sources import Source, SourceRelease
 from polyarch.determinism import canonical_json
-from polyarch.errors import LockError
+from polyarch.errors import HostError, LockError
 from polyarch.files import atomic_write
+from polyarch.lock_check import lock_line
 from polyarch.platforms import System
 
 LOCK_NAME = "containers.lock"
@@ -48,6 +50,10 @@ LOCK_SCHEMA = 2
 """2: several sources (each package names its source; each system lists the sources read)."""
 
 _Hex64 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+_PoolPath = Annotated[
+    str, msgspec.Meta(pattern=r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f]+$", max_length=4095)
+]
+"""Relative, no ``..``, no control characters: it is joined to the mirror's URL."""
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,10 +63,10 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class LockedPackage(_Strict, frozen=True, kw_only=True):
     """One package of a locked closure."""
 
-    name: str
-    version: str
-    architecture: str
-    filename: str
+    name: PackageName
+    version: Version
+    architecture: Architecture
+    filename: _PoolPath
     """Pool path relative to the mirror root."""
     size: Annotated[int, msgspec.Meta(ge=0)]
     sha256: _Hex64
@@ -356,7 +362,7 @@ def _show(value: object) -> str:
 def read_lock(path: Path) -> Lock:
     """Read and validate ``containers.lock``; LockError when missing, malformed or of another schema."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise LockError(
             f"{path}: no such file", hint="run `polyarch lock` to write it (needs the network)"
@@ -364,6 +370,11 @@ def read_lock(path: Path) -> Lock:
     except OSError as exc:
         raise LockError(f"{path}: cannot read: {exc.strerror}") from exc
     regenerate = "delete it and run `polyarch lock`"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LockError(f"{path}:{line}: not UTF-8 text", hint=regenerate) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -381,7 +392,7 @@ def read_lock(path: Path) -> Lock:
     try:
         return msgspec.convert(raw, Lock)
     except msgspec.ValidationError as exc:
-        raise LockError(f"{path}: {exc}", hint=regenerate) from exc
+        raise LockError(f"{path}:{lock_line(text, str(exc))}: {exc}", hint=regenerate) from exc
 
 
 def previous_entries(path: Path) -> dict[str, LockedContainer]:
@@ -406,7 +417,7 @@ def write_lock(path: Path, lock: Lock) -> None:
     try:
         atomic_write(path, render_lock(lock).encode())
     except OSError as exc:
-        raise LockError(f"cannot write {path}: {exc.strerror}") from exc
+        raise HostError.of(exc, f"cannot write {path}") from exc
 
 
 _HEADER = """\

@@ -23,6 +23,9 @@ class RetryPolicy:
     """Seconds before the first retry; doubled each time."""
     max_retry_after: float = 30.0
     """A server's Retry-After is honoured up to this many seconds."""
+    max_elapsed: float = 120.0
+    """No retry starts after this many seconds of trying: one request, retries
+    included, is bounded (each try is bounded by the client's timeout)."""
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (0 for the first)."""
@@ -30,6 +33,14 @@ class RetryPolicy:
         if retry_after is not None and self.backoff > 0:
             delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
+
+
+def summarise(seen: list[str]) -> str:
+    """``HTTP 429 ×3, HTTP 500``: what each try saw, counted, in the order first seen."""
+    counts: dict[str, int] = {}
+    for item in seen:
+        counts[item] = counts.get(item, 0) + 1
+    return ", ".join(f"{item} ×{n}" if n > 1 else item for item, n in counts.items())
 
 
 def is_transient(status: int) -> bool:

@@ -134,6 +134,40 @@ def _end_of_value(text: str, pos: int) -> int:
     return pos
 
 
+def array_item_line(text: str, keys: Sequence[str], index: int) -> int:
+    """The line where item ``index`` (counting from 0) of the array at ``keys`` starts.
+
+    Counts bracketed items (inline tables, arrays), as containers.lock writes
+    its packages; the line of ``keys`` itself if there are fewer.
+    """
+    line = line_of(text, keys)
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    pos = newlines[line - 2] + 1 if line > 1 else 0
+    equals = text.find("=", pos)
+    if equals < 0:
+        return line
+    pos, depth, seen = equals + 1, 0, -1
+    while pos < len(text):
+        m = _VALUE_TOKEN.match(text, pos)
+        if m is None:
+            break
+        kind = m.lastgroup
+        if kind == "open":
+            if depth == 1:
+                seen += 1
+                if seen == index:
+                    return bisect.bisect_left(newlines, pos) + 1
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+            if depth <= 0:
+                break
+        elif kind == "newline" and depth <= 0:
+            break
+        pos = m.end()
+    return line
+
+
 def deepest_line(text: str) -> int:
     """The line where brackets nest deepest (strings and comments skipped): where to look
     when a document is nested too deeply to parse."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tarfile
 import uuid
 from pathlib import Path
@@ -119,25 +120,18 @@ def test_every_blob_is_named_by_its_sha256_and_shared_layers_are_stored_once(
     assert len(expected) == 1 + 2 * 2 + 3  # index, 2x(manifest, config), base + 2 tools
 
 
-def test_layer_blobs_are_hard_linked_from_the_cache(layout: Path, built: Any) -> None:
+def test_layer_blobs_are_copies_that_share_no_inode_with_the_cache(
+    layout: Path, built: Any
+) -> None:
+    # Before, blobs were hard links: editing result/ corrupted the cache, a flipped
+    # byte in the cache corrupted results built earlier, and chmod reached the cache.
     layer = built[0][0].layers[0]
     placed = layout / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")
-    assert os.path.samefile(placed, layer.blob)
-
-
-def test_layer_blobs_are_copied_when_linking_fails(
-    tmp_path: Path, built: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_link(src: object, dst: object) -> None:
-        raise OSError(18, "Invalid cross-device link")
-
-    monkeypatch.setattr(os, "link", no_link)
-    images, index = built
-    write_oci_layout(tmp_path / "copied", images, index, tag="latest")
-    layer = images[0].layers[0]
-    placed = tmp_path / "copied" / "blobs" / "sha256" / layer.digest.removeprefix("sha256:")
     assert not os.path.samefile(placed, layer.blob)
     assert placed.read_bytes() == layer.blob.read_bytes()
+    assert layer.blob.stat().st_nlink == 1
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o444
+    assert stat.S_IMODE(layer.blob.stat().st_mode) != 0o444  # the chmod stayed in result/
 
 
 def test_layout_is_identical_when_written_twice_from_separate_caches(tmp_path: Path) -> None:

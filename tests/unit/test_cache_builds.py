@@ -98,7 +98,7 @@ def test_offline_build_lists_exactly_the_packages_the_cache_lacks(
     build(project, cache.root, tmp_path / "online")
     # Drop the fd-find layers and the amd64 fd-find .deb: only that one must be read again.
     for _key, path in list(cache.entries("layers")):
-        if json.loads(path.read_bytes()).get("packages") == ["fd-find"]:
+        if (json.loads(path.read_bytes())["layer"] or {}).get("packages") == ["fd-find"]:
             path.unlink()
     locked = read_lock(project.parent / "containers.lock").containers["fd"].systems
     fd_amd64 = next(p for p in locked["x86_64-linux"].packages if p.name == "fd-find")

@@ -272,10 +272,41 @@ def test_truncated_cached_index_is_rebuilt(tmp_path: Path) -> None:
     assert path.stat().st_size > 0
 
 
-def test_damaged_record_in_a_cached_index_is_reported_and_removed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["record", "header"])
+def test_a_damaged_cached_index_is_evicted_with_a_warning_and_parsed_again(
+    tmp_path: Path, where: str
+) -> None:
+    # One flipped byte in the field that names the .deb: before, a build failed
+    # blaming the mirror for serving a file that "does not match its index".
     _, _, path = _cached_twice(tmp_path)
     data = bytearray(path.read_bytes())
-    # Overwrite the bytes of the last record (lib39) with msgpack "nil"s.
+    target = RECORDS[-1].sha256.encode() if where == "record" else b"gawk"
+    at = data.find(target)  # the header (names table) comes before the records
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    cache = Cache(tmp_path)
+    loads: list[int] = []
+
+    def raw() -> bytes:
+        loads.append(1)
+        return TEXT
+
+    index = load_index(cache, hashlib.sha256(b"compressed").hexdigest(), raw, component="main")
+    assert index.named("mawk")[0].name == "mawk"
+    assert [r.sha256 for r in index.named("lib39")] == [RECORDS[-1].sha256]
+    assert [(r.name, r.sha256) for r in index] == [(r.name, r.sha256) for r in RECORDS]
+    assert loads == [1]
+    assert (
+        len(cache.progress.warnings) == 1 and "removed indexes entry" in cache.progress.warnings[0]
+    )
+    # The cache holds a good entry again.
+    again = load_index(cache, hashlib.sha256(b"compressed").hexdigest(), raw, component="main")
+    assert list(again) == list(index) and loads == [1]
+
+
+def test_a_damaged_index_that_cannot_be_parsed_again_is_a_cache_error(tmp_path: Path) -> None:
+    _, _, path = _cached_twice(tmp_path)
+    data = bytearray(path.read_bytes())
     data[-30:] = b"\xc0" * 30
     path.write_bytes(bytes(data))
     index = load_index(
@@ -284,4 +315,3 @@ def test_damaged_record_in_a_cached_index_is_reported_and_removed(tmp_path: Path
     assert index.named("gawk")[0].name == "gawk"  # untouched records still load
     with pytest.raises(CacheError, match="damaged"):
         index.named("lib39")
-    assert not path.exists()

@@ -241,7 +241,7 @@ def test_a_copyright_file_that_is_not_machine_readable_gives_no_licenses() -> No
 # -- the annotated layout -----------------------------------------------------------------------
 
 
-def test_annotating_rewrites_only_the_index_and_links_every_other_blob(tmp_path: Path) -> None:
+def test_annotating_rewrites_only_the_index_and_copies_every_other_blob(tmp_path: Path) -> None:
     sample = make_layout(tmp_path / "oci")
     dest = tmp_path / "out" / "manifest"
     digest = annotate_layout(sample.path, dest, {ANNOTATION_LICENSES: "MIT"})
@@ -252,7 +252,9 @@ def test_annotating_rewrites_only_the_index_and_links_every_other_blob(tmp_path:
     assert [m["digest"] for m in index["manifests"]] == list(sample.manifests.values())
     for blob in sample.blobs:
         name = blob.removeprefix("sha256:")
-        assert os.path.samefile(dest / "blobs/sha256" / name, sample.path / "blobs/sha256" / name)
+        copied, original = dest / "blobs/sha256" / name, sample.path / "blobs/sha256" / name
+        assert copied.read_bytes() == original.read_bytes()
+        assert not os.path.samefile(copied, original)
     assert not (dest / "blobs/sha256" / sample.index_digest.removeprefix("sha256:")).exists()
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from polyarch.cli import attest, build, cache, doctor, engine, outdated, publish, resolve
 from polyarch.cli._common import Commands, Handler, common_options
-from polyarch.errors import PolyarchError
+from polyarch.errors import HostError, PolyarchError
 from polyarch.ui import ConsoleProgress
 
 COMMAND_MODULES = (resolve, outdated, build, engine, doctor, publish, cache, attest)
@@ -33,7 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with progress:
             handler: Handler = args.handler
-            return handler(args, progress)
+            try:
+                return handler(args, progress)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                # The host refused (disk full, read-only, permissions): one line, its own code.
+                raise HostError.of(exc) from exc
+            except MemoryError as exc:
+                raise HostError(
+                    "out of memory", hint="close other programs, or build fewer systems at once"
+                ) from exc
     except PolyarchError as exc:
         if args.debug:
             traceback.print_exc()

@@ -135,13 +135,14 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(find_config(args.file))
 
 
-def cache_of(args: argparse.Namespace) -> Cache:
-    return Cache(args.cache_dir) if args.cache_dir else Cache()
+def cache_of(args: argparse.Namespace, progress: ConsoleProgress | None = None) -> Cache:
+    """The cache of --cache-dir (else the default); its warnings go to ``progress``."""
+    return Cache(args.cache_dir or None, progress=progress)
 
 
 def session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
     """The session, with containers.lock loaded for --locked/--offline."""
-    session = Session(config=load(args), cache=cache_of(args), progress=progress)
+    session = Session(config=load(args), cache=cache_of(args, progress), progress=progress)
     if getattr(args, "locked", False) or getattr(args, "offline", False):
         session.lock = read_lock(lock_path(session.config))
         session.offline = bool(getattr(args, "offline", False))

@@ -53,7 +53,7 @@ def register(commands: Commands) -> None:
     q = add(
         "verify",
         cmd_cache_verify,
-        "re-hash every entry; report (and with --repair delete) bad ones",
+        "check every entry (hashes, record schemas, checksums); report, or --repair delete, bad ones",
     )
     q.add_argument("--repair", action="store_true", help="delete bad entries")
     q = add(
@@ -176,7 +176,7 @@ def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    cache = cache_of(args)
+    cache = cache_of(args, progress)
     result = pull_cache(
         cache,
         args.ref,

@@ -20,6 +20,7 @@ from polyarch.cli.build import print_build
 from polyarch.config import Container
 from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
 from polyarch.kernel import Kernel, locate_kernel
+from polyarch.reference import check_tag
 from polyarch.ui import ConsoleProgress, print_table
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.load import load_from_layout, load_image
@@ -89,6 +90,7 @@ def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
 
 
 def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
     (system,) = systems_of(args, container)
     engine = _engine(args, progress)
@@ -98,6 +100,7 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
     systems = systems_of(args, container)
     engine = _engine(args, progress)
@@ -111,6 +114,7 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    check_tag(args.tag)  # before the engine is asked anything
     session = session_of(args, progress)
     # Every container's systems before any work: a --system one of them lacks is refused now.
     plan = [
@@ -143,6 +147,7 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    check_tag(args.tag)  # before the engine is asked anything
     session = session_of(args, progress)
     container = session.config.container(args.name)
     engine = _engine(args, progress)

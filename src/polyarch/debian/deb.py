@@ -14,6 +14,11 @@ is not an earlier regular file of the same package, device nodes and fifos, and
 a truncated or corrupt data.tar are refused with ``PackageError`` naming the
 package and the path.
 
+Paths longer than ``PATH_MAX`` or with a component longer than ``NAME_MAX``
+(bytes, as Linux counts them) are refused too: no engine can unpack them, and
+``docker load`` would fail long after the build said it succeeded. A package
+whose files add up to more than ``MAX_UNPACKED_BYTES`` is refused as it is read.
+
 Symlinks may point anywhere, including ``/etc/shadow`` or ``../../..``: their
 targets are kept as written and only ever interpreted *inside* the image by
 the container runtime. polyarch never resolves or follows a symlink on the
@@ -26,6 +31,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import os
 import sys
 import tarfile
 import zlib
@@ -47,6 +53,13 @@ AR_MAGIC = b"!<arch>\n"
 _AR_HEADER_SIZE = 60
 _COMPRESSIONS = ("", ".xz", ".zst", ".gz")
 _MAX_CONTROL_SIZE = 64 * 1024 * 1024  # control.tar is a few KB; refuse absurd ones
+PATH_MAX = 4096
+"""Linux's limit on a path, its terminating NUL included."""
+NAME_MAX = 255
+"""Linux's limit on one path component, in bytes."""
+MAX_UNPACKED_BYTES = 8 * 1024**3
+"""Default limit on the files of one package, in bytes (the largest Debian packages
+unpack to a few GB); more is refused as a decompression bomb."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class DebContents:
     control: str
     postinst: str | None
     entries: tuple[DebEntry, ...]
+    size: int = 0
+    """Bytes of the .deb file."""
 
 
 def normalise_path(name: str) -> str | None:
@@ -90,10 +105,11 @@ def normalise_path(name: str) -> str | None:
     return "/" + "/".join(parts)
 
 
-def read_deb(path: Path, package: str) -> DebContents:
+def read_deb(path: Path, package: str, *, max_unpacked: int = MAX_UNPACKED_BYTES) -> DebContents:
     """Parse the .deb at ``path`` (already verified by its SHA256) as ``package``.
 
-    Raises ``PackageError`` naming ``package`` for anything malformed or unsafe.
+    Raises ``PackageError`` naming ``package`` for anything malformed or unsafe,
+    or when its files add up to more than ``max_unpacked`` bytes.
     """
     try:
         f = path.open("rb")
@@ -118,11 +134,12 @@ def read_deb(path: Path, package: str) -> DebContents:
             elif _is_member(name, "control.tar") and control is None:
                 control, postinst = _read_control(member, name, package)
             elif _is_member(name, "data.tar") and entries is None:
-                entries = _read_data(member, name, package)
+                entries = _read_data(member, name, package, max_unpacked)
             # Other members (signatures like _gpgbuilder) do not enter the image.
         if not seen_binary or control is None or entries is None:
             raise _bad(package, "missing debian-binary, control.tar or data.tar member")
-    return DebContents(package=package, control=control, postinst=postinst, entries=entries)
+        size = os.fstat(f.fileno()).st_size
+    return DebContents(package, control, postinst, entries, size)
 
 
 def _bad(package: str, what: str) -> PackageError:
@@ -247,8 +264,11 @@ def _read_control(member: io.BufferedReader, name: str, package: str) -> tuple[s
     return control, postinst
 
 
-def _read_data(member: io.BufferedReader, name: str, package: str) -> tuple[DebEntry, ...]:
+def _read_data(
+    member: io.BufferedReader, name: str, package: str, max_unpacked: int
+) -> tuple[DebEntry, ...]:
     entries: list[DebEntry] = []
+    unpacked = 0
     files: dict[str, DebEntry] = {}  # regular files so far: hard links may only point here
     symlinks: set[str] = set()
     where = name
@@ -257,6 +277,13 @@ def _read_data(member: io.BufferedReader, name: str, package: str) -> tuple[DebE
         with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as tar:
             for info in tar:
                 where = info.name
+                unpacked += info.size if info.isreg() else 0
+                if unpacked > max_unpacked:
+                    raise _bad(
+                        package,
+                        f"its files add up to more than {max_unpacked} bytes "
+                        f"(at {info.name!r}); refusing a decompression bomb",
+                    )
                 entry = _entry(info, tar, files, package)
                 if entry is None:
                     continue
@@ -290,12 +317,28 @@ def _refuse_path_through_symlink(path: str, symlinks: set[str], package: str) ->
         parent = parent.rsplit("/", 1)[0]
 
 
+def _refuse_overlong(path: str, what: str, package: str) -> None:
+    """Refuse a path no Linux file system can hold (``PATH_MAX``, ``NAME_MAX``)."""
+    encoded = os.fsencode(path)
+    if len(encoded) >= PATH_MAX:
+        raise _bad(
+            package, f"{what} {path[:60]!r}… is {len(encoded)} bytes long (limit {PATH_MAX - 1})"
+        )
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise _bad(
+            package,
+            f"{what} {path[:60]!r}… has a name of {len(longest)} bytes (limit {NAME_MAX})",
+        )
+
+
 def _entry(
     info: tarfile.TarInfo, tar: tarfile.TarFile, files: dict[str, DebEntry], package: str
 ) -> DebEntry | None:
     path = normalise_path(info.name)
     if path is None:
         raise _bad(package, f"path {info.name!r} is absolute or leaves the package root")
+    _refuse_overlong(path, "path", package)
     mode = info.mode & 0o7777
     if path == "/":
         return None  # the image root belongs to the filesystem skeleton, not to a package
@@ -308,6 +351,7 @@ def _entry(
     if info.issym():
         if not info.linkname or "\0" in info.linkname:
             raise _bad(package, f"symlink {info.name!r} has an empty or invalid target")
+        _refuse_overlong(info.linkname, f"target of symlink {path!r}", package)
         return DebEntry(path, "symlink", mode, target=info.linkname)
     if info.islnk():
         target = normalise_path(info.linkname)

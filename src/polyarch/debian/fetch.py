@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Protocol
@@ -22,8 +22,8 @@ import httpx
 from polyarch import http
 from polyarch.cache import Cache, Kind
 from polyarch.debian.packages import PackageRecord
-from polyarch.determinism import sha256_file
 from polyarch.errors import FetchError, IntegrityError
+from polyarch.files import file_size
 from polyarch.progress import NULL_PROGRESS, Progress
 
 CHUNK = 1 << 20
@@ -51,18 +51,15 @@ class _Counter:
 
 
 def cached_deb(record: PackageRecord, cache: Cache) -> Path | None:
-    """The cached .deb for ``record`` if it is there and still intact; a damaged one is removed."""
-    path = cache.get(Kind.DEBS, record.sha256)
-    if path is None:
+    """The cached .deb for ``record`` if it is there and intact; a damaged one is evicted.
+
+    An intact file of another size than ``record`` claims stays (it is what its
+    SHA256 names): the download that follows reports the mismatch.
+    """
+    path = cache.verified(Kind.DEBS, record.sha256)
+    if path is None or file_size(path) != record.size:
         return None
-    try:
-        # Size first: it catches truncation without reading the file.
-        if path.stat().st_size == record.size and sha256_file(path) == f"sha256:{record.sha256}":
-            return path
-    except OSError:
-        pass
-    cache.discard(Kind.DEBS, record.sha256)
-    return None
+    return path
 
 
 def _describe(record: PackageRecord) -> str:
@@ -76,6 +73,7 @@ def _download(
     cache: Cache,
     counter: _Counter,
     attempts: int,
+    anchor: Callable[[], str],
 ) -> Path:
     for attempt in range(attempts):
         written = 0
@@ -100,12 +98,14 @@ def _download(
                     if written != record.size or actual != record.sha256:
                         # Raised inside the writer, so the temporary file is removed.
                         got = f"{written}+" if written > record.size else str(written)
+                        where = anchor()
                         raise IntegrityError(
-                            f"{_describe(record)} from {url} does not match its index "
+                            f"{_describe(record)} from {url} does not match {where} "
                             f"(size {got}, expected {record.size}; "
                             f"sha256 {actual}, expected {record.sha256})",
                             hint="the mirror or a proxy serves a damaged file; try again "
-                            "later or use another mirror",
+                            "later or use another mirror"
+                            + ("" if where == "its index" else ", or check the lock's history"),
                         )
             return cache.path(Kind.DEBS, record.sha256)
         except httpx.TransportError as exc:
@@ -125,15 +125,18 @@ def fetch_debs(
     jobs: int = 6,
     progress: Progress = NULL_PROGRESS,
     attempts: int | None = None,
+    anchor: Callable[[PackageRecord], str] | None = None,
 ) -> dict[str, Path]:
     """Make every record's .deb present and verified in the cache.
 
     Returns SHA256 hex → cache path for every record. The first failure
     (``IntegrityError`` for a mismatch, ``FetchError``/``MirrorError`` when a
     file cannot be had) cancels what has not started and is raised; files
-    already verified stay cached.
+    already verified stay cached. ``anchor(record)`` names what vouches for a
+    record in a mismatch message (default: "its index").
     """
     attempts = attempts or http.POLICY.attempts
+    vouch = anchor or (lambda _record: "its index")
     unique = {r.sha256: r for r in records}
     task = progress.task(
         f"fetching {len(unique)} packages", total=sum(r.size for r in unique.values())
@@ -148,8 +151,9 @@ def fetch_debs(
             with cache.lock(Kind.DEBS, record.sha256):
                 path = cached_deb(record, cache)
                 if path is None:
+                    url = repository.url_of(record)
                     return _download(
-                        record, repository.url_of(record), client, cache, counter, attempts
+                        record, url, client, cache, counter, attempts, lambda: vouch(record)
                     )
         counter.advance(record.size)
         return path

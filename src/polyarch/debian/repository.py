@@ -239,7 +239,14 @@ class Repository:
         elif response.status_code in (404, 410):
             where = self._dist_url("Release")
             signed = self._require(self._get(where), where)
-            signature = self._require(self._get(where + ".gpg"), where + ".gpg")
+            detached = self._get(where + ".gpg")
+            if detached.status_code in (404, 410):
+                raise SignatureError(
+                    f"{self._dist_url('')} is not signed: it has a Release but neither "
+                    "InRelease nor Release.gpg",
+                    hint=f"polyarch uses signed archives only; point {self._table} url at one",
+                )
+            signature = self._require(detached, where + ".gpg")
             text = verify_detached(self.source, signed, signature)
         else:
             raise MirrorError(

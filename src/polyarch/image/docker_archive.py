@@ -85,7 +85,9 @@ def _add_member(tar: tarfile.TarFile, name: str, content: bytes | LayerLike, mti
         return
     info.size = content.size
     try:
-        with open(content.blob, "rb") as blob:
+        # Never through a symlink: a layer file is ours, or it is not read.
+        fd = os.open(content.blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as blob:
             if os.fstat(blob.fileno()).st_size != content.size:
                 raise ImageError(
                     f"layer {content.digest} at {content.blob} does not have {content.size} bytes",

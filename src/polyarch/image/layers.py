@@ -7,26 +7,27 @@ byte-identical layers in every image of a system (the fd and rg images share
 them, and a registry stores them once), as nix2container does.
 
 Layers are cached under the hash of exactly those inputs: cache kind
-``layers`` maps the key to a small JSON (digests, sizes, packages), kind
-``blobs`` holds the gzip file under its digest's hex. A hit reads neither the
-.deb nor compresses anything.
+``layers`` maps the key to a small record (``layer_record``: digests, sizes,
+packages), kind ``blobs`` holds the gzip file under its digest's hex. A hit
+reads neither the .deb nor compresses anything, but it checks what it takes:
+the record against its schema and checksum, the blob against its digest. A
+bad one is evicted (with a warning) and the layer is built again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from polyarch.cache import Cache, Kind
 from polyarch.debian.deb import DebContents, DebEntry
+from polyarch.debian.identity import DebFacts, facts_of
 from polyarch.determinism import (
     TAR_FORMAT,
     Digest,
@@ -43,6 +44,12 @@ from polyarch.image.filesystem import (
     skeleton_entries,
 )
 from polyarch.image.layer_plan import LayerPlan
+from polyarch.image.layer_record import (
+    RECORD_FORMAT,
+    LayerRecord,
+    decode_layer_record,
+    encode_layer_record,
+)
 from polyarch.progress import NULL_PROGRESS, Progress
 
 LAYER_FORMAT_VERSION = 1
@@ -62,17 +69,24 @@ class Layer:
     blob: Path
     packages: tuple[str, ...]
     commands: tuple[str, ...] = ()
-    """Paths in the layer under the PATH directories, so the entrypoint can be
-    found without reading any layer back."""
+    """``command_paths`` of the layer, so the entrypoint can be found (and an
+    absolute ``command`` checked) without reading any layer back."""
+    debs: tuple[DebFacts, ...] = ()
+    """Each package of the layer as its .deb describes itself."""
 
 
 COMMAND_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
-def _commands(entries: Sequence[DebEntry]) -> tuple[str, ...]:
+def command_paths(entries: Sequence[DebEntry]) -> tuple[str, ...]:
+    """What an entrypoint can name: every non-directory in the PATH directories, and
+    elsewhere every symlink and every file with an execute bit."""
     return tuple(
         sorted(
-            e.path for e in entries if e.kind != "dir" and e.path.rsplit("/", 1)[0] in COMMAND_DIRS
+            e.path
+            for e in entries
+            if e.kind != "dir"
+            and (e.path.rsplit("/", 1)[0] in COMMAND_DIRS or e.kind == "symlink" or e.mode & 0o111)
         )
     )
 
@@ -106,6 +120,7 @@ def layer_key(
     """
     inputs: dict[str, object] = {
         "format": LAYER_FORMAT_VERSION,
+        "record": RECORD_FORMAT,
         "epoch": epoch,
         "skeleton": plan.skeleton,
         "packages": [list(p) for p in plan.packages],
@@ -185,6 +200,7 @@ class _LayerBuilder:
             layer_key(plan, self.closure, epoch=epoch, keep_docs=keep_docs) for plan in plans
         ]
         self.contents: dict[str, DebContents] = {}
+        self.facts: dict[str, DebFacts] = {}
         self.keep_contents = False
         self.task = 0
 
@@ -221,11 +237,13 @@ class _LayerBuilder:
         if found is None:
             found = self.read(sha256)
             self.stats.count_read()
-            if found.package != name:
+            try:
+                self.facts[sha256] = facts_of(found, sha256, found.size)
+            except ValueError as exc:
                 raise PackageError(
-                    f"package {sha256[:12]} is {found.package}, expected {name}",
-                    hint="the package cache is inconsistent; clear it and build again",
-                )
+                    f"package {name} ({sha256[:12]}): {exc}",
+                    hint="the archive serves a malformed package; remove it from the container",
+                ) from None
             if self.keep_contents:
                 self.contents[sha256] = found
         return found
@@ -252,7 +270,8 @@ class _LayerBuilder:
         if plan.generated:
             every = [self.get(name, sha256) for name, sha256 in self.closure]
             groups.append(generated_entries(every, keep_docs=keep_docs))
-        layer = _store(self.cache, self.keys[i], plan, layer_tree(groups), self.epoch)
+        debs = tuple(self.facts[sha256] for _name, sha256 in plan.packages)
+        layer = _store(self.cache, self.keys[i], plan, layer_tree(groups), self.epoch, debs)
         self.progress.advance(self.task)
         return layer
 
@@ -275,48 +294,18 @@ def packages_to_read(
     return needed
 
 
-@dataclass(frozen=True, slots=True)
-class LayerRecord:
-    """A ``layers`` cache entry: the blob it names, and the rest of the layer it describes."""
-
-    digest: Digest
-    size: int
-    meta: dict[str, Any]
-
-    @property
-    def blob_key(self) -> str:
-        """The blob's key in cache kind ``blobs``."""
-        return self.digest.removeprefix("sha256:")
-
-    def layer(self, blob: Path) -> Layer:
-        """The layer, its gzip file at ``blob``; ValueError if the record lacks part of it."""
-        try:
-            return Layer(
-                digest=self.digest,
-                diff_id=Digest(self.meta["diff_id"]),
-                size=self.size,
-                uncompressed_size=int(self.meta["uncompressed_size"]),
-                blob=blob,
-                packages=tuple(self.meta["packages"]),
-                commands=tuple(self.meta["commands"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"incomplete layer record: {exc}") from None
-
-
-def read_layer_record(path: Path) -> LayerRecord | None:
-    """The layer record at ``path``; None for a generated layer that had no entries.
-
-    OSError if it cannot be read, ValueError if it is not a layer record (a
-    damaged entry: the build rebuilds it, ``cache verify`` reports it).
-    """
+def read_layer_record(cache: Cache, key: str) -> LayerRecord | _Empty | None:
+    """The valid record of layer ``key``; None if absent; a bad one is evicted (None)."""
+    f = cache.open(Kind.LAYERS, key)
+    if f is None:
+        return None
     try:
-        meta = json.loads(path.read_bytes())
-        if meta.get("empty") is True:
-            return None
-        return LayerRecord(Digest(str(meta["digest"])), int(meta["size"]), meta)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a layer record: {exc}") from None
+        with f:
+            record = decode_layer_record(f.read())
+    except (OSError, ValueError) as exc:
+        cache.evict(Kind.LAYERS, key, str(exc))
+        return None
+    return _Empty() if record is None else record
 
 
 class _Empty:
@@ -324,26 +313,34 @@ class _Empty:
 
 
 def _cached(cache: Cache, key: str) -> Layer | _Empty | None:
-    path = cache.get(Kind.LAYERS, key)
-    if path is None:
-        return None
-    try:
-        record = read_layer_record(path)
-        if record is None:
-            return _Empty()
-        blob = cache.get(Kind.BLOBS, record.blob_key)
-        if blob is None or blob.stat().st_size != record.size:
-            return None
-        return record.layer(blob)
-    except (OSError, ValueError):
-        return None  # a damaged entry is rebuilt and overwritten
+    record = read_layer_record(cache, key)
+    if not isinstance(record, LayerRecord):
+        return record
+    blob = cache.verified(Kind.BLOBS, record.blob_key)
+    if blob is None or blob.stat().st_size != record.size:
+        return None  # the blob was evicted (or is missing): build the layer again
+    return Layer(
+        digest=Digest(record.digest),
+        diff_id=Digest(record.diff_id),
+        size=record.size,
+        uncompressed_size=record.uncompressed_size,
+        blob=blob,
+        packages=record.packages,
+        commands=record.commands,
+        debs=record.debs,
+    )
 
 
 def _store(
-    cache: Cache, key: str, plan: LayerPlan, entries: list[DebEntry], epoch: int
+    cache: Cache,
+    key: str,
+    plan: LayerPlan,
+    entries: list[DebEntry],
+    epoch: int,
+    debs: tuple[DebFacts, ...],
 ) -> Layer | None:
     if not entries and plan.generated and not plan.packages and not plan.skeleton:
-        cache.put(Kind.LAYERS, key, canonical_json({"empty": True}))
+        cache.put(Kind.LAYERS, key, encode_layer_record(None))
         return None
     tar = write_tar(entries, epoch)
     blob = gzip_bytes(tar)
@@ -355,16 +352,18 @@ def _store(
         uncompressed_size=len(tar),
         blob=cache.put(Kind.BLOBS, digest.removeprefix("sha256:"), blob),
         packages=plan.names,
-        commands=_commands(entries),
+        commands=command_paths(entries),
+        debs=debs,
     )
     # The blob is in place before the entry that names it, so a hit always has its blob.
-    meta = {
-        "digest": layer.digest,
-        "diff_id": layer.diff_id,
-        "size": layer.size,
-        "uncompressed_size": layer.uncompressed_size,
-        "packages": list(layer.packages),
-        "commands": list(layer.commands),
-    }
-    cache.put(Kind.LAYERS, key, canonical_json(meta))
+    record = LayerRecord(
+        digest=layer.digest,
+        diff_id=layer.diff_id,
+        size=layer.size,
+        uncompressed_size=layer.uncompressed_size,
+        packages=layer.packages,
+        debs=debs,
+        commands=layer.commands,
+    )
+    cache.put(Kind.LAYERS, key, encode_layer_record(record))
     return layer

@@ -10,6 +10,7 @@ only: one entry, the root, named by ``org.opencontainers.image.ref.name``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.files import link_or_copy, replace_directory, staging_dir
+from polyarch.files import clone_or_copy, replace_directory, staging_dir
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -35,7 +36,7 @@ from polyarch.reference import DEFAULT_TAG, check_tag
 
 OCI_LAYOUT_VERSION = "1.0.0"
 BLOB_MODE = 0o444
-"""Blobs are content-addressed and never change; read-only says so (also through hard links)."""
+"""Blobs are content-addressed and never change; read-only says so."""
 _DAMAGED = "the layout is damaged; build or copy the image again"
 
 
@@ -74,15 +75,16 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _place_layer_blob(layer: LayerLike, target: Path) -> None:
-    """Hard-link the layer's gzip file into place, or copy it when linking is impossible.
+    """Put a copy of the layer's gzip file in place (a reflink where the file system can).
 
-    A hard link is safe because a blob is immutable: its name is its sha256, the
-    cache replaces entries by rename (never rewrites in place), and the linked
-    file is made read-only, so no writer can change the bytes both names share.
-    Links fail across file systems or where the cache is not ours; then we copy.
+    Never a hard link: an output that shares an inode with the cache lets
+    damage travel both ways (a user editing ``result/`` corrupts the cache, a
+    bit flipped in the cache corrupts results built before it), and
+    ``chmod`` on the output would change the cache file, or whatever file a
+    poisoned cache made it.
     """
     try:
-        actual = layer.blob.stat().st_size
+        actual = layer.blob.lstat().st_size
     except OSError as exc:
         raise ImageError(
             f"layer {layer.digest} is missing at {layer.blob}: {exc.strerror}",
@@ -93,8 +95,15 @@ def _place_layer_blob(layer: LayerLike, target: Path) -> None:
             f"layer {layer.digest} at {layer.blob} has {actual} bytes, expected {layer.size}",
             hint="run `polyarch cache prune` and rebuild",
         )
-    link_or_copy(layer.blob, target)
-    os.chmod(target, BLOB_MODE)
+    try:
+        clone_or_copy(layer.blob, target, mode=BLOB_MODE)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT):
+            raise ImageError(
+                f"layer {layer.digest} at {layer.blob} is not a regular file",
+                hint="rebuild; the cache may have been pruned meanwhile",
+            ) from exc
+        raise
 
 
 def _index_manifest_digests(index: bytes) -> set[str]:
@@ -396,8 +405,8 @@ def annotate_layout(
 ) -> Digest:
     """Write at ``dest`` a layout of ``source``'s one index with ``annotations`` merged in.
 
-    Only the index blob is new; every other blob is a hard link to ``source``'s
-    (a copy where linking fails). The layout is made beside ``dest`` and swapped
+    Only the index blob is new; every other blob is a copy of ``source``'s (a
+    reflink where the file system can). The layout is made beside ``dest`` and swapped
     into place, replacing what was there. Returns the new index digest.
     """
     layout = read_oci_layout(source)
@@ -418,7 +427,7 @@ def annotate_layout(
         blobs.mkdir(parents=True)
         for blob in (source / "blobs" / "sha256").iterdir():
             if blob.name != entry.digest.removeprefix("sha256:"):
-                link_or_copy(blob, blobs / blob.name)
+                clone_or_copy(blob, blobs / blob.name, mode=BLOB_MODE)
         put_blob(work, index)
         write_layout_index(work, entry.media_type, sha256_digest(index), len(index), tag)
 

@@ -24,19 +24,41 @@ from polyarch.errors import RegistryAuthError, RegistryError
 from polyarch.http import new_client
 from polyarch.reference import Reference, is_loopback
 from polyarch.registry.credentials import Credentials
-from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after
+from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after, summarise
 
 T = TypeVar("T")
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
-class RetryableError(RegistryError):
-    """A failure worth trying again (connection lost, 408, 429, 5xx)."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds a registry may stay silent (connecting, or between bytes) before a try fails."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+
+class RetryableError(RegistryError):
+    """A failure worth trying again (connection lost, no answer, 408, 429, 5xx).
+
+    ``seen`` is what happened, short (``HTTP 429``, ``no answer within 30 s``),
+    for the summary of a request that gave up.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, seen: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.seen = seen or message
+
+
+class GaveUp(RegistryError):
+    """Every try of one request failed: what was asked, and everything that was seen."""
+
+    def __init__(self, what: str, seen: list[str], elapsed: float, *, hint: str) -> None:
+        self.what, self.seen, self.elapsed = what, seen, elapsed
+        super().__init__(
+            f"{what}: {summarise(seen)} (gave up after {len(seen)} attempts over {elapsed:.1f} s)",
+            hint=hint,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +106,7 @@ class RegistryClient:
         plain_http: bool = False,
         ca_bundle: Path | None = None,
         policy: RetryPolicy = REGISTRY_POLICY,
-        timeout: float = 120.0,
+        timeout: float = REQUEST_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.registry = registry
@@ -103,6 +125,7 @@ class RegistryClient:
             verify = ssl.create_default_context(cafile=str(ca_bundle))
         else:
             verify = not insecure
+        self.timeout = timeout
         self._http = new_client(timeout, verify=verify, transport=transport, follow_redirects=False)
         self._lock = threading.RLock()
         self._challenge: Challenge | None = None
@@ -148,26 +171,25 @@ class RegistryClient:
             self._note_challenge(response)
             return
         schemes = ["https"] + (["http"] if self._loopback or self.insecure else [])
-        first_error: Exception | None = None
+        failures: list[tuple[str, GaveUp]] = []
         for scheme in schemes:
             try:
                 response = self._retrying(
                     lambda s=scheme: self._send_raw("GET", f"{s}://{self.registry}/v2/"),  # type: ignore[misc]
                     attempts=1 if scheme != schemes[-1] else None,
                 )
-            except RegistryError as exc:
+            except GaveUp as exc:
                 if _is_certificate_error(exc):
                     raise RegistryError(
                         f"the TLS certificate of {self.registry} is not trusted",
                         hint="pass --ca-bundle with its CA, or --insecure to skip verification",
                     ) from None
-                first_error = first_error or exc
+                failures.append((scheme, exc))
                 continue
             self._scheme = scheme
             self._note_challenge(response)
             return
-        assert first_error is not None
-        raise first_error
+        raise _unreachable(self.registry, failures)
 
     # -- authentication -------------------------------------------------------------
 
@@ -254,12 +276,17 @@ class RegistryClient:
             self.requests += 1
         try:
             response = self._http.request(method, url, headers=headers, content=content)
+        except httpx.TimeoutException as exc:
+            silent = f"no answer within {self.timeout:g} s"
+            raise RetryableError(f"{method} {_short(url)}: {silent}", seen=silent) from exc
         except httpx.TransportError as exc:
-            raise RetryableError(f"{method} {_short(url)}: {_transport_reason(exc)}") from exc
+            reason = _transport_reason(exc)
+            raise RetryableError(f"{method} {_short(url)}: {reason}", seen=reason) from exc
         if is_transient(response.status_code):
             raise RetryableError(
                 f"{method} {_short(url)}: {registry_message(response)}",
                 retry_after=retry_after(response.headers),
+                seen=f"HTTP {response.status_code}",
             )
         return response
 
@@ -300,25 +327,51 @@ class RegistryClient:
         return self._retrying(attempt) if retry else attempt()
 
     def _retrying(self, fn: Callable[[], T], *, attempts: int | None = None) -> T:
-        """Run ``fn``, again with exponential backoff while it raises RetryableError."""
+        """Run ``fn``, again with exponential backoff while it raises RetryableError.
+
+        Bounded twice: at most ``attempts`` tries (the policy's), and no try
+        starts after ``policy.max_elapsed`` seconds. Giving up is a ``GaveUp``
+        that says what each try saw.
+        """
         tries = max(attempts or self.policy.attempts, 1)
+        seen: list[str] = []
+        started = time.monotonic()
         for n in range(tries):
             try:
                 return fn()
             except RetryableError as exc:
-                if n == tries - 1:
-                    raise RegistryError(
-                        f"{exc.message} (gave up after {tries} attempts)",
-                        hint="check the registry and the network, then push again",
-                    ) from None
+                seen.append(exc.seen)
+                elapsed = time.monotonic() - started
+                delay = self.policy.delay(n, exc.retry_after)
+                if n == tries - 1 or elapsed + delay > self.policy.max_elapsed:
+                    raise GaveUp(
+                        exc.message.split(": ")[0] if ": " in exc.message else exc.message,
+                        seen,
+                        elapsed,
+                        hint="check the registry and the network, then try again",
+                    ) from exc
                 with self._lock:
                     self.retried += 1
-                time.sleep(self.policy.delay(n, exc.retry_after))
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def retrying(self, fn: Callable[[], T]) -> T:
         """Public form of the retry loop, for multi-request operations (an upload session)."""
         return self._retrying(fn)
+
+
+def _unreachable(registry: str, failures: list[tuple[str, GaveUp]]) -> RegistryError:
+    """One error for a registry no scheme could talk to, with what each scheme saw."""
+    if len(failures) == 1:
+        return failures[0][1]
+    attempts = sum(len(f.seen) for _s, f in failures)
+    elapsed = sum(f.elapsed for _s, f in failures)
+    seen = "; ".join(f"{scheme}: {summarise(f.seen)}" for scheme, f in failures)
+    return RegistryError(
+        f"{registry}: no usable answer to GET /v2/ ({seen}; gave up after {attempts} attempts "
+        f"over {elapsed:.1f} s)",
+        hint="check the registry and the network, then try again",
+    )
 
 
 def _basic(credentials: Credentials) -> str:

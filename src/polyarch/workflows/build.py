@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from polyarch.attest.facts import remember_facts
 from polyarch.config import Container
 from polyarch.debian.deb import DebContents, read_deb
+from polyarch.debian.identity import check_claims
 from polyarch.debian.resolver import Resolution
 from polyarch.determinism import Digest, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ImageError
+from polyarch.image.filesystem import merged_usr_path
 from polyarch.image.layer_plan import LayerPlan, plan_layers
 from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, packages_to_read
 from polyarch.image.oci import Image, build_image, build_index, image_annotations
 from polyarch.outputs import Outputs, write_build_outputs
 from polyarch.platforms import SYSTEMS, System
-from polyarch.reference import DEFAULT_TAG
+from polyarch.reference import DEFAULT_TAG, check_tag
 from polyarch.workflows.evidence import BuildEvidence, SystemImage
-from polyarch.workflows.resolve import Session, download, resolve_container
+from polyarch.workflows.resolve import Session, claim_refused, download, resolve_container
 
 if TYPE_CHECKING:
     from polyarch.attest.keys import SigningKey
@@ -69,6 +73,7 @@ def build_container(
     ``OUT/NAME/sbom/`` gets each image's SBOMs and provenance, also signed
     with ``sign_key`` when given (docs/SUPPLY-CHAIN.md).
     """
+    check_tag(tag)  # refused before any work, not after the layers are built
     epoch = source_date_epoch() if epoch is None else epoch
     resolutions = resolve_container(session, container, systems)
     stats = LayerStats()
@@ -171,8 +176,15 @@ def build_system_layers(
     # Systems build side by side, so one system's big layer (libc6) never
     # leaves a core idle while the other system still has layers to compress.
     with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
-        built = pool.map(layers_of, [plans[s] for s in ordered])
-        return dict(zip(ordered, built, strict=True))
+        built = dict(zip(ordered, pool.map(layers_of, [plans[s] for s in ordered]), strict=True))
+    for system, layers in built.items():
+        # Warm or cold: every package is what its index record or lock entry says.
+        check_claims(
+            [p.record for p in resolutions[system].packages],
+            [facts for layer in layers for facts in layer.debs],
+            partial(claim_refused, session, container.name, system),
+        )
+    return built
 
 
 def system_image(
@@ -217,20 +229,45 @@ def _version_of(container: Container, resolution: Resolution) -> str:
 def entrypoint_of(container: Container, layers: Sequence[Layer], system: System) -> str:
     """The absolute path of the container's command in this image.
 
-    An absolute ``command`` is taken as written; a bare name is looked up in
-    the PATH directories of the image, in PATH order, like a shell would.
+    An absolute ``command`` is taken as written, once it is known to be in the
+    image; a bare name is looked up in the PATH directories of the image, in
+    PATH order, like a shell would.
     """
-    if container.command.startswith("/"):
-        return container.command
     present = {path for layer in layers for path in layer.commands}
+    if container.command.startswith("/"):
+        if not _may_be_present(container.command, present):
+            raise ImageError(
+                f"{container.name} ({system.name}): command {container.command!r} is not in "
+                "the image",
+                hint="check the path, or give the bare name of a program in PATH",
+            )
+        return container.command
     for directory in COMMAND_DIRS:
         candidate = f"{directory}/{container.command}"
         if candidate in present:
             return candidate
-    names = sorted({p.rsplit("/", 1)[1] for p in present})
+    names = sorted({p.rsplit("/", 1)[1] for p in present if p.rsplit("/", 1)[0] in COMMAND_DIRS})
     near = difflib.get_close_matches(container.command, names, n=3)
     hint = f"did you mean {' or '.join(near)}?" if near else "set command to the binary's name"
     raise ImageError(
         f"{container.name} ({system.name}): command {container.command!r} is not in the image",
         hint=hint,
     )
+
+
+def _may_be_present(command: str, present: set[str]) -> bool:
+    """Whether an absolute ``command`` can be in an image whose layers list ``present``.
+
+    True when the path (merged-/usr spelling too) is there, or when one of
+    its directories is a symlink in the image: what that resolves to is not
+    known without reading the layers, so it is not refused.
+    """
+    path = posixpath.normpath(command)
+    if path in present or merged_usr_path(path) in present:
+        return True
+    parent = posixpath.dirname(merged_usr_path(path))
+    while parent not in ("/", ""):
+        if parent in present:
+            return True
+        parent = posixpath.dirname(parent)
+    return False

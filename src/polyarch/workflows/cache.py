@@ -5,21 +5,21 @@ Kinds of entries: see ``polyarch.cache.Kind``.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyarch.attest.facts import read_facts
-from polyarch.cache import LOCKS_DIR, Cache, Kind
-from polyarch.debian.index import cache_key as index_cache_key
-from polyarch.debian.index import is_valid_cached_index
-from polyarch.determinism import sha256_file
+from polyarch.cache import LOCKS_DIR, Cache, Kind, open_regular
 from polyarch.errors import UsageError
 from polyarch.files import file_size
-from polyarch.image.layers import read_layer_record
+from polyarch.image.layer_record import decode_layer_record
 from polyarch.progress import NULL_PROGRESS, Progress
+from polyarch.workflows.cache_check import EntryChecker, other_format
+from polyarch.workflows.cache_transfer import STAGING_PREFIX
 
 TEMP_GRACE = 600.0
 """Seconds a writer's temporary file may go unmodified before prune deems it left by a crash."""
@@ -65,6 +65,8 @@ class Problem:
     kind: Kind
     key: str
     reason: str
+    path: Path | None = field(default=None, compare=False)
+    """Where it was found (what ``repair`` removes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class VerifyReport:
 def verify_cache(
     cache: Cache, *, repair: bool = False, jobs: int = 4, progress: Progress = NULL_PROGRESS
 ) -> VerifyReport:
-    """Re-hash every ``debs``/``blobs`` entry, check ``layers`` name present blobs, decode ``indexes``.
+    """Check every entry as ``cache_check.EntryChecker`` does (hashes, schemas, checksums).
 
     With ``repair`` every bad entry is deleted: the next build fetches or
     rebuilds it. A layer entry whose blob was bad goes with it.
@@ -91,66 +93,32 @@ def verify_cache(
     problems: list[Problem] = []
     entries = {kind: list(cache.entries(kind)) for kind in Kind}
     task = progress.task("verifying the cache", total=sum(map(len, entries.values())))
+    blobs = dict(entries[Kind.BLOBS])
+    checker = EntryChecker(blobs.get)
 
-    def check(kind: Kind, key: str, path: Path) -> Problem | None:
-        try:
-            reason = _check_entry(cache, kind, key, path, bad_blobs)
-        except OSError as exc:
-            reason = f"unreadable: {exc.strerror}"
+    def check(kind: Kind, name: str, path: Path) -> Problem | None:
+        reason = checker.problem(kind, name, path)
         progress.advance(task)
-        return Problem(kind, key, reason) if reason else None
+        return Problem(kind, name, reason, path) if reason else None
 
-    bad_blobs: set[str] = set()
     try:
         with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-            for kind in Kind:  # blobs before layers: a layer naming a bad blob is bad too
+            for kind in Kind:
                 found = [
                     p
                     for p in pool.map(lambda e, k=kind: check(k, *e), entries[kind])
                     if p is not None
                 ]
-                if kind == Kind.BLOBS:
-                    bad_blobs = {p.key for p in found}
                 checked[kind] = len(entries[kind])
                 problems += sorted(found, key=lambda p: p.key)
     finally:
         progress.done(task)
     if repair:
         for problem in problems:
-            cache.discard(problem.kind, problem.key)
+            if problem.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    problem.path.unlink()  # a symlink is removed, never followed
     return VerifyReport(checked, tuple(problems), repaired=repair and bool(problems))
-
-
-def _check_entry(cache: Cache, kind: Kind, key: str, path: Path, bad_blobs: set[str]) -> str:
-    """Why the entry is bad, or the empty string."""
-    if kind.content_addressed:
-        if not re.fullmatch(r"[0-9a-f]{64}", key):
-            return "not named by a sha256"
-        actual = sha256_file(path).removeprefix("sha256:")
-        return "" if actual == key else f"content hashes to {actual}"
-    if kind == Kind.LAYERS:
-        try:
-            record = read_layer_record(path)
-        except ValueError:
-            return "not a layer record"
-        if record is None:
-            return ""
-        blob = cache.path(Kind.BLOBS, record.blob_key)
-        if record.blob_key in bad_blobs:
-            return f"its blob {record.digest} is damaged"
-        if not blob.is_file():
-            return f"its blob {record.digest} is missing"
-        if blob.stat().st_size != record.size:
-            return f"its blob {record.digest} has the wrong size"
-        return ""
-    if kind == Kind.INDEXES:
-        if _other_format(key):
-            return ""  # never read by this version; prune removes it
-        if not is_valid_cached_index(path):
-            return "not a parsed index"
-    if kind == Kind.FACTS and read_facts(path) is None:
-        return "not package facts (of this version)"
-    return ""
 
 
 # --- prune -----------------------------------------------------------------------------
@@ -206,6 +174,11 @@ def prune_cache(
                 temp_bytes += st.st_size
         except OSError:
             continue  # finished (renamed) or removed meanwhile
+    for staging in cache.root.glob(f"{STAGING_PREFIX}*"):
+        # An interrupted `cache pull`: its entries were never checked, so never used.
+        with contextlib.suppress(OSError):
+            if now - staging.lstat().st_mtime > TEMP_GRACE:
+                shutil.rmtree(staging)
     removed: dict[Kind, KindInfo] = {}
     for kind in Kind:
         count = size = 0
@@ -216,7 +189,7 @@ def prune_cache(
                 continue
             stale = older_than is not None and now - max(st.st_atime, st.st_mtime) > older_than
             dangling = kind == Kind.LAYERS and _dangling_layer(cache, path)
-            unusable = kind == Kind.INDEXES and _other_format(key)
+            unusable = kind == Kind.INDEXES and other_format(key)
             if stale or dangling or unusable:
                 path.unlink(missing_ok=True)
                 (cache.root / LOCKS_DIR / kind / f"{key}.lock").unlink(missing_ok=True)
@@ -227,14 +200,13 @@ def prune_cache(
     return PruneReport(removed, temp_count, temp_bytes)
 
 
-def _other_format(index_key: str) -> bool:
-    """A parsed index written by another polyarch version: its key names another format."""
-    return not index_key.endswith(index_cache_key(""))
-
-
 def _dangling_layer(cache: Cache, path: Path) -> bool:
+    f = open_regular(path)
+    if f is None:
+        return True
     try:
-        record = read_layer_record(path)
+        with f:
+            record = decode_layer_record(f.read())
     except (OSError, ValueError):
         return True
     return record is not None and not cache.path(Kind.BLOBS, record.blob_key).is_file()

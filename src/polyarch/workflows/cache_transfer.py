@@ -5,15 +5,23 @@
 most ``ENTRIES_PER_MANIFEST`` entries each, every layer descriptor annotated
 with the entry's kind and key. ``pull_cache`` reads that back into a cache.
 
-Trust: ``debs`` and ``blobs`` are named by their content and checked on pull.
-``layers`` and ``indexes`` are named by their inputs, so a pulled one is
-taken on trust: pull only from a registry you trust like your CI (the role
-Cachix plays). ``--locked`` still checks every .deb it reads against the lock.
+Trust: a pulled artifact is hostile until checked. Every entry is downloaded
+into a staging directory inside the cache and checked there exactly as
+``cache verify`` checks (``cache_check``): ``debs`` and ``blobs`` against
+their key, ``layers`` records against their schema and checksum and the blob
+they name (which must unpack to their diff_id), parsed indexes against every
+checksum. One bad entry refuses the whole artifact (``CacheError`` naming it)
+and nothing enters the cache. What cannot be checked without the signed
+archive: that a layer record or parsed index is what *its inputs* give. A
+pusher who controls the artifact can map inputs to other well-formed
+contents, so pull only from a registry you trust like your CI (the role
+Cachix plays), or pull only ``--kind debs --kind blobs`` (see docs/SECURITY.md).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch import media_types
-from polyarch.cache import KEY_PATTERN, REGISTRY_RECORDS_DIR, Cache, Kind
+from polyarch.cache import KEY_PATTERN, REGISTRY_RECORDS_DIR, Cache, Kind, open_regular
 from polyarch.determinism import DIGEST_PATTERN, Digest, canonical_json, sha256_file
-from polyarch.errors import IntegrityError, RegistryError, UsageError
+from polyarch.errors import CacheError, HostError, RegistryError, UsageError
 from polyarch.files import file_size
 from polyarch.image.layout import put_blob, write_layout_index
 from polyarch.progress import NULL_PROGRESS, Progress
@@ -31,6 +39,7 @@ from polyarch.reference import DEFAULT_TAG, parse_reference
 from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.pull import Puller
 from polyarch.registry.push import PushResult, push_layout
+from polyarch.workflows.cache_check import EntryChecker
 
 ANNOTATION_KIND = "dev.polyarch.cache.kind"
 ANNOTATION_KEY = "dev.polyarch.cache.key"
@@ -42,6 +51,8 @@ MEDIA_TYPES = {
     Kind.FACTS: media_types.POLYARCH_PACKAGE_FACTS,
 }
 """The media type of each kind's entries in the artifact."""
+STAGING_PREFIX = ".pull-"
+"""Pulled entries wait in ``CACHE/.pull-*`` until all are checked (prune removes stale ones)."""
 ENTRIES_PER_MANIFEST = 1000
 """Keeps each manifest far below the 4 MiB registries accept."""
 
@@ -102,7 +113,7 @@ def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[_E
         (kind, key, path)
         for kind in kinds
         for key, path in cache.entries(kind)
-        if KEY_PATTERN.fullmatch(key)
+        if KEY_PATTERN.fullmatch(key) and _is_regular(path)
     )
     task = progress.task("reading the cache", total=len(found))
 
@@ -118,6 +129,15 @@ def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[_E
             return list(pool.map(entry, found))
     finally:
         progress.done(task)
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file, not a symlink to one: nothing outside the cache is pushed."""
+    f = open_regular(path)
+    if f is None:
+        return False
+    f.close()
+    return True
 
 
 def _write_layout(layout: Path, entries: Sequence[_Entry], tag: str) -> None:
@@ -205,25 +225,10 @@ def pull_cache(
         )
         wanted = {k: v for k, v in wanted.items() if k[0] in kinds}
         todo = [(k, d) for k, d in sorted(wanted.items()) if not _present(cache, *k, d[1])]
-        task = progress.task(f"pull {reference}", total=sum(d[1] for _k, d in todo))
-
-        def fetch(item: tuple[tuple[Kind, str], tuple[Digest, int]]) -> int:
-            (kind, key), (digest, size) = item
-            data = puller.blob(digest, size)
-            if kind.content_addressed and digest != f"sha256:{key}":
-                raise IntegrityError(
-                    f"{ref}: {kind} entry {key[:12]} holds {digest}, not its own content",
-                    hint="do not use this cache artifact; push it again from a good cache",
-                )
-            cache.put(kind, key, data)
-            progress.advance(task, size)
-            return size
-
-        try:
-            with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-                sizes = list(pool.map(fetch, todo))
-        finally:
-            progress.done(task)
+        with _Staging(cache, ref) as staging:
+            sizes = staging.download(puller, todo, jobs, progress, str(reference))
+            staging.check()
+            staging.commit()
     per_kind = {kind: sum(1 for (k, _key) in wanted if k == kind) for kind in kinds}
     return CachePullResult(
         reference=f"{reference.name}@{root_digest}",
@@ -234,6 +239,75 @@ def pull_cache(
         bytes=sum(sizes),
         per_kind=per_kind,
     )
+
+
+_Wanted = tuple[tuple[Kind, str], tuple[Digest, int]]
+
+
+class _Staging:
+    """Pulled entries wait in ``CACHE/.pull-*`` until every one of them has been checked."""
+
+    def __init__(self, cache: Cache, ref: str) -> None:
+        self.cache, self.ref = cache, ref
+        self.files: dict[tuple[Kind, str], Path] = {}
+
+    def __enter__(self) -> _Staging:
+        try:
+            self.cache.root.mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.cache.root))
+        except OSError as exc:
+            raise HostError.of(exc, f"cannot write to the cache {self.cache.root}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def download(
+        self, puller: Puller, todo: list[_Wanted], jobs: int, progress: Progress, name: str
+    ) -> list[int]:
+        task = progress.task(f"pull {name}", total=sum(d[1] for _k, d in todo))
+
+        def fetch(item: _Wanted) -> int:
+            (kind, key), (digest, size) = item
+            if kind.content_addressed and digest != f"sha256:{key}":
+                raise self.refuse(kind, key, f"it holds {digest}, not its own content")
+            path = self.root / f"{kind}-{key}"
+            path.write_bytes(puller.blob(digest, size))
+            self.files[(kind, key)] = path
+            progress.advance(task, size)
+            return size
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+                return list(pool.map(fetch, todo))
+        finally:
+            progress.done(task)
+
+    def blob_path(self, key: str) -> Path | None:
+        staged = self.files.get((Kind.BLOBS, key))
+        return staged if staged is not None else self.cache.verified(Kind.BLOBS, key)
+
+    def check(self) -> None:
+        """Every staged entry as ``cache verify`` checks it; CacheError naming the first bad one."""
+        checker = EntryChecker(self.blob_path)
+        for (kind, key), path in sorted(self.files.items()):
+            reason = checker.problem(kind, key, path)
+            if reason:
+                raise self.refuse(kind, key, reason)
+
+    def commit(self) -> None:
+        # Blobs before the records that name them, as a build writes them.
+        for kind in Kind:
+            for (k, key), path in sorted(self.files.items()):
+                if k == kind:
+                    self.cache.adopt(kind, key, path)
+
+    def refuse(self, kind: Kind, key: str, reason: str) -> CacheError:
+        return CacheError(
+            f"{self.ref}: refusing the cache artifact: {kind} entry {key}: {reason}",
+            hint="nothing was added to the cache; do not use this artifact, "
+            "push it again from a good cache",
+        )
 
 
 def _listed_entries(

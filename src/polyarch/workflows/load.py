@@ -17,13 +17,14 @@ from polyarch.image.docker_archive import embedded_tags, write_docker_archive
 from polyarch.image.layout import image_from_layout, read_oci_layout
 from polyarch.outputs import Outputs
 from polyarch.platforms import System
-from polyarch.reference import DEFAULT_TAG
+from polyarch.reference import DEFAULT_TAG, check_tag
 
 
 def load_image(
     engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = DEFAULT_TAG
 ) -> str:
     """Load ``system``'s docker-archive into ``engine`` as ``NAME:TAG``; return that reference."""
+    check_tag(tag)  # before the engine loads anything under a name it would then refuse
     archive = Outputs(out_dir, container.name).archive(system)
     if not archive.is_file():
         raise ImageError(
@@ -48,6 +49,7 @@ def load_foreign(
     Loading a docker-archive moves the names written inside it (``NAME:TAG`` of
     the build) to the loaded image; they are put back where they were.
     """
+    check_tag(f"{tag}-{system.name}")
     archive = Outputs(out_dir, container.name).archive(system)
     protected = {*embedded_tags(archive), f"{container.name}:{tag}"}
     previous = {ref: engine.image_id(ref) for ref in sorted(protected)}
@@ -64,6 +66,7 @@ def load_from_layout(
     engine: Engine, container: Container, system: System, *, out_dir: Path, tag: str = DEFAULT_TAG
 ) -> str:
     """Load ``system``'s image out of the OCI layout (the index), as ``NAME:TAG``."""
+    check_tag(tag)
     layout = read_oci_layout(Outputs(out_dir, container.name).layout)
     image = image_from_layout(layout, tag, system)
     with tempfile.TemporaryDirectory(prefix="polyarch-load-") as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -15,11 +16,21 @@ from polyarch.cache import Cache
 from polyarch.config import Config, Container
 from polyarch.debian.archive import Archive
 from polyarch.debian.fetch import cached_deb, fetch_debs
+from polyarch.debian.identity import Claim
+from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Repository
 from polyarch.debian.resolver import Resolution, resolve
 from polyarch.debian.sources import Source, find_sources
 from polyarch.debian.universe import PackageUniverse
-from polyarch.errors import CacheError, LockError, ResolveError
+from polyarch.errors import (
+    CacheError,
+    IntegrityError,
+    LockError,
+    PackageError,
+    PolyarchError,
+    ResolveError,
+)
+from polyarch.lock_check import package_index, package_line
 from polyarch.platforms import System
 from polyarch.progress import NULL_PROGRESS, Progress
 
@@ -193,11 +204,63 @@ def download(
         return found
     if not wanted:
         return {}  # nothing to fetch: do not even set up the mirror's HTTP client
-    return fetch_debs(
-        [records[k] for k in wanted],
-        session.archive.locator({k: source_of[k] for k in wanted}),
-        session.cache,
-        progress=session.progress,
+    try:
+        return fetch_debs(
+            [records[k] for k in wanted],
+            session.archive.locator({k: source_of[k] for k in wanted}),
+            session.cache,
+            progress=session.progress,
+            anchor=partial(_anchor, session, resolutions),
+        )
+    except IntegrityError as exc:
+        if session.lock is None:
+            raise
+        # The lock is the trust anchor of a locked build: a file it does not describe is
+        # a lock error, whichever side is wrong.
+        raise LockError(
+            exc.message,
+            hint="the mirror serves another file than containers.lock names: if the lock "
+            "was edited, review the change; else try another mirror",
+        ) from exc
+
+
+def _anchor(session: Session, resolutions: dict[System, Resolution], record: PackageRecord) -> str:
+    """What vouches for ``record``'s size and SHA256: its index, or its line of containers.lock."""
+    if session.lock is None:
+        return "its index"
+    for system, resolution in resolutions.items():
+        line = _lock_line(session, resolution.container, system, record.sha256)
+        if line:
+            return line
+    return str(lockfile.lock_path(session.config))
+
+
+def _lock_line(session: Session, container: str, system: System, sha256: str) -> str | None:
+    assert session.lock is not None
+    entry = session.lock.containers.get(container)
+    locked = entry.systems if entry is not None else {}
+    packages = {name: s.packages for name, s in locked.items()}
+    index = package_index(packages, system.name, sha256)
+    if index is None:
+        return None
+    return package_line(lockfile.lock_path(session.config), container, system.name, index)
+
+
+def claim_refused(
+    session: Session, container: str, system: System, claim: Claim, differences: list[str]
+) -> PolyarchError:
+    """The error for a .deb that is not what its lock entry (LockError) or index record says."""
+    what = f"{container} ({system.name}): package {claim.name} {claim.version}"
+    if session.lock is not None:
+        where = _lock_line(session, container, system, claim.sha256) or "containers.lock"
+        return LockError(
+            f"{where}: {what}: " + "; ".join(differences),
+            hint=f"the lock does not describe the .deb it names; review how it changed, "
+            f"then run `polyarch lock --update {container}`",
+        )
+    return PackageError(
+        f"{what}: its index record says " + "; ".join(differences),
+        hint="the archive describes this package falsely; remove it from the container",
     )
 
 

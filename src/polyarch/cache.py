@@ -34,7 +34,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -266,6 +266,35 @@ class Cache:
             os.replace(path, final)
         except OSError as exc:
             raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
+
+    @contextmanager
+    def content_writer(self, kind: Kind) -> Iterator[tuple[BinaryIO, Callable[[str], Path]]]:
+        """A temporary file for an entry whose key is known only once it is written.
+
+        Yields ``(file, commit)``: ``commit(key)`` closes the file and makes it the
+        entry (``adopt``), returning its path. Without a commit, or on an error, the
+        file vanishes. It is made in shard ``00``, so ``temp_files`` finds it after a crash.
+        """
+        shard = self.root / kind / "00"
+        try:
+            self._real_dirs(self.root / kind, shard)
+            fd, tmp = tempfile.mkstemp(dir=shard, prefix=".new.", suffix=TMP_SUFFIX)
+        except OSError as exc:
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
+        f = os.fdopen(fd, "wb")
+
+        def commit(key: str) -> Path:
+            f.close()
+            self.adopt(kind, key, Path(tmp))
+            return self.path(kind, key)
+
+        try:
+            with f:
+                yield f, commit
+        except OSError as exc:
+            raise HostError.of(exc, f"cannot write to the cache {self.root}") from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def put(self, kind: Kind, key: str, data: bytes) -> Path:
         """Write ``data`` as the entry (atomically); return its path."""

@@ -68,6 +68,7 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     prefer: tuple[str, ...] | None = None
     keep_docs: bool | None = None
     max_layers: int | None = None
+    max_unpacked_bytes: int | None = None
     env: dict[str, str] | None = None
     labels: dict[str, str] | None = None
     registries: dict[str, Any] | None = None
@@ -129,6 +130,9 @@ class Container:
     prefer: tuple[str, ...]
     keep_docs: bool
     max_layers: int
+    max_unpacked_bytes: int | None
+    """Per-package limit of unpacked bytes (a larger package is refused); None: the
+    reader's default, ``polyarch.debian.deb.MAX_UNPACKED_BYTES``."""
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     workdir: str | None
@@ -275,6 +279,7 @@ def _apply_defaults(
         prefer=_pick(spec.prefer, d.prefer, DEFAULT_PREFER),
         keep_docs=_pick(spec.keep_docs, d.keep_docs, False),
         max_layers=_pick(spec.max_layers, d.max_layers, DEFAULT_MAX_LAYERS),
+        max_unpacked_bytes=_pick(spec.max_unpacked_bytes, d.max_unpacked_bytes, None),
         env=tuple(sorted({**(d.env or {}), **(spec.env or {})}.items())),
         labels=tuple(sorted({**(d.labels or {}), **(spec.labels or {})}.items())),
         workdir=spec.workdir,

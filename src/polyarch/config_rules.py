@@ -110,6 +110,14 @@ def max_layers(value: int) -> None:
         )
 
 
+def max_unpacked_bytes(value: int) -> None:
+    if value < 1 << 20:
+        raise InvalidValue(
+            f"must be at least 1048576 (1 MiB), not {value}",
+            hint="it bounds the unpacked size of each package, in bytes",
+        )
+
+
 def environment(env: Mapping[str, str]) -> None:
     for name in env:
         if not name or "=" in name:
@@ -340,6 +348,7 @@ EXAMPLES = {
     "systems": 'systems = ["aarch64-linux", "x86_64-linux"]',
     "keep_docs": "keep_docs = true",
     "max_layers": "max_layers = 100",
+    "max_unpacked_bytes": "max_unpacked_bytes = 8_589_934_592",
     "env": 'env = { LANG = "C.UTF-8" }',
     "labels": 'labels = { "org.example.team" = "tools" }',
     "workdir": 'workdir = "/work"',
@@ -382,6 +391,7 @@ FIELD_RULES: dict[str, Callable[[Any], object]] = {
     "prefer": package_names,
     "systems": systems,
     "max_layers": max_layers,
+    "max_unpacked_bytes": max_unpacked_bytes,
     "env": environment,
     "labels": labels,
     "workdir": workdir,

@@ -253,7 +253,7 @@ def test_cache_hit_reads_no_deb_and_compresses_nothing(
     def forbidden(*_: object) -> NoReturn:
         raise AssertionError("no work on a cache hit")
 
-    monkeypatch.setattr(layers_module, "gzip_bytes", forbidden)
+    monkeypatch.setattr(layers_module, "GzipWriter", forbidden)
     monkeypatch.setattr(layers_module, "write_tar", forbidden)
     warm = LayerStats()
     second = build(world, tmp_path, ["fd-find", "mawk"], stats=warm, read=forbidden)

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import deflate
 import pytest
 from imagekit import make_layer
 
 from polyarch.determinism import (
+    COMPRESSOR,
     canonical_json,
     rfc3339,
     sha256_digest,
@@ -172,7 +174,9 @@ def test_index_carries_the_image_annotations(layers: list[Layer]) -> None:
         "org.opencontainers.image.version": "8.6.0-3",
         "org.opencontainers.image.created": CREATED,
         "org.opencontainers.image.description": "find",
+        "dev.polyarch.layer.compressor": COMPRESSOR,
     }
+    assert COMPRESSOR.startswith(f"libdeflate (deflate {deflate.__version__}) level 6")
 
 
 def test_a_system_twice_in_one_index_is_refused(layers: list[Layer]) -> None:

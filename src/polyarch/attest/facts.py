@@ -84,7 +84,7 @@ def facts_of(contents: DebContents) -> PackageFacts:
     copyright_entry = entries.get(f"{DOC_DIR}/{name}/copyright")
     declared = None
     if copyright_entry is not None and copyright_entry.kind in ("file", "hardlink"):
-        text = copyright_entry.data[: 1 << 20].decode("utf-8", "replace")
+        text = copyright_entry.reader().read(1 << 20).decode("utf-8", "replace")
         declared = declared_license(text, name)
     return PackageFacts(
         format=FACTS_FORMAT,
@@ -117,7 +117,7 @@ def _os_release(entries: Mapping[str, DebEntry]) -> dict[str, str] | None:
     for path in OS_RELEASE_PATHS:
         entry = entries.get(path)
         if entry is not None and entry.kind in ("file", "hardlink"):
-            return parse_os_release(entry.data.decode("utf-8", "replace"))
+            return parse_os_release(entry.reader().read(1 << 20).decode("utf-8", "replace"))
     return None
 
 

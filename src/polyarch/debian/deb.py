@@ -24,6 +24,13 @@ targets are kept as written and only ever interpreted *inside* the image by
 the container runtime. polyarch never resolves or follows a symlink on the
 host (nothing is extracted; layers are written from memory), so a link cannot
 make polyarch read or write a host file.
+
+Memory stays bounded whatever a package holds: file contents are kept in
+memory up to ``MEMORY_BUDGET`` per package; beyond it (or for any file larger
+than ``SPOOL_FILE_SIZE``) they go to a nameless temporary file beside the
+.deb (``Spooled``), which vanishes when the contents are dropped. The sum of
+the sizes the data.tar declares is checked against ``max_unpacked`` before
+the bytes are read, so an archive bomb is refused, not unpacked.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import lzma
 import os
 import sys
 import tarfile
+import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +69,71 @@ NAME_MAX = 255
 MAX_UNPACKED_BYTES = 8 * 1024**3
 """Default limit on the files of one package, in bytes (the largest Debian packages
 unpack to a few GB); more is refused as a decompression bomb."""
+MEMORY_BUDGET = 64 << 20
+"""File contents held in memory per package; the rest is spooled to disk."""
+SPOOL_FILE_SIZE = 16 << 20
+"""A file this large is spooled even within the budget (it is written out in chunks anyway)."""
+_COPY_CHUNK = 1 << 20
+
+
+class _Spool:
+    """A package's nameless temporary file of file contents; reads are positional (thread-safe)."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            # Open as long as the contents live; closing it frees the disk space.
+            self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        except OSError:  # a read-only cache: the system's temporary directory then
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        self._lock = threading.Lock()
+        self.size = 0
+
+    def append(self, source: IO[bytes], size: int) -> int:
+        """Copy ``size`` bytes of ``source`` to the end; return where they start."""
+        offset = self.size
+        left = size
+        with self._lock:
+            while left:
+                chunk = source.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise EOFError("unexpected end of data")
+                os.pwrite(self._file.fileno(), chunk, self.size)
+                self.size += len(chunk)
+                left -= len(chunk)
+        return offset
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self._file.fileno(), size, offset)
+
+
+@dataclass(frozen=True, eq=False)
+class Spooled:
+    """File content kept in the package's spool file rather than in memory."""
+
+    spool: _Spool
+    offset: int
+    size: int
+
+    def reader(self) -> io.BufferedReader:
+        """A stream of the content (independent of other readers)."""
+        return io.BufferedReader(_SpoolReader(self), _COPY_CHUNK)
+
+
+class _SpoolReader(io.RawIOBase):
+    def __init__(self, spooled: Spooled) -> None:
+        self._spooled, self._pos = spooled, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._spooled.size - self._pos)
+        if n <= 0:
+            return 0
+        chunk = self._spooled.spool.pread(n, self._spooled.offset + self._pos)
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
 
 
 @dataclass(frozen=True)
@@ -67,10 +141,11 @@ class DebEntry:
     """One filesystem entry of a package (or one polyarch makes itself).
 
     ``path`` is absolute and normalised, without a trailing slash. ``data`` is
-    the content of a ``file``; a ``hardlink`` carries its target's content too
-    (the same bytes object, so writers can turn it into a copy when the target
-    is not in the same layer). ``target`` is a symlink's target as written, or
-    a hard link's normalised absolute target.
+    the content of a ``file`` held in memory, or ``spooled`` holds it on disk;
+    a ``hardlink`` carries its target's content too (the same objects, so
+    writers can turn it into a copy when the target is not in the same layer).
+    ``target`` is a symlink's target as written, or a hard link's normalised
+    absolute target.
     """
 
     path: str
@@ -78,6 +153,23 @@ class DebEntry:
     mode: int
     data: bytes = b""
     target: str = ""
+    spooled: Spooled | None = None
+
+    @property
+    def size(self) -> int:
+        return self.spooled.size if self.spooled is not None else len(self.data)
+
+    def reader(self) -> IO[bytes]:
+        """A stream of the content, wherever it is kept."""
+        return self.spooled.reader() if self.spooled is not None else io.BytesIO(self.data)
+
+    def content(self) -> bytes:
+        """The whole content in memory: only for files known to be small (certificates)."""
+        return self.data if self.spooled is None else self.spooled.reader().read()
+
+    def same_content(self, other: DebEntry) -> bool:
+        """True when both name the very same bytes (a hard link and its target)."""
+        return self.data is other.data and self.spooled is other.spooled
 
 
 @dataclass(frozen=True)
@@ -105,11 +197,12 @@ def normalise_path(name: str) -> str | None:
     return "/" + "/".join(parts)
 
 
-def read_deb(path: Path, package: str, *, max_unpacked: int = MAX_UNPACKED_BYTES) -> DebContents:
+def read_deb(path: Path, package: str, *, max_unpacked: int | None = None) -> DebContents:
     """Parse the .deb at ``path`` (already verified by its SHA256) as ``package``.
 
     Raises ``PackageError`` naming ``package`` for anything malformed or unsafe,
-    or when its files add up to more than ``max_unpacked`` bytes.
+    or whose files add up to more than ``max_unpacked`` bytes (default
+    ``MAX_UNPACKED_BYTES``).
     """
     try:
         f = path.open("rb")
@@ -134,7 +227,8 @@ def read_deb(path: Path, package: str, *, max_unpacked: int = MAX_UNPACKED_BYTES
             elif _is_member(name, "control.tar") and control is None:
                 control, postinst = _read_control(member, name, package)
             elif _is_member(name, "data.tar") and entries is None:
-                entries = _read_data(member, name, package, max_unpacked)
+                limits = _Limits(max_unpacked or MAX_UNPACKED_BYTES, path.parent)
+                entries = _read_data(member, name, package, limits)
             # Other members (signatures like _gpgbuilder) do not enter the image.
         if not seen_binary or control is None or entries is None:
             raise _bad(package, "missing debian-binary, control.tar or data.tar member")
@@ -264,11 +358,21 @@ def _read_control(member: io.BufferedReader, name: str, package: str) -> tuple[s
     return control, postinst
 
 
+@dataclass
+class _Limits:
+    """What one data.tar may take: unpacked bytes in all, memory before spooling."""
+
+    max_unpacked: int
+    spool_dir: Path
+    unpacked: int = 0
+    in_memory: int = 0
+    spool: _Spool | None = None
+
+
 def _read_data(
-    member: io.BufferedReader, name: str, package: str, max_unpacked: int
+    member: io.BufferedReader, name: str, package: str, limits: _Limits
 ) -> tuple[DebEntry, ...]:
     entries: list[DebEntry] = []
-    unpacked = 0
     files: dict[str, DebEntry] = {}  # regular files so far: hard links may only point here
     symlinks: set[str] = set()
     where = name
@@ -277,14 +381,14 @@ def _read_data(
         with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as tar:
             for info in tar:
                 where = info.name
-                unpacked += info.size if info.isreg() else 0
-                if unpacked > max_unpacked:
-                    raise _bad(
-                        package,
-                        f"its files add up to more than {max_unpacked} bytes "
+                limits.unpacked += info.size if info.isreg() else 0
+                if limits.unpacked > limits.max_unpacked:
+                    raise PackageError(
+                        f"package {package} unpacks to more than {limits.max_unpacked} bytes "
                         f"(at {info.name!r}); refusing a decompression bomb",
+                        hint="raise max_unpacked_bytes in containers.toml if the package is trusted",
                     )
-                entry = _entry(info, tar, files, package)
+                entry = _entry(info, tar, files, package, limits)
                 if entry is None:
                     continue
                 _refuse_path_through_symlink(entry.path, symlinks, package)
@@ -333,7 +437,11 @@ def _refuse_overlong(path: str, what: str, package: str) -> None:
 
 
 def _entry(
-    info: tarfile.TarInfo, tar: tarfile.TarFile, files: dict[str, DebEntry], package: str
+    info: tarfile.TarInfo,
+    tar: tarfile.TarFile,
+    files: dict[str, DebEntry],
+    package: str,
+    limits: _Limits,
 ) -> DebEntry | None:
     path = normalise_path(info.name)
     if path is None:
@@ -343,9 +451,7 @@ def _entry(
     if path == "/":
         return None  # the image root belongs to the filesystem skeleton, not to a package
     if info.isreg():
-        extracted = tar.extractfile(info)
-        assert extracted is not None  # a regular file always has a reader
-        return DebEntry(path, "file", mode, data=extracted.read())
+        return _file_entry(info, tar, path, mode, package, limits)
     if info.isdir():
         return DebEntry(path, "dir", mode)
     if info.issym():
@@ -362,6 +468,28 @@ def _entry(
                 f"hard link {info.name!r} points to {info.linkname!r}, "
                 "which is not an earlier file of this package",
             )
-        return DebEntry(path, "hardlink", mode, data=linked.data, target=linked.path)
+        return DebEntry(
+            path, "hardlink", mode, data=linked.data, target=linked.path, spooled=linked.spooled
+        )
     kind = "device" if info.ischr() or info.isblk() else "fifo" if info.isfifo() else "special"
     raise _bad(package, f"{info.name!r} is a {kind}, which a package image may not contain")
+
+
+def _file_entry(
+    info: tarfile.TarInfo,
+    tar: tarfile.TarFile,
+    path: str,
+    mode: int,
+    package: str,
+    limits: _Limits,
+) -> DebEntry:
+    """A regular file, its content in memory or spooled (see the module doc)."""
+    extracted = tar.extractfile(info)
+    assert extracted is not None  # a regular file always has a reader
+    if info.size < SPOOL_FILE_SIZE and limits.in_memory + info.size <= MEMORY_BUDGET:
+        limits.in_memory += info.size
+        return DebEntry(path, "file", mode, data=extracted.read())
+    if limits.spool is None:
+        limits.spool = _Spool(limits.spool_dir)
+    offset = limits.spool.append(extracted, info.size)
+    return DebEntry(path, "file", mode, spooled=Spooled(limits.spool, offset, info.size))

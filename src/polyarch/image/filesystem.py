@@ -285,7 +285,7 @@ def generated_entries(closure: Sequence[DebContents], *, keep_docs: bool = False
 
     if any(c.package == "ca-certificates" for c in closure):
         certs = sorted(
-            (path, entry.data)
+            (path, entry.content())
             for path, entry in present.items()
             if path.startswith(CA_SOURCE_DIR + "/")
             and path.endswith(".crt")
@@ -295,6 +295,22 @@ def generated_entries(closure: Sequence[DebContents], *, keep_docs: bool = False
         made[CA_BUNDLE] = DebEntry(CA_BUNDLE, "file", 0o644, data=bundle)
 
     return [made[path] for path in sorted(made)]
+
+
+def generated_inputs(contents: DebContents) -> DebContents:
+    """What ``generated_entries`` reads of a package: all but file contents (CA certificates aside).
+
+    The layer builder keeps this for every package of the closure until the
+    generated layer is made, so that stays small whatever the packages hold.
+    """
+    ca_dir = CA_SOURCE_DIR + "/"
+    entries = tuple(
+        e
+        if e.size == 0 or e.path.startswith(ca_dir)
+        else DebEntry(e.path, e.kind, e.mode, target=e.target)
+        for e in contents.entries
+    )
+    return replace(contents, entries=entries)
 
 
 def _alternative_links(
@@ -353,8 +369,15 @@ def layer_tree(groups: Iterable[Iterable[DebEntry]]) -> list[DebEntry]:
     for entry in chosen.values():
         if entry.kind == "hardlink":
             target = chosen.get(entry.target)
-            if target is None or target.kind != "file" or target.data != entry.data:
-                entry = DebEntry(entry.path, "file", entry.mode, data=entry.data)
+            if (
+                target is None
+                or target.kind != "file"
+                or target.spooled is not entry.spooled
+                or target.data != entry.data
+            ):
+                entry = DebEntry(
+                    entry.path, "file", entry.mode, data=entry.data, spooled=entry.spooled
+                )
         result.append(entry)
     result.sort(key=lambda e: (e.kind == "hardlink", e.path.split("/")))
     return result

@@ -17,13 +17,13 @@ bad one is evicted (with a warning) and the layer is built again.
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol, cast
 
 from polyarch.cache import Cache, Kind
 from polyarch.debian.deb import DebContents, DebEntry
@@ -31,14 +31,14 @@ from polyarch.debian.identity import DebFacts, facts_of
 from polyarch.determinism import (
     TAR_FORMAT,
     Digest,
+    GzipWriter,
     canonical_json,
-    gzip_bytes,
     normalise_tarinfo,
-    sha256_digest,
 )
 from polyarch.errors import PackageError
 from polyarch.image.filesystem import (
     generated_entries,
+    generated_inputs,
     layer_tree,
     package_entries,
     skeleton_entries,
@@ -52,8 +52,11 @@ from polyarch.image.layer_record import (
 )
 from polyarch.progress import NULL_PROGRESS, Progress
 
-LAYER_FORMAT_VERSION = 1
-"""Bump whenever the bytes of a layer for the same inputs change (rules, tar writer)."""
+LAYER_FORMAT_VERSION = 2
+"""Bump whenever the bytes of a layer for the same inputs change (rules, tar writer, compressor).
+
+2: libdeflate in 4 MiB gzip members (``determinism.COMPRESSOR``) instead of the host's zlib.
+"""
 
 
 @dataclass(frozen=True)
@@ -132,18 +135,29 @@ def layer_key(
     return hashlib.sha256(canonical_json(inputs)).hexdigest()
 
 
-def write_tar(entries: Sequence[DebEntry], epoch: int) -> bytes:
-    """The layer tar of ``entries`` (already in ``layer_tree`` order), byte for byte reproducible."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as tar:
+class TarSink(Protocol):
+    """What ``tarfile`` needs of a stream it writes: ``GzipWriter`` or any binary file."""
+
+    def write(self, data: bytes, /) -> int: ...
+    def tell(self) -> int: ...
+
+
+def write_tar(entries: Sequence[DebEntry], epoch: int, out: TarSink) -> None:
+    """Write the layer tar of ``entries`` (in ``layer_tree`` order) to ``out``, reproducibly.
+
+    Contents are streamed (spooled ones from disk), so memory stays bounded.
+    """
+    # tarfile's writing mode only ever writes and tells (typeshed wants a whole file).
+    sink = cast(IO[bytes], out)
+    with tarfile.open(fileobj=sink, mode="w", format=TAR_FORMAT) as tar:
         for entry in entries:
             info = tarfile.TarInfo(entry.path.lstrip("/"))
             info.mode = entry.mode
-            data: bytes | None = None
+            data: IO[bytes] | None = None
             if entry.kind == "file":
                 info.type = tarfile.REGTYPE
-                info.size = len(entry.data)
-                data = entry.data
+                info.size = entry.size
+                data = entry.reader()
             elif entry.kind == "dir":
                 info.type = tarfile.DIRTYPE
             elif entry.kind == "symlink":
@@ -153,8 +167,7 @@ def write_tar(entries: Sequence[DebEntry], epoch: int) -> bytes:
                 info.type = tarfile.LNKTYPE
                 info.linkname = entry.target.lstrip("/")
             normalise_tarinfo(info, epoch)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
+            tar.addfile(info, data)
 
 
 def build_layers(
@@ -233,6 +246,11 @@ class _LayerBuilder:
         return [layer for layer in results if layer is not None]
 
     def get(self, name: str, sha256: str) -> DebContents:
+        """The package's contents: whole when read now, else what the generated layer needs.
+
+        Each package is in one layer, which reads it first; the generated layer
+        comes last and needs only ``generated_inputs``, which is what is kept.
+        """
         found = self.contents.get(sha256)
         if found is None:
             found = self.read(sha256)
@@ -245,7 +263,7 @@ class _LayerBuilder:
                     hint="the archive serves a malformed package; remove it from the container",
                 ) from None
             if self.keep_contents:
-                self.contents[sha256] = found
+                self.contents[sha256] = generated_inputs(found)
         return found
 
     def build(self, i: int) -> Layer | None:
@@ -342,19 +360,20 @@ def _store(
     if not entries and plan.generated and not plan.packages and not plan.skeleton:
         cache.put(Kind.LAYERS, key, encode_layer_record(None))
         return None
-    tar = write_tar(entries, epoch)
-    blob = gzip_bytes(tar)
-    digest = sha256_digest(blob)
-    layer = Layer(
-        digest=digest,
-        diff_id=sha256_digest(tar),
-        size=len(blob),
-        uncompressed_size=len(tar),
-        blob=cache.put(Kind.BLOBS, digest.removeprefix("sha256:"), blob),
-        packages=plan.names,
-        commands=command_paths(entries),
-        debs=debs,
-    )
+    with cache.content_writer(Kind.BLOBS) as (out, commit):
+        gz = GzipWriter(out)
+        write_tar(entries, epoch, gz)
+        gz.close()
+        layer = Layer(
+            digest=gz.digest,
+            diff_id=gz.diff_id,
+            size=gz.size,
+            uncompressed_size=gz.uncompressed_size,
+            blob=commit(gz.digest.removeprefix("sha256:")),
+            packages=plan.names,
+            commands=command_paths(entries),
+            debs=debs,
+        )
     # The blob is in place before the entry that names it, so a hit always has its blob.
     record = LayerRecord(
         digest=layer.digest,

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from polyarch import media_types
-from polyarch.determinism import DIGEST_PATTERN, Digest, canonical_json, sha256_digest
+from polyarch.determinism import (
+    COMPRESSOR,
+    DIGEST_PATTERN,
+    Digest,
+    canonical_json,
+    sha256_digest,
+)
 from polyarch.errors import ImageError
 from polyarch.platforms import SYSTEMS, System, system_for_platform
 
@@ -31,6 +37,8 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_REVISION = "org.opencontainers.image.revision"
 ANNOTATION_SOURCE = "org.opencontainers.image.source"
 ANNOTATION_LICENSES = "org.opencontainers.image.licenses"
+ANNOTATION_COMPRESSOR = "dev.polyarch.layer.compressor"
+"""What compressed the layers (``determinism.COMPRESSOR``): their digests depend on it."""
 
 
 class LayerLike(Protocol):
@@ -239,12 +247,14 @@ def image_annotations(
     """The ``org.opencontainers.image.*`` annotations of a tool image (manifest and index).
 
     ``version`` is the tool package's Debian version; ``created`` the same
-    RFC 3339 time as the configs'.
+    RFC 3339 time as the configs'. ``dev.polyarch.layer.compressor`` names
+    what compressed the layers, since their digests depend on it.
     """
     annotations = {
         ANNOTATION_TITLE: title,
         ANNOTATION_VERSION: version,
         ANNOTATION_CREATED: created,
+        ANNOTATION_COMPRESSOR: COMPRESSOR,
     }
     if description:
         annotations[ANNOTATION_DESCRIPTION] = description

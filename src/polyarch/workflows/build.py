@@ -77,7 +77,7 @@ def build_container(
     epoch = source_date_epoch() if epoch is None else epoch
     resolutions = resolve_container(session, container, systems)
     stats = LayerStats()
-    reader = DebReader(session, resolutions)
+    reader = DebReader(session, resolutions, max_unpacked=container.max_unpacked_bytes)
     layers = build_system_layers(
         session, container, resolutions, epoch=epoch, stats=stats, reader=reader
     )
@@ -117,8 +117,15 @@ class DebReader:
     so a later warm build has its SBOM without reading any .deb.
     """
 
-    def __init__(self, session: Session, resolutions: dict[System, Resolution]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        resolutions: dict[System, Resolution],
+        *,
+        max_unpacked: int | None = None,
+    ) -> None:
         self.session, self.resolutions = session, resolutions
+        self.max_unpacked = max_unpacked
         self.names = {
             p.record.sha256: p.record.name for r in resolutions.values() for p in r.packages
         }
@@ -134,7 +141,7 @@ class DebReader:
             # Not fetched up front: a layer vanished from the cache meanwhile, or facts are missing.
             with self._lock:
                 self.fetch({sha256})
-        contents = read_deb(self.debs[sha256], self.names[sha256])
+        contents = read_deb(self.debs[sha256], self.names[sha256], max_unpacked=self.max_unpacked)
         remember_facts(self.session.cache, sha256, contents)
         return contents
 
@@ -157,7 +164,7 @@ def build_system_layers(
     needed: set[str] = set()
     for plan in plans.values():
         needed |= packages_to_read(plan, session.cache, epoch=epoch, keep_docs=container.keep_docs)
-    read = reader or DebReader(session, resolutions)
+    read = reader or DebReader(session, resolutions, max_unpacked=container.max_unpacked_bytes)
     read.fetch(needed)
 
     def layers_of(plan: list[LayerPlan]) -> list[Layer]:

@@ -40,9 +40,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-import filelock
-import platformdirs
-
 from polyarch.errors import CacheError, HostError
 from polyarch.progress import NullProgress, Progress
 
@@ -87,6 +84,8 @@ def default_cache_dir() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
+    import platformdirs  # imported when needed: the CLI's start-up stays short
+
     return Path(platformdirs.user_cache_dir("polyarch", appauthor=False))
 
 
@@ -188,6 +187,8 @@ class Cache:
     def lock(self, kind: Kind, key: str) -> Iterator[None]:
         """Hold the producer lock of one entry (blocks while another process holds it)."""
         self.path(kind, key)  # refuses what is not a key
+        import filelock  # imported when needed: the CLI's start-up stays short
+
         path = self.root / LOCKS_DIR / kind / f"{key}.lock"
         try:
             self._real_dirs(self.root / LOCKS_DIR, path.parent)

@@ -18,12 +18,14 @@ import json
 import os
 import re
 import struct
-import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, NewType
+from typing import TYPE_CHECKING, Any, BinaryIO, NewType
 
 import deflate
+
+if TYPE_CHECKING:
+    import tarfile
 
 Digest = NewType("Digest", str)
 """An OCI digest: ``sha256:<64 hex>``."""
@@ -45,7 +47,8 @@ COMPRESSOR = f"libdeflate (deflate {deflate.__version__}) level {GZIP_LEVEL}, {G
 """What made the layers, recorded in every image's annotations."""
 _GZIP_XFL = {0: 4, 1: 4, 8: 2, 9: 2, 10: 2, 11: 2, 12: 2}
 """The header's XFL byte libdeflate writes per level (else 0), kept so members equal its own gzip."""
-TAR_FORMAT = tarfile.PAX_FORMAT
+TAR_FORMAT = 2
+"""``tarfile.PAX_FORMAT`` (a test checks): tarfile is not imported here, for the CLI's start-up."""
 
 
 def source_date_epoch(environ: dict[str, str] | None = None) -> int:

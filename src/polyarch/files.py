@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -76,6 +77,36 @@ def atomic_copy(source: Path, path: Path, *, mode: int = 0o644) -> None:
     """Copy ``source`` to ``path`` atomically (see ``atomic_write``), without reading it into memory."""
     with _replacing(path, mode) as tmp:
         shutil.copyfile(source, tmp)
+
+
+_COMPARE_CHUNK = 1 << 20
+
+
+def same_content(path: Path, expected: bytes | Path) -> bool:
+    """True if the regular file at ``path`` holds exactly ``expected`` (bytes, or a file's bytes).
+
+    Compared byte for byte, never by timestamps, so an edited output is noticed
+    whatever its mtime. A file that is the very same inode as ``expected`` is
+    not taken as a match: outputs must never share an inode with the cache.
+    """
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if isinstance(expected, bytes):
+            return st.st_size == len(expected) and path.read_bytes() == expected
+        source = os.stat(expected)
+        if os.path.samestat(st, source) or st.st_size != source.st_size:
+            return False
+        with path.open("rb") as a, expected.open("rb") as b:
+            while True:
+                chunk = a.read(_COMPARE_CHUNK)
+                if chunk != b.read(_COMPARE_CHUNK):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
 
 
 FICLONE = 0x40049409

@@ -13,6 +13,10 @@ build of only ``--system S`` replaces the whole directory, so it then holds
 ``S.tar`` and an index over S alone. Keeping the other systems' tarballs would
 make ``oci/`` and the tarballs disagree about what was built, and would keep
 images whose packages no longer match the lock.
+
+A rebuild whose outputs would be identical writes nothing: the existing
+``OUT/NAME`` is compared byte for byte with what would be written (never by
+timestamps), so a file edited, added or removed by hand is still replaced.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyarch.attest.names import EvidenceKind
 from polyarch.errors import ImageError
-from polyarch.files import replace_directory
-from polyarch.image.docker_archive import write_docker_archive
-from polyarch.image.layout import write_oci_layout
-from polyarch.image.oci import Image
-from polyarch.platforms import System
+
+if TYPE_CHECKING:
+    from polyarch.image.oci import Image
+    from polyarch.platforms import System
 
 DEFAULT_OUT = "result"
 LAYOUT_DIR = "oci"
@@ -97,7 +101,36 @@ def write_build_outputs(
     evidence: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Publish ``OUT/NAME/oci/``, one ``OUT/NAME/SYSTEM.tar`` per image and ``evidence``
-    (file name → bytes, in ``OUT/NAME/sbom/``); return ``OUT/NAME``."""
+    (file name → bytes, in ``OUT/NAME/sbom/``); return ``OUT/NAME``.
+
+    Nothing is written when ``OUT/NAME`` already holds exactly these files.
+    """
+    # Imported here, not at the top: the CLI reads DEFAULT_OUT while it starts.
+    from polyarch.files import replace_directory, same_content
+    from polyarch.image.docker_archive import docker_archive_matches, write_docker_archive
+    from polyarch.image.layout import layout_matches, write_oci_layout
+
+    def unchanged() -> bool:
+        root = outputs.root
+        try:
+            names = {p.name for p in root.iterdir()}
+            sbom = {p.name for p in (root / SBOM_DIR).iterdir()} if evidence else set()
+        except OSError:
+            return False
+        expected = {LAYOUT_DIR, *(archive_name(image.system) for image in images)}
+        if names != (expected | {SBOM_DIR} if evidence else expected):
+            return False
+        if evidence and not (
+            sbom == evidence.keys()
+            and all(same_content(root / SBOM_DIR / n, data) for n, data in evidence.items())
+        ):
+            return False
+        return layout_matches(root / LAYOUT_DIR, images, index, tag=tag) and all(
+            docker_archive_matches(
+                root / archive_name(image.system), image, repo_tags=repo_tags, mtime=mtime
+            )
+            for image in images
+        )
 
     def fill(staging: Path) -> None:
         write_oci_layout(staging / LAYOUT_DIR, images, index, tag=tag)
@@ -110,4 +143,6 @@ def write_build_outputs(
             for name, data in sorted(evidence.items()):
                 (staging / SBOM_DIR / name).write_bytes(data)
 
+    if unchanged():
+        return outputs.root
     return replace_directory(outputs.root, fill)

@@ -344,3 +344,59 @@ def test_a_closed_pipe_ends_the_command_quietly(project: Path, tmp_path: Path) -
         os.close(writer)
         assert done.returncode == 141, done.stderr
         assert "Traceback" not in done.stderr and done.stderr == ""
+
+
+def _files(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file under ``root``: (inode, mtime_ns, sha256)."""
+    return {
+        str(p.relative_to(root)): (
+            p.stat().st_ino,
+            p.stat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).digest(),
+        )
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_an_unchanged_rebuild_rewrites_no_output(cli: Cli, project: Path, tmp_path: Path) -> None:
+    assert build(cli, project, tmp_path / "c", "hello", "--all-systems")[0] == 0
+    result = project.parent / "result" / "hello"
+    before = _files(result)
+    assert build(cli, project, tmp_path / "c", "hello", "--all-systems")[0] == 0
+    assert _files(result) == before  # same inodes and mtimes: nothing was written
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["docker-archive byte", "layout blob byte", "extra file", "missing blob", "index.json"],
+)
+def test_a_rebuild_replaces_outputs_edited_by_hand_even_with_their_old_mtime(
+    cli: Cli, project: Path, tmp_path: Path, tamper: str
+) -> None:
+    assert build(cli, project, tmp_path / "c", "hello", "--all-systems")[0] == 0
+    result = project.parent / "result" / "hello"
+    expected = {name: digest for name, (_, _, digest) in _files(result).items()}
+    layer_blob = max(
+        (result / "oci" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size
+    )
+    target = {
+        "docker-archive byte": result / "x86_64-linux.tar",
+        "layout blob byte": layer_blob,
+        "extra file": result / "oci" / "blobs" / "sha256" / "notes.txt",
+        "missing blob": layer_blob,
+        "index.json": result / "oci" / "index.json",
+    }[tamper]
+    if tamper == "extra file":
+        target.write_text("mine")
+    elif tamper == "missing blob":
+        target.unlink()
+    else:
+        stat = target.stat()
+        os.chmod(target, 0o644)
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 1  # same size, and the old mtime below: only content tells
+        target.write_bytes(bytes(data))
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert build(cli, project, tmp_path / "c", "hello", "--all-systems")[0] == 0
+    assert {name: digest for name, (_, _, digest) in _files(result).items()} == expected

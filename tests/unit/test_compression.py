@@ -191,3 +191,9 @@ def test_skopeo_and_umoci_read_layers_of_many_members(
     assert (bundle / "rootfs/usr/aaa/data").read_bytes() == sample(160_000)
     hello = (bundle / "rootfs/usr/bin/hello").read_bytes()
     assert hello == tiny_program("arm64", b"hello from polyarch\n")
+
+
+def test_tar_format_is_pax() -> None:
+    import tarfile
+
+    assert determinism.TAR_FORMAT == tarfile.PAX_FORMAT

@@ -1,4 +1,7 @@
-"""Options and lookups every command shares."""
+"""Options and lookups every command shares.
+
+Only what building the parser needs is imported at the top (see ``polyarch.cli``).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch.cache import ENV_VAR as CACHE_ENV_VAR
-from polyarch.cache import Cache
-from polyarch.config import Config, Container, find_config, load_config
 from polyarch.errors import UsageError
-from polyarch.lock import lock_path, read_lock
 from polyarch.outputs import DEFAULT_OUT
-from polyarch.platforms import System, native_system, parse_system
 from polyarch.reference import DEFAULT_TAG
-from polyarch.ui import ConsoleProgress
-from polyarch.workflows.resolve import Session
 
-Handler = Callable[[argparse.Namespace, ConsoleProgress], int]
+if TYPE_CHECKING:
+    from polyarch.cache import Cache
+    from polyarch.config import Config, Container
+    from polyarch.platforms import System
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.resolve import Session
+
+Handler = Callable[[argparse.Namespace, "ConsoleProgress"], int]
 
 
 def common_options(*, for_subcommand: bool = False) -> argparse.ArgumentParser:
@@ -132,16 +136,23 @@ def password_of(args: argparse.Namespace) -> bytes | None:
 
 
 def load(args: argparse.Namespace) -> Config:
+    from polyarch.config import find_config, load_config
+
     return load_config(find_config(args.file))
 
 
 def cache_of(args: argparse.Namespace, progress: ConsoleProgress | None = None) -> Cache:
     """The cache of --cache-dir (else the default); its warnings go to ``progress``."""
+    from polyarch.cache import Cache
+
     return Cache(args.cache_dir or None, progress=progress)
 
 
 def session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
     """The session, with containers.lock loaded for --locked/--offline."""
+    from polyarch.lock import lock_path, read_lock
+    from polyarch.workflows.resolve import Session
+
     session = Session(config=load(args), cache=cache_of(args, progress), progress=progress)
     if getattr(args, "locked", False) or getattr(args, "offline", False):
         session.lock = read_lock(lock_path(session.config))
@@ -151,6 +162,8 @@ def session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
 
 def systems_of(args: argparse.Namespace, container: Container) -> tuple[System, ...]:
     """--system S, --all-systems, else the native system."""
+    from polyarch.platforms import native_system, parse_system
+
     if getattr(args, "all_systems", False):
         return container.systems
     if getattr(args, "system", None):

@@ -31,6 +31,7 @@ def register(commands: Commands) -> None:
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     sign_key = sign_key_of(args)
+
     session = session_of(args, progress)
     for container in containers_of(args, session.config):
         result = build_container(
@@ -47,6 +48,7 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def print_build(result: BuildResult) -> None:
     """The table every building command ends with."""
+
     rows = [
         [
             "index",

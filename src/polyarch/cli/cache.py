@@ -88,6 +88,8 @@ def cmd_cache(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.ui import print_table
+
     session = session_of(args, progress)
     config = session.config
     update: set[str] | bool = args.update
@@ -102,6 +104,7 @@ def cmd_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     info = cache_info(cache_of(args))
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in info.kinds]
     if info.temp_files:
@@ -112,6 +115,7 @@ def cmd_cache_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     cache = cache_of(args)
     report = verify_cache(cache, repair=args.repair, progress=progress)
     checked = ", ".join(f"{n} {kind}" for kind, n in report.checked.items())
@@ -132,6 +136,7 @@ def cmd_cache_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int
 
 
 def cmd_cache_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     older_than = parse_duration(args.older_than) if args.older_than else None
     report = prune_cache(cache_of(args), older_than=older_than)
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in report.removed.values()]
@@ -149,6 +154,7 @@ def _access(args: argparse.Namespace) -> RegistryAccess:
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
+
     if args.password_stdin and not args.username:
         raise UsageError("--password-stdin needs --username")
     return resolve_credentials(
@@ -157,6 +163,7 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 
 
 def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     result = push_cache(
         cache_of(args),
         args.ref,
@@ -176,6 +183,7 @@ def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     cache = cache_of(args, progress)
     result = pull_cache(
         cache,

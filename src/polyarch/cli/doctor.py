@@ -45,6 +45,8 @@ def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_emulation(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.platforms import SYSTEMS
+
     native = native_system()
     foreign = [s for s in SYSTEMS if s != native]
     if args.action == "install":

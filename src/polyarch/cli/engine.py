@@ -77,6 +77,7 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
+
     engine = detect_engine(args.engine)
     progress.info(f"engine: {engine.describe()}")
     return engine
@@ -90,6 +91,7 @@ def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
 
 
 def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
     (system,) = systems_of(args, container)
@@ -100,6 +102,7 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
     systems = systems_of(args, container)
@@ -114,6 +117,12 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.workflows.load import load_image
+    from polyarch.workflows.smoke_test import (
+        raise_for_failures,
+        run_smoke_tests,
+    )
+
     check_tag(args.tag)  # before the engine is asked anything
     session = session_of(args, progress)
     # Every container's systems before any work: a --system one of them lacks is refused now.
@@ -147,6 +156,8 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_test
+
     check_tag(args.tag)  # before the engine is asked anything
     session = session_of(args, progress)
     container = session.config.container(args.name)
@@ -170,6 +181,7 @@ def _print_reports(
     result: BuildResult | None,
     build_seconds: float | None = None,
 ) -> None:
+
     digests = {b.system: b.image.manifest_digest for b in result.systems} if result else {}
     rows = [
         [

@@ -88,6 +88,7 @@ def register(commands: Commands) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
     image_files = [Path(f) for f in args.image_file]
     _check_usage(args, image_files)
     jobs = jobs_of(args)
@@ -158,6 +159,7 @@ def _push_everywhere(
     jobs: int,
 ) -> None:
     """Push ``index`` to each target; print what was pushed, also when a later push fails."""
+
     published: list[Published] = []
     record_dir = cache_of(args).root / REGISTRY_RECORDS_DIR
     evidence = _evidence_dir(args, progress, index)
@@ -219,12 +221,15 @@ def print_attached(published: Sequence[Published]) -> None:
 
 def target_label(target: Target) -> str:
     """What tables and ``--json`` call a target: the registry's table name, ``--to`` or ``github``."""
+
     if target.kind is TargetKind.EXPLICIT:
         return "--to"
     return target.name
 
 
 def print_index(index: IndexLayout) -> None:
+    from polyarch.ui import print_table
+
     annotations = dict(index.annotations)
     rows = [["index", index.digest], ["platforms", ", ".join(index.platforms)]]
     rows += [
@@ -234,6 +239,8 @@ def print_index(index: IndexLayout) -> None:
 
 
 def print_pushes(published: Sequence[Published]) -> None:
+    from polyarch.ui import print_table
+
     rows = [
         [
             target_label(p.target),
@@ -256,6 +263,8 @@ def print_pushes(published: Sequence[Published]) -> None:
 
 def print_plan(targets: Sequence[Target], tags: Sequence[str], as_json: bool) -> None:
     """--dry-run: where the push would go. Shows user names, never secrets."""
+    from polyarch.ui import print_table
+
     if as_json:
         value = {
             "schema": MANIFEST_SCHEMA,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch.cli._common import Commands, add_system_options, session_of, systems_of
-from polyarch.config import Container
-from polyarch.debian.resolver import Resolution
-from polyarch.platforms import System
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.resolve import download, resolve_container
+
+if TYPE_CHECKING:
+    from polyarch.config import Container
+    from polyarch.debian.resolver import Resolution
+    from polyarch.platforms import System
+    from polyarch.ui import ConsoleProgress
 
 RESOLVE_SCHEMA = "polyarch.resolve/v1"
 
@@ -27,6 +28,9 @@ def register(commands: Commands) -> None:
 
 
 def cmd_resolve(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.ui import human_size, print_table
+    from polyarch.workflows.resolve import download, resolve_container
+
     session = session_of(args, progress)
     container = session.config.container(args.name)
     resolutions = resolve_container(session, container, systems_of(args, container))

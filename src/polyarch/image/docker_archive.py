@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from polyarch.determinism import TAR_FORMAT, canonical_json, normalise_tarinfo, source_date_epoch
 from polyarch.errors import ImageError
@@ -38,6 +39,68 @@ def write_docker_archive(
     Entries are sorted, headers normalised, every mtime ``mtime`` (default:
     SOURCE_DATE_EPOCH), so the tarball is reproducible.
     """
+    members, when = _members(image, repo_tags, mtime)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=TAR_FORMAT) as tar,
+        ):
+            for name in sorted(members):
+                _add_member(tar, name, members[name], when)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def docker_archive_matches(
+    dest: Path, image: Image, *, repo_tags: Sequence[str], mtime: int | None = None
+) -> bool:
+    """True if ``dest`` is byte for byte what ``write_docker_archive`` would write.
+
+    The expected tarball is generated as a stream and compared with the file
+    as it goes (stopping at the first difference); nothing is written.
+    """
+    members, when = _members(image, repo_tags, mtime)
+    try:
+        with dest.open("rb") as f:
+            sink = _Comparer(f)
+            with tarfile.open(fileobj=sink, mode="w", format=TAR_FORMAT) as tar:  # type: ignore[call-overload]
+                for name in sorted(members):
+                    _add_member(tar, name, members[name], when)
+            return f.read(1) == b""
+    except (OSError, _Differs):
+        return False
+
+
+class _Differs(Exception):
+    """The stream being generated left the file's bytes."""
+
+
+class _Comparer:
+    """A write-only stream that checks each write against the next bytes of ``f``."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f, self._at = f, 0
+
+    def write(self, data: bytes) -> int:
+        if self._f.read(len(data)) != data:
+            raise _Differs
+        self._at += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._at
+
+
+def _members(
+    image: Image, repo_tags: Sequence[str], mtime: int | None
+) -> tuple[dict[str, bytes | LayerLike], int]:
+    """The archive's members by name, and the mtime they get."""
     if not repo_tags:
         raise ImageError("a docker-archive needs at least one NAME:TAG", hint="pass repo_tags")
     pairs = [split_local_name(reference) for reference in repo_tags]
@@ -58,22 +121,7 @@ def write_docker_archive(
     }
     for name, layer in zip(layer_names, image.layers, strict=True):
         members[name] = layer
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            tarfile.open(fileobj=raw, mode="w", format=TAR_FORMAT) as tar,
-        ):
-            for name in sorted(members):
-                _add_member(tar, name, members[name], when)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return members, when
 
 
 def _add_member(tar: tarfile.TarFile, name: str, content: bytes | LayerLike, mtime: int) -> None:

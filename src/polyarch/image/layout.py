@@ -21,7 +21,7 @@ from typing import Any
 from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.files import clone_or_copy, replace_directory, staging_dir
+from polyarch.files import clone_or_copy, replace_directory, same_content, staging_dir
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -40,8 +40,8 @@ BLOB_MODE = 0o444
 _DAMAGED = "the layout is damaged; build or copy the image again"
 
 
-def write_layout_index(root: Path, media_type: str, digest: Digest, size: int, tag: str) -> None:
-    """Write ``oci-layout`` and an ``index.json`` naming one root document ``tag``."""
+def _layout_index_files(media_type: str, digest: Digest, size: int, tag: str) -> dict[str, bytes]:
+    """``oci-layout`` and an ``index.json`` naming one root document ``tag``, by file name."""
     check_tag(tag)
     entry = {
         "mediaType": media_type,
@@ -50,8 +50,16 @@ def write_layout_index(root: Path, media_type: str, digest: Digest, size: int, t
         "annotations": {ANNOTATION_REF_NAME: tag},
     }
     top = {"schemaVersion": 2, "mediaType": media_types.OCI_INDEX, "manifests": [entry]}
-    _write_file(root / "oci-layout", canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
-    _write_file(root / "index.json", canonical_json(top))
+    return {
+        "oci-layout": canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION}),
+        "index.json": canonical_json(top),
+    }
+
+
+def write_layout_index(root: Path, media_type: str, digest: Digest, size: int, tag: str) -> None:
+    """Write ``oci-layout`` and an ``index.json`` naming one root document ``tag``."""
+    for name, data in _layout_index_files(media_type, digest, size, tag).items():
+        _write_file(root / name, data)
 
 
 def put_blob(root: Path, data: bytes) -> Digest:
@@ -136,13 +144,7 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
     with staging_dir(dest) as tmp:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        # Shared layers (and identical configs) are stored once, like in a registry.
-        contents: dict[Digest, bytes | LayerLike] = {sha256_digest(index): index}
-        for image in images:
-            contents[image.manifest_digest] = image.manifest
-            contents[image.config_digest] = image.config
-            for layer in image.layers:
-                contents[layer.digest] = layer
+        contents = _layout_blobs(images, index)
         for digest in sorted(contents):
             content, target = contents[digest], blob_path(tmp, digest)
             if isinstance(content, bytes):
@@ -152,6 +154,42 @@ def write_oci_layout(dest: Path, images: Sequence[Image], index: bytes, *, tag: 
         write_layout_index(tmp, media_types.OCI_INDEX, sha256_digest(index), len(index), tag)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the layout is for everyone to read
         os.rename(tmp, dest)
+
+
+def _layout_blobs(images: Sequence[Image], index: bytes) -> dict[Digest, bytes | LayerLike]:
+    """Every blob of the layout of ``images`` under ``index``, by digest."""
+    # Shared layers (and identical configs) are stored once, like in a registry.
+    contents: dict[Digest, bytes | LayerLike] = {sha256_digest(index): index}
+    for image in images:
+        contents[image.manifest_digest] = image.manifest
+        contents[image.config_digest] = image.config
+        for layer in image.layers:
+            contents[layer.digest] = layer
+    return contents
+
+
+def layout_matches(dest: Path, images: Sequence[Image], index: bytes, *, tag: str) -> bool:
+    """True if ``dest`` holds exactly what ``write_oci_layout`` would write, byte for byte.
+
+    Every file is compared with its source (layers with the cache's blobs),
+    and nothing else may be there; a changed, added or removed file, or a
+    blob sharing the cache's inode, makes it False.
+    """
+    expected: dict[str, bytes | Path] = dict(
+        _layout_index_files(media_types.OCI_INDEX, sha256_digest(index), len(index), tag)
+    )
+    for digest, content in _layout_blobs(images, index).items():
+        name = f"blobs/sha256/{digest.removeprefix('sha256:')}"
+        expected[name] = content if isinstance(content, bytes) else content.blob
+    try:
+        present = {
+            str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_symlink() or not p.is_dir()
+        }
+    except OSError:
+        return False
+    return present == expected.keys() and all(
+        same_content(dest / name, content) for name, content in expected.items()
+    )
 
 
 def blob_path(root: Path, digest: Digest) -> Path:

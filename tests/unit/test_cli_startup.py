@@ -1,0 +1,74 @@
+"""Start-up: ``polyarch --help`` and ``--version`` load argparse and little else.
+
+The timing target (≤ 0.15 s) is a benchmark (bench/startup.py); this checks its
+cause, which does not depend on the machine's load: what the parser imports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from polyarch import __version__
+
+# Heavy libraries and the pipeline itself: only a command's handler may import them.
+NOT_AT_START = (
+    "rich",
+    "httpx",
+    "msgspec",
+    "filelock",
+    "platformdirs",
+    "debian",
+    "tarfile",
+    "polyarch.ui",
+    "polyarch.config",
+    "polyarch.workflows.build",
+    "polyarch.workflows.resolve",
+    "polyarch.image.layers",
+    "polyarch.debian.deb",
+)
+
+
+def _modules_after(argv: list[str]) -> tuple[set[str], str]:
+    script = (
+        "import json, sys\n"
+        "from polyarch.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return set(json.loads(result.stderr.strip().splitlines()[-1])), result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["build", "--help"]])
+def test_help_and_version_import_no_heavy_module(argv: list[str]) -> None:
+    modules, _ = _modules_after(argv)
+    loaded = sorted(m for m in NOT_AT_START if m in modules)
+    assert loaded == []
+
+
+def test_version_prints_the_package_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "polyarch", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"polyarch {__version__}\n"
+
+
+def test_a_command_still_gets_what_it_needs(tmp_path: object) -> None:
+    # The handler imports its modules itself: a real command works end to end.
+    result = subprocess.run(
+        [sys.executable, "-m", "polyarch", "-f", "/nonexistent/containers.toml", "build", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("polyarch: error:")

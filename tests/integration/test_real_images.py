@@ -3,18 +3,23 @@ umoci, docker and podman, and runnable natively and under qemu-user."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import subprocess
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from polyarch.cache import Cache
 from polyarch.config import load_config
-from polyarch.engine import Engine
+from polyarch.engine import Engine, RunResult
+from polyarch.errors import ContainerTestError
 from polyarch.platforms import System, native_system, parse_system
 from polyarch.workflows.build import BuildResult, build_container
 from polyarch.workflows.resolve import Session
@@ -234,8 +239,14 @@ def test_engines_load_and_run_both_systems(
         reports = run_smoke_tests(engine, fd, [system], out_dir=out, tag=tag)
         raise_for_failures(reports)
         report = reports[0]
-        assert [c.name for c in report.checks] == ["fdfind --help", "bash -c (coreutils check)"]
-        assert "Usage: fdfind" in report.checks[0].output
+        assert [c.name for c in report.checks] == [
+            "entrypoint (image config)",
+            "fdfind --help",
+            "bash -c (coreutils check)",
+        ]
+        assert report.checks[0].command == 'Entrypoint = ["/usr/bin/fdfind"]'
+        assert "Usage: fdfind" in report.checks[1].output
+        assert report.checks[2].output == "POLYARCH-OK"
         ref = report.reference
         result = engine.run(
             ref,
@@ -265,3 +276,74 @@ def test_manifest_test_loads_the_native_image_out_of_the_index(cli, tmp_path: Pa
     )
     assert code == 0, err
     assert "passed" in out and "rg:latest" in out
+
+
+@dataclass(frozen=True)
+class _TimedEngine(Engine):
+    """The real engine, noting when each container run starts and ends."""
+
+    runs: list[tuple[float, float]] = field(default_factory=list, hash=False, compare=False)
+
+    def run(self, *args: Any, **kwargs: Any) -> RunResult:
+        started = time.monotonic()
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self.runs.append((started, time.monotonic()))
+
+
+def test_each_system_is_tested_in_one_container_start_side_by_side(
+    engine: Engine,
+    builds: dict[str, BuildResult],
+    out: Path,
+    emulation_ready: None,
+    config,  # type: ignore[no-untyped-def]
+) -> None:
+    timed = _TimedEngine(engine.name, engine.program, engine.env)
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        reports = run_smoke_tests(timed, config.container("fd"), [X86, ARM], out_dir=out, tag=tag)
+        raise_for_failures(reports)
+        assert [r.system for r in reports] == [X86, ARM]
+        assert len(timed.runs) == 2  # one container start per system
+        (_, first_end), (second_start, _) = sorted(timed.runs)
+        assert second_start < first_end  # the second started before the first had finished
+    finally:
+        for ref in (f"fd:{tag}", f"fd:{tag}-{ARM.name}"):
+            engine.remove_image(ref)
+
+
+@pytest.mark.parametrize(
+    ("change", "failed", "reason", "output"),
+    [
+        ({"test": ("--no-such-flag",)}, "fdfind --no-such-flag", "non-zero exit", "--no-such-flag"),
+        ({"expect": "^nothing like this"}, "fdfind --help", "does not match", "sharkdp/fd/issues"),
+        ({"command": "/usr/bin/fd"}, "entrypoint (image config)", "expected the command", ""),
+    ],
+    ids=["exit code", "expect", "entrypoint"],
+)
+def test_a_failing_check_is_named_with_its_output(
+    engine: Engine,
+    builds: dict[str, BuildResult],
+    out: Path,
+    config,  # type: ignore[no-untyped-def]
+    change: dict[str, Any],
+    failed: str,
+    reason: str,
+    output: str,
+) -> None:
+    fd = dataclasses.replace(config.container("fd"), **change)
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        (report,) = run_smoke_tests(engine, fd, [X86], out_dir=out, tag=tag)
+        with pytest.raises(ContainerTestError) as caught:
+            raise_for_failures([report])
+        message = str(caught.value)
+        assert f"fd (x86_64-linux): {failed} failed: " in message
+        assert reason in message
+        assert output in message
+        if failed != "entrypoint (image config)":
+            # The other check of the same run is judged on its own: it passed.
+            assert [c.passed for c in report.checks] == [True, False, True]
+    finally:
+        engine.remove_image(f"fd:{tag}")

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RepoFactory, write_project
@@ -19,7 +20,7 @@ from polyarch.engine import Engine, EngineHost
 from polyarch.errors import ContainerTestError, EmulationError, ImageError
 from polyarch.kernel import Kernel
 from polyarch.platforms import native_system, parse_system
-from polyarch.workflows.load import load_image
+from polyarch.workflows.load import load_foreign, load_image
 from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -140,3 +141,28 @@ def test_a_system_without_a_binfmt_handler_fails_with_advice_before_loading(
         )
     assert "polyarch emulation install" in str(exc.value)
     assert FOREIGN.name in str(exc.value)
+
+
+def test_loading_an_image_the_engine_already_has_under_that_name_loads_nothing(
+    engine: Engine, built: tuple[Path, str], tmp_path: Path
+) -> None:
+    project, tag = built
+    container = load_config(project).container("hello")
+    loads: list[Path] = []
+
+    class Counting(Engine):
+        def load(self, archive: Path, **kwargs: Any) -> str:
+            loads.append(archive)
+            return super().load(archive, **kwargs)
+
+    counting = Counting(engine.name, engine.program, engine.env)
+    out = tmp_path / "result"
+    try:
+        for _ in range(2):
+            load_image(counting, container, NATIVE, out_dir=out, tag=tag)
+            load_foreign(counting, container, FOREIGN, out_dir=out, tag=tag)
+        assert len(loads) == 2  # the second round found both images in place
+        assert engine.run(f"hello:{tag}", [], timeout=60).exit_code == 0
+    finally:
+        engine.remove_image(f"hello:{tag}")
+        engine.remove_image(f"hello:{tag}-{FOREIGN.name}")

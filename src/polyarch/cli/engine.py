@@ -119,6 +119,7 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     from polyarch.workflows.load import load_image
     from polyarch.workflows.smoke_test import (
+        image_entrypoint,
         raise_for_failures,
         run_smoke_tests,
     )
@@ -143,8 +144,16 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             ensure_runnable(kernel, systems[0])
             reference = load_image(engine, container, systems[0], out_dir=out, tag=args.tag)
             probe_runnable(kernel, systems[0], reference)
+            entrypoint = image_entrypoint(out, container, systems[0])
             reports = [
-                run_smoke_test(engine, container, systems[0], reference, native=kernel.native)
+                run_smoke_test(
+                    engine,
+                    container,
+                    systems[0],
+                    reference,
+                    native=kernel.native,
+                    entrypoint=entrypoint,
+                )
             ]
         else:
             reports = run_smoke_tests(
@@ -156,7 +165,11 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_test
+    from polyarch.workflows.smoke_test import (
+        image_entrypoint,
+        raise_for_failures,
+        run_smoke_test,
+    )
 
     check_tag(args.tag)  # before the engine is asked anything
     session = session_of(args, progress)
@@ -169,7 +182,10 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
     print_build(result)
     native = _kernel(engine, progress).native
     reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
-    reports = [run_smoke_test(engine, container, native, reference, native=native)]
+    entrypoint = image_entrypoint(out, container, native)
+    reports = [
+        run_smoke_test(engine, container, native, reference, native=native, entrypoint=entrypoint)
+    ]
     _print_reports(container, reports, result, build_seconds)
     raise_for_failures(reports)
     return 0

@@ -181,13 +181,30 @@ def parse_archive_manifest(data: bytes, where: str) -> tuple[ArchiveEntry, ...]:
     return tuple(parsed)
 
 
-def embedded_tags(archive: Path) -> list[str]:
-    """The RepoTags a docker-archive gives the image it holds."""
+def archive_entries(archive: Path) -> tuple[ArchiveEntry, ...]:
+    """The images a docker-archive's ``manifest.json`` lists."""
+    return parse_archive_manifest(_member(archive, MANIFEST_NAME), f"{archive}: {MANIFEST_NAME}")
+
+
+def archive_config(archive: Path) -> bytes:
+    """The image config of a docker-archive's first image (what an engine loads from it)."""
+    return _member(archive, archive_entries(archive)[0].config)
+
+
+def _member(archive: Path, name: str) -> bytes:
     try:
         with tarfile.open(archive) as tar:
-            member = tar.extractfile(MANIFEST_NAME)
-            data = member.read() if member else b"[]"
+            member = tar.extractfile(name)
+            return member.read() if member else b"[]"
     except (OSError, tarfile.TarError, KeyError) as exc:
         raise ImageError(f"{archive} is not a docker-archive: {exc}", hint="rebuild it") from exc
-    entries = parse_archive_manifest(data, f"{archive}: {MANIFEST_NAME}")
-    return [tag for entry in entries for tag in entry.repo_tags]
+
+
+def embedded_tags(archive: Path) -> list[str]:
+    """The RepoTags a docker-archive gives the image it holds."""
+    return [tag for entry in archive_entries(archive) for tag in entry.repo_tags]
+
+
+def image_id_of(archive: Path) -> str:
+    """The image ID (config digest hex) docker and podman give the archive's first image."""
+    return archive_entries(archive)[0].config.removesuffix(".json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from polyarch.config import Container
 from polyarch.engine import Engine
 from polyarch.errors import ImageError
-from polyarch.image.docker_archive import embedded_tags, write_docker_archive
+from polyarch.image.docker_archive import embedded_tags, image_id_of, write_docker_archive
 from polyarch.image.layout import image_from_layout, read_oci_layout
 from polyarch.outputs import Outputs
 from polyarch.platforms import System
@@ -34,7 +34,18 @@ def load_image(
     return _load_as(engine, archive, f"{container.name}:{tag}")
 
 
+def _already_loaded(engine: Engine, archive: Path, reference: str) -> bool:
+    """True if ``reference`` already names the archive's image (same config, so same layers).
+
+    A warm ``polyarch all`` then loads nothing: one inspect instead of a load.
+    """
+    found = engine.image_id(reference)
+    return found is not None and found.removeprefix("sha256:") == image_id_of(archive)
+
+
 def _load_as(engine: Engine, archive: Path, reference: str) -> str:
+    if _already_loaded(engine, archive, reference):
+        return reference
     loaded = engine.load(archive)
     if loaded != reference and loaded != f"localhost/{reference}":
         engine.tag(loaded, reference)
@@ -51,6 +62,9 @@ def load_foreign(
     """
     check_tag(f"{tag}-{system.name}")
     archive = Outputs(out_dir, container.name).archive(system)
+    reference = f"{container.name}:{tag}-{system.name}"
+    if archive.is_file() and _already_loaded(engine, archive, reference):
+        return reference
     protected = {*embedded_tags(archive), f"{container.name}:{tag}"}
     previous = {ref: engine.image_id(ref) for ref in sorted(protected)}
     reference = load_image(engine, container, system, out_dir=out_dir, tag=f"{tag}-{system.name}")

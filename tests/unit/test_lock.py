@@ -56,7 +56,7 @@ def test_lock_records_every_package_with_its_hash_sorted_and_stable(
     inrelease = (tmp_path / "repo1" / "dists" / "bookworm" / "InRelease").read_bytes()
     assert main["release_sha256"] == hashlib.sha256(inrelease).hexdigest()
     assert main["priority"] == 500
-    assert list(main["indexes"]) == ["main/binary-amd64/Packages.xz"]
+    assert list(main["indexes"]) == ["main/binary-amd64/Packages.gz"]
     assert fd["inputs"]["sources"] == [
         {"name": "main", "suite": "bookworm", "components": ["main"], "snapshot": ""}
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import lzma
+import gzip
 import re
 import shutil
 import socket
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RepoFactory, base_packages
@@ -91,7 +92,8 @@ def test_signed_inrelease_gives_release_and_indexes(
         assert amd64["hello"].component == "main"
         assert {p.name for p in r.index("arm64")} == {"libc6", "base-files", "bash", "coreutils"}
         assert r.url_of(amd64["hello"]) == f"{url}/{amd64['hello'].filename}"
-        assert list(r.index_hashes("amd64")) == ["main/binary-amd64/Packages.xz"]
+        # gzip is preferred where the Release lists it: it decodes ~4x faster than xz.
+        assert list(r.index_hashes("amd64")) == ["main/binary-amd64/Packages.gz"]
 
 
 def test_release_gpg_is_used_when_there_is_no_inrelease(
@@ -268,12 +270,12 @@ def test_tampered_packages_index_is_refused_and_not_cached(
     make_repo: RepoFactory, test_key: TestKey, tmp_path: Path
 ) -> None:
     repo, url = make_repo()
-    index = repo.dist / "main/binary-amd64/Packages.xz"
-    plain = lzma.decompress(index.read_bytes())
-    index.write_bytes(lzma.compress(plain.replace(b"Package: bash", b"Package: evil")))
+    index = repo.dist / "main/binary-amd64/Packages.gz"
+    plain = gzip.decompress(index.read_bytes())
+    index.write_bytes(gzip.compress(plain.replace(b"Package: bash", b"Package: evil")))
     with (
         repository(url, test_key, tmp_path) as r,
-        pytest.raises(IntegrityError, match=r"main/binary-amd64/Packages\.xz does not match"),
+        pytest.raises(IntegrityError, match=r"main/binary-amd64/Packages\.gz does not match"),
     ):
         r.index("amd64")
     assert not (tmp_path / "cache" / Kind.INDEXES).exists()
@@ -382,7 +384,7 @@ def test_transient_503_is_retried_until_the_mirror_answers(
     ):
         assert "bash" in {p.name for p in r.index("amd64")}
     assert seen["/dists/bookworm/InRelease"] == 3
-    assert seen["/dists/bookworm/main/binary-amd64/Packages.xz"] == 3
+    assert seen["/dists/bookworm/main/binary-amd64/Packages.gz"] == 3
 
 
 def test_mirror_that_keeps_failing_gives_up_after_the_attempts(
@@ -396,3 +398,42 @@ def test_mirror_that_keeps_failing_gives_up_after_the_attempts(
     ):
         r.release()
     assert seen["/dists/bookworm/InRelease"] == http.POLICY.attempts
+
+
+@pytest.mark.parametrize("worker", ["works", "fails"])
+def test_a_large_index_is_parsed_in_a_worker_process_or_else_here(
+    make_repo: RepoFactory,
+    test_key: TestKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker: str,
+) -> None:
+    import polyarch.debian.repository as repository_module
+
+    _repo, url = make_repo()
+    with repository(url, test_key, tmp_path / "here") as r:
+        expected = list(r.index("amd64"))
+    monkeypatch.setattr(repository_module, "PARSE_ELSEWHERE_FROM", 0)  # every index is "large"
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        if "parse_worker" in " ".join(map(str, argv)):  # not gpgv's
+            calls.append(argv)
+            if worker == "fails":
+                argv = [argv[0], "-c", "raise SystemExit(3)"]
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(repository_module.subprocess, "run", run)
+    if worker == "works":
+        import polyarch.debian.index as index_module
+
+        def not_here(*_: object) -> None:
+            raise AssertionError("parsed in this process, not in the worker")
+
+        monkeypatch.setattr(index_module, "parse_packages", not_here)
+    with repository(url, test_key, tmp_path / "there") as r:
+        assert list(r.index("amd64")) == expected
+    assert len(calls) == 1 and calls[0][1] == "-c"
+    # Either way the parsed index is in the cache, once.
+    assert len(list((tmp_path / "there" / "cache" / Kind.INDEXES).rglob("*-*"))) == 1

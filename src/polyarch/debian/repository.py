@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +30,7 @@ import httpx
 
 from polyarch.cache import Cache, Kind
 from polyarch.config_rules import MAIN_SOURCE
-from polyarch.debian.index import PackageIndex, load_index
+from polyarch.debian.index import PackageIndex, cache_key, load_index
 from polyarch.debian.packages import PackageRecord, decompress
 from polyarch.debian.signature import verify_detached, verify_inrelease
 from polyarch.debian.sources import Source
@@ -36,10 +39,24 @@ from polyarch.http import get_with_retries, new_client
 from polyarch.platforms import SYSTEMS
 from polyarch.progress import NULL_PROGRESS, Progress
 
+PARSE_ELSEWHERE_FROM = 1 << 20
+"""A compressed index this large (Debian's main is ~9 MB) is parsed in a worker process.
+
+Parsing is pure Python and holds the GIL for about a second per arch; in
+processes, two arches' indexes parse on two cores at once. The worker (a
+fresh ``python -c``, so nothing of the calling program is imported again, as
+multiprocessing would) writes the parsed form to the cache, where this
+process then finds it.
+"""
+_WORKER = (
+    "import sys; from polyarch.debian.repository import parse_worker; parse_worker(sys.argv[1:])"
+)
 # An archive's clock may run a little ahead of ours; more than this is refused.
 MAX_CLOCK_SKEW = timedelta(days=1)
 # Preferred index compressions, best first; only those the Release lists are tried.
-INDEX_VARIANTS = (".xz", ".gz", "")
+# gzip first: bookworm's 50 MB amd64 index gunzips in 0.4 s against 1.5 s for xz
+# (same machine, same run), for a download 37 % larger (12.1 MB against 8.8 MB).
+INDEX_VARIANTS = (".gz", ".xz", "")
 # apt's default pin priorities of a release (apt_preferences(5)).
 DEFAULT_PRIORITY = 500
 NOT_AUTOMATIC_PRIORITY = 1
@@ -169,6 +186,7 @@ class Repository:
         self._client = client if client is not None else new_client()
         self._now = now or (lambda: datetime.now(UTC))
         self._release: Release | None = None
+        self._release_lock = threading.Lock()  # systems resolve in threads: fetch it once
         self._indexes: dict[str, PackageIndex] = {}
 
     @property
@@ -206,14 +224,17 @@ class Repository:
 
     def release(self) -> Release:
         """The suite's Release, after its signature, date and suite were checked."""
-        if self._release is None:
-            try:
-                self._release = self._fetch_release()
-            except PolyarchError as exc:
-                # Several sources are read side by side: say which one failed.
-                hint = exc.hint.replace("[repository]", self._table) if exc.hint else None
-                raise type(exc)(f"source {self.source.name!r}: {exc.message}", hint=hint) from exc
-        return self._release
+        with self._release_lock:
+            if self._release is None:
+                try:
+                    self._release = self._fetch_release()
+                except PolyarchError as exc:
+                    # Several sources are read side by side: say which one failed.
+                    hint = exc.hint.replace("[repository]", self._table) if exc.hint else None
+                    raise type(exc)(
+                        f"source {self.source.name!r}: {exc.message}", hint=hint
+                    ) from exc
+            return self._release
 
     def priority(self) -> int:
         """The source's pin priority: configured, else apt's default for its Release."""
@@ -332,15 +353,46 @@ class Repository:
             parts: list[PackageIndex] = []
             for component in self.source.components:
                 path, size, sha256 = self._index_file(component, arch)
+                fetched: list[bytes] = []
+                if size >= PARSE_ELSEWHERE_FROM:  # then the cache has it, or ``fetched`` the file
+                    self._parse_elsewhere(path, size, sha256, component, fetched)
 
-                def raw(path: str = path, size: int = size, sha256: str = sha256) -> bytes:
-                    return decompress(self._download_index(path, size, sha256), path)
+                def raw(
+                    path: str = path,
+                    size: int = size,
+                    sha256: str = sha256,
+                    got: list[bytes] = fetched,
+                ) -> bytes:
+                    data = got.pop() if got else self._download_index(path, size, sha256)
+                    return decompress(data, path)
 
                 # Two processes sharing a cache parse an index once: the second waits.
                 with self.cache.lock(Kind.INDEXES, sha256):
                     parts.append(load_index(self.cache, sha256, raw, component=component))
             self._indexes[arch] = PackageIndex.concat(parts)
         return self._indexes[arch]
+
+    def _parse_elsewhere(
+        self, path: str, size: int, sha256: str, component: str, fetched: list[bytes]
+    ) -> bool:
+        """Download an index the cache lacks and parse it into the cache in a worker process.
+
+        False when that did not happen (already cached, or the worker failed: the
+        caller then parses here, which raises the right error); a downloaded
+        file is left in ``fetched`` so it is not downloaded twice.
+        """
+        if self.cache.get(Kind.INDEXES, cache_key(sha256)) is not None:
+            return False
+        data = self._download_index(path, size, sha256)
+        argv = [sys.executable, "-c", _WORKER, str(self.cache.root), sha256, path, component]
+        try:
+            done = subprocess.run(argv, input=data, capture_output=True, timeout=600)
+        except (OSError, subprocess.SubprocessError):
+            done = None
+        if done is None or done.returncode != 0:
+            fetched.append(data)  # parse here instead, which reports any problem properly
+            return False
+        return True
 
     def _download_index(self, path: str, size: int, sha256: str) -> bytes:
         task = self.progress.task(f"index {self.source.suite}/{path}", total=size)
@@ -371,3 +423,12 @@ class Repository:
     def url_of(self, record: PackageRecord) -> str:
         """Where the .deb of ``record`` is downloaded from."""
         return f"{self.source.url}/{record.filename.lstrip('/')}"
+
+
+def parse_worker(argv: list[str]) -> None:
+    """``_WORKER``'s body: parse the verified index on stdin into the cache (ROOT SHA256 PATH COMPONENT)."""
+    root, sha256, path, component = argv
+    cache = Cache(root)
+    data = sys.stdin.buffer.read()
+    with cache.lock(Kind.INDEXES, sha256):
+        load_index(cache, sha256, lambda: decompress(data, path), component=component)

@@ -75,12 +75,26 @@ def build_container(
     """
     check_tag(tag)  # refused before any work, not after the layers are built
     epoch = source_date_epoch() if epoch is None else epoch
-    resolutions = resolve_container(session, container, systems)
     stats = LayerStats()
+
+    def pipeline(system: System) -> tuple[Resolution, list[Layer], DebReader]:
+        resolution = resolve_container(session, container, (system,))[system]
+        own = {system: resolution}
+        read = DebReader(session, own, max_unpacked=container.max_unpacked_bytes)
+        built = build_system_layers(session, container, own, epoch=epoch, stats=stats, reader=read)
+        return resolution, built[system], read
+
+    # Each system from index to layers in its own thread: one system's index parsing
+    # (pure Python, holding the GIL) overlaps the other's .deb decoding and
+    # compression (lzma, libdeflate and hashlib release it), so both cores work.
+    ordered = sorted(systems, key=SYSTEMS.index)
+    with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
+        done = dict(zip(ordered, pool.map(pipeline, ordered), strict=True))
+    resolutions = {s: done[s][0] for s in systems}
+    layers = {s: done[s][1] for s in ordered}
     reader = DebReader(session, resolutions, max_unpacked=container.max_unpacked_bytes)
-    layers = build_system_layers(
-        session, container, resolutions, epoch=epoch, stats=stats, reader=reader
-    )
+    for _, _, read in done.values():
+        reader.debs.update(read.debs)  # what the systems fetched, for the evidence
     evidence = BuildEvidence(session, container, resolutions, reader, epoch=epoch)
     if container.sbom_in_image:
         for system, resolution in resolutions.items():

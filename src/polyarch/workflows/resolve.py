@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -56,10 +57,15 @@ class Session:
     offline: bool = False
     _archive: Archive | None = None
     _universes: dict[str, PackageUniverse] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def archive(self) -> Archive:
         """Every configured source, each verified on its own chain when first read."""
+        with self._lock:  # systems resolve in threads: one archive for all of them
+            return self._make_archive()
+
+    def _make_archive(self) -> Archive:
         if self._archive is None:
             client = self.client
             if self.offline:

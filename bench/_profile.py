@@ -23,7 +23,7 @@ from typing import Any
 # Matched against "FILENAME 'FUNCTION'"; C functions have FILENAME "~".
 TOP_FUNCTIONS = 6
 WAITING = "waiting (idle threads, joins)"
-DECOMPRESS_INDEX = "decompress: Packages indexes (xz)"
+DECOMPRESS_INDEX = "decompress: Packages indexes (gzip, xz)"
 DECOMPRESS_DEBS = "decompress: .deb contents (xz, zstd)"
 CATEGORIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("waiting", WAITING, ("'acquire' of '_thread.lock", "SimpleQueue", "threading.py 'wait'", "time.sleep")),
@@ -33,7 +33,9 @@ CATEGORIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("decompress-debs", DECOMPRESS_DEBS,
      ("'decompress'", "Decompressor", "zstd", "'flush' of 'zlib.Decompress", "/_compression.py",
       "/lzma.py")),
-    ("compress", "compress (gzip)", ("'compress'", "'flush' of 'zlib.Compress", "zlib.crc32", "/gzip.py")),
+    ("compress", "compress (gzip: libdeflate)",
+     ("'compress'", "'flush' of 'zlib.Compress", "zlib.crc32", "/gzip.py", "deflate_compress",
+      "deflate.crc32", "'crc32'")),
     ("memory", "in-memory copies", ("_io.BytesIO",)),
     ("write", "write (files, links, renames)",
      ("'write' of '_io.", "'writelines'", "posix.write", "fsync", "posix.replace", "posix.rename",

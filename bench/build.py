@@ -9,8 +9,10 @@ containers.toml. Rows:
   cache dir per sample (indexes and .debs downloaded, layers compressed);
   baseline: ``mmdebstrap --variant=essential --include=fd-find`` for each
   system into a tar, both systems started together (the foreign one runs under
-  qemu-user through binfmt_misc); aim: at least 10x faster.
-- warm build, process: the same command on a warm cache; aim < 1.5 s.
+  qemu-user through binfmt_misc); aim: at least 20x faster.
+- cold build, absolute: the same samples; aim < 5 s (on an idle machine).
+- warm build, process: the same command on a warm cache (outputs already
+  there and identical, so nothing is rewritten); aim < 0.3 s.
 - warm build, library call: a new ``Session`` + ``build_container`` in this
   process per sample (InRelease + signature, indexes, layers from the cache, outputs
   written); informational.
@@ -173,7 +175,16 @@ def main() -> int:
             cold,
             baseline=baseline,
             baseline_what="mmdebstrap, systems in parallel",
-            aim=Aim.ratio_at_least(10) if baseline else None,
+            aim=Aim.ratio_at_least(20) if baseline else None,
+        )
+    )
+    rows.append(
+        Row(
+            "cold-absolute",
+            f"cold build {container.name}, {both} (process), absolute",
+            cold,
+            aim=Aim.below(5.0),
+            note="the cold samples above; the aim holds on an idle machine (see the load average)",
         )
     )
     rows.append(
@@ -181,7 +192,7 @@ def main() -> int:
             "warm-process",
             f"warm build {container.name}, {both} (process)",
             warm,
-            aim=Aim.below(1.5),
+            aim=Aim.below(0.3),
         )
     )
     rows.append(

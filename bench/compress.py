@@ -226,7 +226,13 @@ def main() -> int:
         data, debs = layer_bytes(args.config, work / "cache", args.megabytes << 20)
         rows = compressor_rows(data, args.repetitions)
         rows += gil_rows(data, debs, args.repetitions)
-    report("compress", rows, json_path=args.json, command="python bench/compress.py")
+    report(
+        "compress",
+        rows,
+        json_path=args.json,
+        command="python bench/compress.py",
+        extra={"compressor": COMPRESSOR, "megabytes": round(len(data) / 1e6)},
+    )
     return 0
 
 

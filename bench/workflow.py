@@ -5,11 +5,11 @@
 
 Rows:
 
-- start-up: ``polyarch --help`` (interpreter, imports, argument parser), which
-  every command below pays once;
-- warm build: ``polyarch build NAME --all-systems`` on a warm cache;
+- start-up: ``polyarch --help`` and ``polyarch --version`` (interpreter,
+  imports, argument parser), which every command below pays once; aim < 0.15 s;
+- warm build: ``polyarch build NAME --all-systems`` on a warm cache; aim < 0.3 s;
 - per engine: ``polyarch all NAME --multiarch`` with a warm cache (build
-  every system, load, test every system), and its parts as the commands a
+  every system, load, test every system; aim < 3 s), and its parts as the commands a
   user would run one by one: ``polyarch load NAME`` (the native image),
   ``polyarch test NAME --system NATIVE`` and ``--system FOREIGN`` (each loads
   its image, then runs the smoke tests; the foreign one under qemu-user).
@@ -30,6 +30,7 @@ from typing import Any
 
 from _common import (
     ROOT,
+    Aim,
     Row,
     add_common_arguments,
     measure_command,
@@ -54,6 +55,7 @@ def engine_rows(
             f"all-multiarch-{engine}",
             f"polyarch all {name} --multiarch, warm, {engine} (process)",
             measure_command(polyarch_argv("all", name, "--multiarch", *argv), n, env=env),
+            aim=Aim.below(3.0),
         ),
         Row(
             f"load-native-{engine}",
@@ -121,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         common = ["-q", "-f", str(config.path), "--out", str(work / "out")]
         rows.append(
             Row("startup-help", "start-up: polyarch --help (process)",
-                measure_command(polyarch_argv("--help"), n, env=env))
+                measure_command(polyarch_argv("--help"), n, env=env), aim=Aim.below(0.15))
+        )  # fmt: skip
+        rows.append(
+            Row("startup-version", "start-up: polyarch --version (process)",
+                measure_command(polyarch_argv("--version"), n, env=env), aim=Aim.below(0.15))
         )  # fmt: skip
         for engine in args.engines.split(","):
             warm_up = polyarch_argv(
@@ -140,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "build-warm",
                         f"polyarch build {container.name} --all-systems, warm (process)",
                         measure_command(build, n, env=env),
+                        aim=Aim.below(0.3),
                     )
                 )
             rows += engine_rows(engine, common, container.name, systems, n, env)

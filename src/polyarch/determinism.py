@@ -20,7 +20,7 @@ import re
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NewType
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, NewType
 
 import deflate
 
@@ -47,7 +47,7 @@ COMPRESSOR = f"libdeflate (deflate {deflate.__version__}) level {GZIP_LEVEL}, {G
 """What made the layers, recorded in every image's annotations."""
 _GZIP_XFL = {0: 4, 1: 4, 8: 2, 9: 2, 10: 2, 11: 2, 12: 2}
 """The header's XFL byte libdeflate writes per level (else 0), kept so members equal its own gzip."""
-TAR_FORMAT = 2
+TAR_FORMAT: Final = 2
 """``tarfile.PAX_FORMAT`` (a test checks): tarfile is not imported here, for the CLI's start-up."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -79,32 +80,36 @@ def atomic_copy(source: Path, path: Path, *, mode: int = 0o644) -> None:
         shutil.copyfile(source, tmp)
 
 
-_COMPARE_CHUNK = 1 << 20
+def same_content(path: Path, expected: bytes) -> bool:
+    """True if the regular file at ``path`` holds exactly ``expected``.
 
-
-def same_content(path: Path, expected: bytes | Path) -> bool:
-    """True if the regular file at ``path`` holds exactly ``expected`` (bytes, or a file's bytes).
-
-    Compared byte for byte, never by timestamps, so an edited output is noticed
-    whatever its mtime. A file that is the very same inode as ``expected`` is
-    not taken as a match: outputs must never share an inode with the cache.
+    By content, never by timestamps, so an edited output is noticed whatever its mtime.
     """
     try:
         st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
+        return (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == len(expected)
+            and path.read_bytes() == expected
+        )
+    except OSError:
+        return False
+
+
+def has_digest(path: Path, digest: str, size: int, *, not_inode_of: Path) -> bool:
+    """True if the regular file at ``path`` has ``size`` bytes whose sha256 is ``digest``.
+
+    A file that is the very inode of ``not_inode_of`` (the cache's copy) does
+    not count: outputs must never share an inode with the cache.
+    """
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             return False
-        if isinstance(expected, bytes):
-            return st.st_size == len(expected) and path.read_bytes() == expected
-        source = os.stat(expected)
-        if os.path.samestat(st, source) or st.st_size != source.st_size:
+        if os.path.samestat(st, os.stat(not_inode_of)):
             return False
-        with path.open("rb") as a, expected.open("rb") as b:
-            while True:
-                chunk = a.read(_COMPARE_CHUNK)
-                if chunk != b.read(_COMPARE_CHUNK):
-                    return False
-                if not chunk:
-                    return True
+        with path.open("rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest() == digest
     except OSError:
         return False
 

@@ -106,6 +106,9 @@ def write_build_outputs(
     Nothing is written when ``OUT/NAME`` already holds exactly these files.
     """
     # Imported here, not at the top: the CLI reads DEFAULT_OUT while it starts.
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
     from polyarch.files import replace_directory, same_content
     from polyarch.image.docker_archive import docker_archive_matches, write_docker_archive
     from polyarch.image.layout import layout_matches, write_oci_layout
@@ -125,12 +128,20 @@ def write_build_outputs(
             and all(same_content(root / SBOM_DIR / n, data) for n, data in evidence.items())
         ):
             return False
-        return layout_matches(root / LAYOUT_DIR, images, index, tag=tag) and all(
-            docker_archive_matches(
-                root / archive_name(image.system), image, repo_tags=repo_tags, mtime=mtime
+        checks = [partial(layout_matches, root / LAYOUT_DIR, images, index, tag=tag)]
+        checks += [
+            partial(
+                docker_archive_matches,
+                root / archive_name(image.system),
+                image,
+                repo_tags=repo_tags,
+                mtime=mtime,
             )
             for image in images
-        )
+        ]
+        # Mostly SHA-256 of the layer blobs, which releases the GIL: the files side by side.
+        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+            return all(pool.map(lambda check: check(), checks))
 
     def fill(staging: Path) -> None:
         write_oci_layout(staging / LAYOUT_DIR, images, index, tag=tag)

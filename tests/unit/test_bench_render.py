@@ -93,7 +93,7 @@ def test_machine_facts_come_from_the_json() -> None:
 
 def test_sections_of_benchmarks_that_did_not_run_are_left_out() -> None:
     text = render(run_of({"build": build_benchmark()}))
-    for title in ("## Scale", "## Workflow", "## Profile", "## Stages"):
+    for title in ("## Scale", "## Workflow", "## Profile", "## Stages", "## Compression"):
         assert title not in text
     assert text.endswith("</details>\n")
 
@@ -103,6 +103,28 @@ def test_the_stage_table_shows_each_builds_medians() -> None:
     cache = {"benchmark": "cache", "rows": [], "stages": {"cold": stages}}
     text = render(run_of({"cache": {**cache, "status": "ok", "seconds": 20}}))
     assert "| cold | 5.00 s | 0.500 s | 2.00 s | 0.250 s |\n" in text
+
+
+def test_the_compression_section_shows_the_compressor_and_each_stages_gil_share() -> None:
+    rows = [
+        Row("compress-time", "compress", [0.5], baseline=[2.0], baseline_what="zlib"),
+        Row("compress-size", "size", [98.0], baseline=[100.0], unit="B"),
+        Row("gil-xz", "GIL: xz decoding", [90.0], unit="%"),
+        Row("gil-index", "GIL: parsing an index", [0.0], unit="%"),
+    ]
+    compress = {
+        "benchmark": "compress",
+        "rows": [r.as_json() for r in rows],
+        "compressor": "libdeflate (deflate 9.9)",
+        "megabytes": 64,
+        "status": "ok",
+        "seconds": 30,
+    }
+    text = render(run_of({"compress": compress}))
+    assert "## Compression and the GIL" in text
+    assert "Layers are compressed by libdeflate (deflate 9.9)" in text
+    assert "0.500 s against 2.00 s for the host's zlib at level 6 (4.0×)" in text
+    assert "| xz decoding | 90 % |\n| parsing an index | 0 % |\n" in text
 
 
 def test_missing_data_is_an_error_not_an_empty_cell() -> None:

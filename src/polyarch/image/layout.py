@@ -21,7 +21,13 @@ from typing import Any
 from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.files import clone_or_copy, replace_directory, same_content, staging_dir
+from polyarch.files import (
+    clone_or_copy,
+    has_digest,
+    replace_directory,
+    same_content,
+    staging_dir,
+)
 from polyarch.image.oci import (
     ANNOTATION_REF_NAME,
     Descriptor,
@@ -171,16 +177,15 @@ def _layout_blobs(images: Sequence[Image], index: bytes) -> dict[Digest, bytes |
 def layout_matches(dest: Path, images: Sequence[Image], index: bytes, *, tag: str) -> bool:
     """True if ``dest`` holds exactly what ``write_oci_layout`` would write, byte for byte.
 
-    Every file is compared with its source (layers with the cache's blobs),
-    and nothing else may be there; a changed, added or removed file, or a
+    Small files are compared as bytes, layer blobs hashed against their
+    digest; nothing else may be there. A changed, added or removed file, or a
     blob sharing the cache's inode, makes it False.
     """
-    expected: dict[str, bytes | Path] = dict(
+    expected: dict[str, bytes | LayerLike] = dict(
         _layout_index_files(media_types.OCI_INDEX, sha256_digest(index), len(index), tag)
     )
     for digest, content in _layout_blobs(images, index).items():
-        name = f"blobs/sha256/{digest.removeprefix('sha256:')}"
-        expected[name] = content if isinstance(content, bytes) else content.blob
+        expected[f"blobs/sha256/{digest.removeprefix('sha256:')}"] = content
     try:
         present = {
             str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_symlink() or not p.is_dir()
@@ -188,7 +193,10 @@ def layout_matches(dest: Path, images: Sequence[Image], index: bytes, *, tag: st
     except OSError:
         return False
     return present == expected.keys() and all(
-        same_content(dest / name, content) for name, content in expected.items()
+        same_content(dest / name, content)
+        if isinstance(content, bytes)
+        else has_digest(dest / name, content.digest, content.size, not_inode_of=content.blob)
+        for name, content in expected.items()
     )
 
 

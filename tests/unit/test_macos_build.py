@@ -29,6 +29,9 @@ UMOUNT = shutil.which("umount")
 AS_A_MAC = """
 import os, sys
 from polyarch.cli import main
+# The CLI imports its libraries lazily; those that choose a platform implementation
+# when imported (urllib.request: _scproxy on a real Mac) are loaded as on this host.
+import httpx, urllib.request
 sys.platform = "darwin"
 assert not os.path.exists("/proc/self"), "/proc is still there"
 sys.exit(main(sys.argv[1:]))

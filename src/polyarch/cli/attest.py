@@ -19,7 +19,10 @@ from polyarch.cli._common import (
 )
 from polyarch.errors import UsageError
 from polyarch.outputs import Outputs
-from polyarch.ui import ConsoleProgress, print_table
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
+
 
 if TYPE_CHECKING:
     from polyarch.attest.keys import SigningKey
@@ -86,6 +89,7 @@ def sign_key_of(args: argparse.Namespace) -> SigningKey | None:
 
 def cmd_keygen(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     from polyarch.attest.keys import write_key_pair
+    from polyarch.ui import print_table
 
     made = write_key_pair(Path(args.out), args.type)
     rows = [
@@ -113,6 +117,7 @@ def _outputs_dir(target: str, out: str) -> Path | None:
 
 def cmd_sign(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     from polyarch.attest.keys import load_signing_key
+    from polyarch.ui import print_table
     from polyarch.workflows.signing import sign_outputs
 
     key = load_signing_key(Path(args.key))
@@ -162,6 +167,8 @@ def cmd_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def print_report(report: VerifyReport) -> None:
+    from polyarch.ui import print_table
+
     rows = [
         [
             v.label,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyarch.cli._common import (
     Commands,
@@ -15,8 +16,10 @@ from polyarch.cli._common import (
     systems_of,
 )
 from polyarch.cli.attest import add_sign_key_option, sign_key_of
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.build import BuildResult, build_container
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.build import BuildResult
 
 
 def register(commands: Commands) -> None:
@@ -30,6 +33,8 @@ def register(commands: Commands) -> None:
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.workflows.build import build_container
+
     sign_key = sign_key_of(args)
 
     session = session_of(args, progress)
@@ -48,6 +53,7 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def print_build(result: BuildResult) -> None:
     """The table every building command ends with."""
+    from polyarch.ui import human_size, print_table
 
     rows = [
         [

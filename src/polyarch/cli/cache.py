@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from polyarch.cache import Kind
 from polyarch.cli._common import (
@@ -16,14 +17,11 @@ from polyarch.cli._common import (
     session_of,
 )
 from polyarch.errors import CacheError, UsageError
-from polyarch.lock import lock_path, write_lock
-from polyarch.reference import parse_reference
-from polyarch.registry.client import RegistryAccess
-from polyarch.registry.credentials import Credentials, resolve_credentials
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.cache import cache_info, parse_duration, prune_cache, verify_cache
-from polyarch.workflows.cache_transfer import pull_cache, push_cache
-from polyarch.workflows.resolve import lock_containers
+
+if TYPE_CHECKING:
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.registry.credentials import Credentials
+    from polyarch.ui import ConsoleProgress
 
 
 def register(commands: Commands) -> None:
@@ -88,7 +86,9 @@ def cmd_cache(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.lock import lock_path, write_lock
     from polyarch.ui import print_table
+    from polyarch.workflows.resolve import lock_containers
 
     session = session_of(args, progress)
     config = session.config
@@ -105,6 +105,9 @@ def cmd_lock(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def cmd_cache_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
+    from polyarch.ui import human_size, print_table
+    from polyarch.workflows.cache import cache_info
+
     info = cache_info(cache_of(args))
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in info.kinds]
     if info.temp_files:
@@ -115,6 +118,9 @@ def cmd_cache_info(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.ui import print_table
+    from polyarch.workflows.cache import verify_cache
 
     cache = cache_of(args)
     report = verify_cache(cache, repair=args.repair, progress=progress)
@@ -137,6 +143,9 @@ def cmd_cache_verify(args: argparse.Namespace, progress: ConsoleProgress) -> int
 
 def cmd_cache_prune(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
+    from polyarch.ui import human_size, print_table
+    from polyarch.workflows.cache import parse_duration, prune_cache
+
     older_than = parse_duration(args.older_than) if args.older_than else None
     report = prune_cache(cache_of(args), older_than=older_than)
     rows = [[k.kind, str(k.entries), human_size(k.bytes)] for k in report.removed.values()]
@@ -150,10 +159,15 @@ def _kinds(args: argparse.Namespace) -> tuple[Kind, ...]:
 
 
 def _access(args: argparse.Namespace) -> RegistryAccess:
+    from polyarch.registry.client import RegistryAccess
+
     return RegistryAccess(_credentials(args), insecure=args.insecure, ca_bundle=ca_bundle_of(args))
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
+
+    from polyarch.reference import parse_reference
+    from polyarch.registry.credentials import resolve_credentials
 
     if args.password_stdin and not args.username:
         raise UsageError("--password-stdin needs --username")
@@ -163,6 +177,9 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 
 
 def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.ui import human_size
+    from polyarch.workflows.cache_transfer import push_cache
 
     result = push_cache(
         cache_of(args),
@@ -183,6 +200,9 @@ def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.ui import human_size
+    from polyarch.workflows.cache_transfer import pull_cache
 
     cache = cache_of(args, progress)
     result = pull_cache(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from polyarch.cli._common import Commands, cache_of
 from polyarch.cli.engine import add_engine_option
-from polyarch.emulation import emulation_problem, handler_status, install_handlers
-from polyarch.platforms import SYSTEMS, native_system
-from polyarch.ui import ConsoleProgress, print_table
-from polyarch.workflows.doctor import archive_checks, diagnose_with_kernel
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
 
 
 def register(commands: Commands) -> None:
@@ -21,6 +21,10 @@ def register(commands: Commands) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.platforms import SYSTEMS
+    from polyarch.ui import print_table
+    from polyarch.workflows.doctor import archive_checks, diagnose_with_kernel
+
     kernel, diagnosed = diagnose_with_kernel(SYSTEMS, preferred_engine=args.engine)
     print_table(
         "which kernel runs the containers",
@@ -45,7 +49,8 @@ def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_emulation(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    from polyarch.platforms import SYSTEMS
+    from polyarch.emulation import emulation_problem, handler_status, install_handlers
+    from polyarch.platforms import SYSTEMS, native_system
 
     native = native_system()
     foreign = [s for s in SYSTEMS if s != native]

@@ -85,6 +85,7 @@ def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
 
 def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
     """Where the containers run, said once: it decides how foreign systems are checked."""
+
     kernel = locate_kernel(engine)
     progress.info(f"emulation: asking {kernel.describe()}, because {kernel.reason}")
     return kernel

@@ -6,7 +6,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch.cache import REGISTRY_RECORDS_DIR
 from polyarch.cli._common import (
@@ -22,20 +22,15 @@ from polyarch.cli._common import (
 from polyarch.cli.attest import add_sign_key_option, sign_key_of
 from polyarch.errors import UsageError
 from polyarch.outputs import Outputs
-from polyarch.reference import parse_reference
-from polyarch.registry.client import RegistryAccess
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.publish import (
-    IndexLayout,
-    Published,
-    container_index,
-    image_files_dest,
-    image_files_index,
-    publish_tags,
-    publish_version,
-    push_index,
-)
-from polyarch.workflows.targets import Target, TargetKind, push_targets
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.publish import (
+        IndexLayout,
+        Published,
+    )
+    from polyarch.workflows.targets import Target
+
 
 MANIFEST_SCHEMA = "polyarch.manifest/v1"
 
@@ -88,6 +83,16 @@ def register(commands: Commands) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.reference import parse_reference
+    from polyarch.workflows.publish import (
+        container_index,
+        image_files_dest,
+        image_files_index,
+        publish_tags,
+        publish_version,
+    )
+    from polyarch.workflows.targets import push_targets
 
     image_files = [Path(f) for f in args.image_file]
     _check_usage(args, image_files)
@@ -159,6 +164,8 @@ def _push_everywhere(
     jobs: int,
 ) -> None:
     """Push ``index`` to each target; print what was pushed, also when a later push fails."""
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.workflows.publish import push_index
 
     published: list[Published] = []
     record_dir = cache_of(args).root / REGISTRY_RECORDS_DIR
@@ -202,6 +209,8 @@ def _evidence_dir(
 
 
 def print_attached(published: Sequence[Published]) -> None:
+    from polyarch.ui import print_table
+
     rows = [
         [
             target_label(p.target),
@@ -221,6 +230,7 @@ def print_attached(published: Sequence[Published]) -> None:
 
 def target_label(target: Target) -> str:
     """What tables and ``--json`` call a target: the registry's table name, ``--to`` or ``github``."""
+    from polyarch.workflows.targets import TargetKind
 
     if target.kind is TargetKind.EXPLICIT:
         return "--to"
@@ -239,7 +249,7 @@ def print_index(index: IndexLayout) -> None:
 
 
 def print_pushes(published: Sequence[Published]) -> None:
-    from polyarch.ui import print_table
+    from polyarch.ui import human_size, print_table
 
     rows = [
         [

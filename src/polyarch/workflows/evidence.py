@@ -9,6 +9,7 @@ as a signed in-toto statement (a DSSE envelope).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -203,7 +204,9 @@ class BuildEvidence:
         entries = [DebEntry(d, "dir", 0o755) for d in directories]
         path = f"{SBOM_IN_IMAGE_DIR}/{self.container.name}.spdx.json"
         entries.append(DebEntry(path, "file", 0o644, data=pretty_json(document)))
-        tar = write_tar(entries, self.epoch)
+        buffer = io.BytesIO()  # one small file: in memory
+        write_tar(entries, self.epoch, buffer)
+        tar = buffer.getvalue()
         blob = gzip_bytes(tar)
         digest = sha256_digest(blob)
         stored = self.session.cache.put(Kind.BLOBS, digest.removeprefix("sha256:"), blob)

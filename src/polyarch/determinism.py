@@ -36,14 +36,27 @@ DEFAULT_EPOCH = 0
 """Used when SOURCE_DATE_EPOCH is unset: 1970-01-01T00:00:00Z, as Nix and apko do."""
 
 GZIP_LEVEL = 6
-GZIP_MEMBER_SIZE = 4 << 20
-"""Input bytes per gzip member. Part of the output format: changing it changes digests.
+GZIP_SINGLE_MEMBER_MAX = 32 << 20
+"""A layer tar up to this size is one gzip member; a larger one is cut into members.
 
-Every gzip reader of images (Go's compress/gzip in docker, podman, skopeo,
-umoci and containerd; pigz; Python's gzip) reads multi-member files as one
-stream. 4 MiB costs about 0.04 % in size against a single member.
+libdeflate compresses whole buffers only, so a layer of any size is compressed
+in bounded memory by cutting it. One member is what every gzip reader reads
+(Python's ``tarfile`` in stream mode and Rust's ``GzDecoder`` read the first
+member only), so layers stay whole up to a size that tool containers'
+layers stay far below (libc6 is 13 MB), and only larger ones are cut. Part of
+the output format: changing it changes digests.
 """
-COMPRESSOR = f"libdeflate (deflate {deflate.__version__}) level {GZIP_LEVEL}, {GZIP_MEMBER_SIZE >> 20} MiB gzip members"
+GZIP_MEMBER_SIZE = 4 << 20
+"""Input bytes per gzip member of a layer larger than ``GZIP_SINGLE_MEMBER_MAX``.
+
+docker, podman, skopeo, umoci and containerd (Go's compress/gzip), pigz and
+Python's gzip module read multi-member files as one stream (tests check the
+first four). 4 MiB members cost about 0.04 % in size against one member.
+"""
+COMPRESSOR = (
+    f"libdeflate (deflate {deflate.__version__}) level {GZIP_LEVEL}; one gzip member up to "
+    f"{GZIP_SINGLE_MEMBER_MAX >> 20} MiB, else {GZIP_MEMBER_SIZE >> 20} MiB members"
+)
 """What made the layers, recorded in every image's annotations."""
 _GZIP_XFL = {0: 4, 1: 4, 8: 2, 9: 2, 10: 2, 11: 2, 12: 2}
 """The header's XFL byte libdeflate writes per level (else 0), kept so members equal its own gzip."""
@@ -104,16 +117,18 @@ def gzip_member(data: bytes | memoryview, level: int = GZIP_LEVEL) -> bytes:
 
 
 def gzip_bytes(data: bytes) -> bytes:
-    """``data`` as polyarch compresses layers: one member per ``GZIP_MEMBER_SIZE`` bytes."""
+    """``data`` as polyarch compresses layers: one member, or ``GZIP_MEMBER_SIZE`` members if large."""
+    if len(data) <= GZIP_SINGLE_MEMBER_MAX:
+        return gzip_member(data)
     view = memoryview(data)
     step = GZIP_MEMBER_SIZE
-    return b"".join(gzip_member(view[i : i + step]) for i in range(0, len(data), step) or [0])
+    return b"".join(gzip_member(view[i : i + step]) for i in range(0, len(data), step))
 
 
 class GzipWriter:
     """A write-only stream that gzips what it is given into ``out``, member by member.
 
-    Holds at most one member's input in memory. Counts and hashes both sides:
+    Holds at most ``GZIP_SINGLE_MEMBER_MAX`` bytes of input in memory. Counts and hashes both sides:
     ``diff_id`` (the uncompressed stream) and ``digest`` (what ``out`` got).
     Call ``close`` at the end; the output equals ``gzip_bytes`` of everything written.
     """
@@ -126,10 +141,14 @@ class GzipWriter:
         self.uncompressed_size = 0
         self.size = 0
         self._closed = False
+        self._cut = False
+        """Past ``GZIP_SINGLE_MEMBER_MAX``: members of ``GZIP_MEMBER_SIZE`` from the start."""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._buffer += data
-        while len(self._buffer) >= GZIP_MEMBER_SIZE:
+        if len(self._buffer) > GZIP_SINGLE_MEMBER_MAX:
+            self._cut = True
+        while self._cut and len(self._buffer) >= GZIP_MEMBER_SIZE:
             self._emit(memoryview(self._buffer)[:GZIP_MEMBER_SIZE])
             del self._buffer[:GZIP_MEMBER_SIZE]
         return len(data)

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from polyarch import cmd
+from polyarch.config import RepositoryConfig
+from polyarch.debian.sources import find_source
 from polyarch.engine import Engine
 from polyarch.platforms import parse_system
 
@@ -91,7 +93,14 @@ def test_fd_digests_are_the_same_when_polyarch_runs_on_aarch64(
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    toml = (REPO_ROOT / "containers.toml").read_text() + PYTHON_CONTAINER
+    # The container has no apt configuration: name this host's mirror (read, never written here).
+    mirror = find_source(RepositoryConfig(suite="bookworm")).url
+    toml = (
+        (REPO_ROOT / "containers.toml")
+        .read_text()
+        .replace("[repository]\n", f'[repository]\nurl = "{mirror}"\n', 1)
+    )
+    toml += PYTHON_CONTAINER
     (project / "containers.toml").write_text(toml)
     config = project / "containers.toml"
     host_cache = tmp_path / "host-cache"

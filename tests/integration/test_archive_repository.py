@@ -38,7 +38,7 @@ def test_host_archive_is_verified_and_both_indexes_load(cache_dir: Path) -> None
             assert libc6
             assert libc6[0].architecture == arch
             assert libc6[0].multi_arch == "same"
-            assert list(repository.index_hashes(arch)) == [f"main/binary-{arch}/Packages.xz"]
+            assert list(repository.index_hashes(arch)) == [f"main/binary-{arch}/Packages.gz"]
 
 
 def test_warm_index_load_is_fast(cache_dir: Path) -> None:

@@ -28,6 +28,9 @@ UNSHARE, UMOUNT, MOUNT = (shutil.which(p) for p in ("unshare", "umount", "mount"
 AS_A_MAC = """
 import os, sys
 from polyarch.cli import main
+# The CLI imports its libraries lazily; those that choose a platform implementation
+# when imported (urllib.request: _scproxy on a real Mac) are loaded as on this host.
+import httpx, urllib.request
 sys.platform = "darwin"
 assert not os.path.exists("/proc/self") and not os.listdir("/usr/share/keyrings")
 sys.exit(main(sys.argv[1:]))

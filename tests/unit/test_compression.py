@@ -1,4 +1,4 @@
-"""Layer compression: libdeflate in gzip members, the same bytes on every host.
+"""Layer compression: libdeflate, one gzip member or many, the same bytes on every host.
 
 The golden digests below pin the output of ``deflate`` (libdeflate) at its
 pinned version: a different version, level or member size changes them, and
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,7 +30,13 @@ from hypothesis import strategies as st
 import polyarch.determinism as determinism
 from polyarch import cmd
 from polyarch.config import load_config
-from polyarch.determinism import GZIP_MEMBER_SIZE, GzipWriter, gzip_bytes, gzip_member
+from polyarch.determinism import (
+    GZIP_MEMBER_SIZE,
+    GZIP_SINGLE_MEMBER_MAX,
+    GzipWriter,
+    gzip_bytes,
+    gzip_member,
+)
 from polyarch.engine import Engine
 from polyarch.platforms import parse_system
 from polyarch.workflows.load import load_image
@@ -43,17 +51,24 @@ def sample(size: int) -> bytes:
     return b"".join(parts)[:size]
 
 
-SAMPLE = sample(9 << 20)  # three members: 4 + 4 + 1 MiB
+SAMPLE = sample(33 << 20)  # past GZIP_SINGLE_MEMBER_MAX: nine members, 8 x 4 MiB + 1 MiB
 GOLDEN = {
-    # sha256 of gzip_bytes(data): libdeflate 1.25 (deflate 0.9.0), level 6, 4 MiB members
+    # sha256 of gzip_bytes(data): libdeflate 1.25 (deflate 0.9.0), level 6,
+    # one member up to 32 MiB, else 4 MiB members
     "empty": "30e6fa98fb48c2b132824d1ac5e2243c0be9e9082ff32598d34d7687ca7f6c7f",
     "small": "a04197e63a16586f96d82696818d192ba782985f106332c2d957c7772b0130cd",
-    "sample": "0aaba06c24e29a21d1c5bec1e82bb194aa3d6bcd68ccf8debc3a59c0d511ec85",
+    "whole": "bdca01750f50a4d72c3b5371759ae99a96b5b00c19a503d9028e921f7db00db6",
+    "sample": "b47bba303176ec7567cb4021f536fd4a1e9aa252d21fe392d904646f17b812f3",
 }
 
 
 def golden_inputs() -> dict[str, bytes]:
-    return {"empty": b"", "small": b"polyarch\n" * 1000, "sample": SAMPLE}
+    return {
+        "empty": b"",
+        "small": b"polyarch\n" * 1000,
+        "whole": SAMPLE[: 32 << 20],  # the largest layer that stays one member
+        "sample": SAMPLE,
+    }
 
 
 def test_output_matches_the_golden_digests() -> None:
@@ -80,30 +95,42 @@ def test_output_does_not_depend_on_the_system_zlib(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == GOLDEN
 
 
-def test_every_member_has_a_fixed_header_and_readers_see_one_stream() -> None:
+def test_a_layer_up_to_the_limit_is_one_member_equal_to_libdeflates_own_gzip() -> None:
+    whole = SAMPLE[:GZIP_SINGLE_MEMBER_MAX]
+    blob = gzip_bytes(whole)
+    assert blob == bytes(deflate.gzip_compress(whole, 6))
+    assert blob.startswith(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")  # mtime 0, OS 255
+    assert zlib.decompressobj(wbits=31).decompress(blob) == whole  # single-member readers too
+
+
+def test_a_larger_layer_is_cut_into_members_that_readers_see_as_one_stream() -> None:
     blob = gzip_bytes(SAMPLE)
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS 255
-    assert blob.startswith(header)
-    assert blob.count(header) >= 3
+    assert blob.count(header) == 9
     assert gzip.decompress(blob) == SAMPLE
-    assert zlib.decompressobj(wbits=31).decompress(blob) != SAMPLE  # one member only...
-    # ... which is why every member is a whole gzip file of its own chunk:
+    # Each member is a whole gzip file of its own 4 MiB chunk.
     first = gzip_member(SAMPLE[:GZIP_MEMBER_SIZE])
     assert blob.startswith(first)
     assert first == bytes(deflate.gzip_compress(SAMPLE[:GZIP_MEMBER_SIZE], 6))
 
 
-@given(st.lists(st.integers(min_value=0, max_value=3 << 20), max_size=6))
+@given(st.lists(st.integers(min_value=0, max_value=30_000), max_size=6))
 def test_streaming_writer_equals_the_whole_buffer_compression(cuts: list[int]) -> None:
-    data = SAMPLE[: sum(cuts)]
-    out = _Sink()
-    writer = GzipWriter(out)
-    at = 0
-    for n in cuts:
-        writer.write(data[at : at + n])
-        at += n
-    writer.close()
-    expected = gzip_bytes(data)
+    # Small limits (64 KiB whole, 16 KiB members), so both shapes come up quickly.
+    saved = determinism.GZIP_SINGLE_MEMBER_MAX, determinism.GZIP_MEMBER_SIZE
+    determinism.GZIP_SINGLE_MEMBER_MAX, determinism.GZIP_MEMBER_SIZE = 64 << 10, 16 << 10
+    try:
+        data = SAMPLE[: sum(cuts)]
+        out = _Sink()
+        writer = GzipWriter(out)
+        at = 0
+        for n in cuts:
+            writer.write(data[at : at + n])
+            at += n
+        writer.close()
+        expected = gzip_bytes(data)
+    finally:
+        determinism.GZIP_SINGLE_MEMBER_MAX, determinism.GZIP_MEMBER_SIZE = saved
     assert out.data == expected
     assert writer.size == len(expected)
     assert writer.uncompressed_size == len(data)
@@ -131,6 +158,7 @@ def many_members(
     cli: Cli, tmp_path: Path, make_repo: RepoFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Path, str]]:
     """``hello`` built with 4 KiB members: its program sits behind ~40 members of data."""
+    monkeypatch.setattr(determinism, "GZIP_SINGLE_MEMBER_MAX", 4096)
     monkeypatch.setattr(determinism, "GZIP_MEMBER_SIZE", 4096)
     specs = [
         DebSpec(
@@ -197,3 +225,23 @@ def test_tar_format_is_pax() -> None:
     import tarfile
 
     assert determinism.TAR_FORMAT == tarfile.PAX_FORMAT
+
+
+def test_polyarchs_own_layer_reader_reads_every_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polyarch.attest.status import installed_packages
+
+    monkeypatch.setattr(determinism, "GZIP_SINGLE_MEMBER_MAX", 4096)
+    monkeypatch.setattr(determinism, "GZIP_MEMBER_SIZE", 4096)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in [
+            ("usr/share/big", sample(100_000)),
+            ("var/lib/dpkg/status.d/zz", b"Package: zz\nVersion: 1\nArchitecture: amd64\n"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    blob = gzip_bytes(tar.getvalue())
+    assert blob.count(b"\x1f\x8b\x08\x00\x00\x00\x00\x00") > 20
+    found = installed_packages([lambda: io.BytesIO(blob)])
+    assert [str(p) for p in found.values()] == ["zz 1 (amd64)"]  # in the last member

@@ -8,11 +8,13 @@ was below it. Only the status files are kept in memory.
 
 from __future__ import annotations
 
+import gzip
 import posixpath
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 from polyarch.attest.facts import control_fields
 
@@ -45,12 +47,25 @@ def installed_packages(layers: Iterable[Callable[[], IO[bytes]]]) -> dict[str, I
     files: dict[str, InstalledPackage] = {}
     for open_layer in layers:
         try:
-            with open_layer() as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with open_layer() as stream, tarfile.open(fileobj=_plain(stream), mode="r|") as tar:
                 for member in tar:
                     _apply(files, member, tar)
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise StatusError(str(exc) or type(exc).__name__) from None
     return files
+
+
+def _plain(stream: IO[bytes]) -> IO[bytes]:
+    """The tar inside ``stream`` (seekable: layers are checked in memory), gunzipped if gzip.
+
+    ``tarfile``'s own stream mode (``r|gz``) reads only the first gzip member,
+    and a large layer has several (``determinism.GZIP_SINGLE_MEMBER_MAX``).
+    """
+    head = stream.read(2)
+    stream.seek(0)
+    if head == b"\x1f\x8b":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+    return stream
 
 
 def _apply(

@@ -52,10 +52,11 @@ from polyarch.image.layer_record import (
 )
 from polyarch.progress import NULL_PROGRESS, Progress
 
-LAYER_FORMAT_VERSION = 2
+LAYER_FORMAT_VERSION = 3
 """Bump whenever the bytes of a layer for the same inputs change (rules, tar writer, compressor).
 
-2: libdeflate in 4 MiB gzip members (``determinism.COMPRESSOR``) instead of the host's zlib.
+3: libdeflate (``determinism.COMPRESSOR``) instead of the host's zlib (2 was an
+unreleased variant that cut every layer into 4 MiB members).
 """
 
 

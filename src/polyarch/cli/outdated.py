@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch.cli._common import Commands, add_out_option, session_of
 from polyarch.errors import REBUILD_NEEDED
-from polyarch.ui import ConsoleProgress, print_table
-from polyarch.workflows.outdated import Outdated, outdated_containers
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.outdated import Outdated
+
 
 OUTDATED_SCHEMA = "polyarch.outdated/v1"
 
@@ -30,6 +33,8 @@ def register(commands: Commands) -> None:
 
 
 def cmd_outdated(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.workflows.outdated import outdated_containers
+
     session = session_of(args, progress)
     config = session.config
     containers = [config.container(args.name)] if args.name else list(config.containers)
@@ -46,6 +51,8 @@ def cmd_outdated(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def print_outdated(result: Outdated) -> None:
+    from polyarch.ui import print_table
+
     if not result.rebuild_needed:
         print(f"{result.container}: current (compared with {result.path})")
         return

@@ -366,6 +366,10 @@ class Repository:
                     data = got.pop() if got else self._download_index(path, size, sha256)
                     return decompress(data, path)
 
+                if self.cache.get(Kind.INDEXES, cache_key(sha256)) is not None:
+                    # Parsed already: no lock (a warm build then never loads filelock).
+                    parts.append(load_index(self.cache, sha256, raw, component=component))
+                    continue
                 # Two processes sharing a cache parse an index once: the second waits.
                 with self.cache.lock(Kind.INDEXES, sha256):
                     parts.append(load_index(self.cache, sha256, raw, component=component))

@@ -6,6 +6,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyarch.cli._common import (
     Commands,
@@ -17,21 +18,17 @@ from polyarch.cli._common import (
     systems_of,
 )
 from polyarch.cli.build import print_build
-from polyarch.config import Container
-from polyarch.engine import ENGINE_NAMES, Engine, detect_engine
-from polyarch.kernel import Kernel, locate_kernel
-from polyarch.reference import check_tag
-from polyarch.ui import ConsoleProgress, print_table
-from polyarch.workflows.build import BuildResult, build_container
-from polyarch.workflows.load import load_from_layout, load_image
-from polyarch.workflows.smoke_test import (
-    TestReport,
-    ensure_runnable,
-    probe_runnable,
-    raise_for_failures,
-    run_smoke_test,
-    run_smoke_tests,
-)
+from polyarch.engine import ENGINE_NAMES
+
+if TYPE_CHECKING:
+    from polyarch.config import Container
+    from polyarch.engine import Engine
+    from polyarch.kernel import Kernel
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.build import BuildResult
+    from polyarch.workflows.smoke_test import (
+        TestReport,
+    )
 
 
 def register(commands: Commands) -> None:
@@ -78,6 +75,8 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
 
 def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
 
+    from polyarch.engine import detect_engine
+
     engine = detect_engine(args.engine)
     progress.info(f"engine: {engine.describe()}")
     return engine
@@ -85,6 +84,7 @@ def _engine(args: argparse.Namespace, progress: ConsoleProgress) -> Engine:
 
 def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
     """Where the containers run, said once: it decides how foreign systems are checked."""
+    from polyarch.kernel import locate_kernel
 
     kernel = locate_kernel(engine)
     progress.info(f"emulation: asking {kernel.describe()}, because {kernel.reason}")
@@ -92,6 +92,9 @@ def _kernel(engine: Engine, progress: ConsoleProgress) -> Kernel:
 
 
 def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.reference import check_tag
+    from polyarch.workflows.load import load_image
 
     check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
@@ -103,6 +106,9 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+
+    from polyarch.reference import check_tag
+    from polyarch.workflows.smoke_test import raise_for_failures, run_smoke_tests
 
     check_tag(args.tag)  # before the engine is asked anything
     container = load(args).container(args.name)
@@ -118,10 +124,15 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.reference import check_tag
+    from polyarch.workflows.build import build_container
     from polyarch.workflows.load import load_image
     from polyarch.workflows.smoke_test import (
+        ensure_runnable,
         image_entrypoint,
+        probe_runnable,
         raise_for_failures,
+        run_smoke_test,
         run_smoke_tests,
     )
 
@@ -166,6 +177,9 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.reference import check_tag
+    from polyarch.workflows.build import build_container
+    from polyarch.workflows.load import load_from_layout
     from polyarch.workflows.smoke_test import (
         image_entrypoint,
         raise_for_failures,
@@ -198,6 +212,8 @@ def _print_reports(
     result: BuildResult | None,
     build_seconds: float | None = None,
 ) -> None:
+
+    from polyarch.ui import print_table
 
     digests = {b.system: b.image.manifest_digest for b in result.systems} if result else {}
     rows = [

@@ -86,7 +86,8 @@ with contextlib.suppress(OSError), open(Path(out, "filler"), "wb") as filler:
         filler.write(b"x" * 65536)
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
-    code = main(args)
+    # Another tag: an identical rebuild would write nothing, and so never fill the disk.
+    code = main([*args, "--tag", "second"])
 after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(out, "fd").glob("*.tar")}
 listing = sorted(p.name for p in Path(out).iterdir())
 print(json.dumps({"code": code, "stderr": err.getvalue(), "same": before == after, "listing": listing}))

@@ -155,7 +155,7 @@ def gil_free_share(stage: Callable[[], object]) -> float:
         thread.join()
     finally:
         sys.setswitchinterval(old)
-    return min(100.0, 100.0 * ticks * _TICK / wall)
+    return round(min(100.0, 100.0 * ticks * _TICK / wall), 1)
 
 
 def gil_rows(data: bytes, debs: dict[str, Path], n: int) -> list[Row]:

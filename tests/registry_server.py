@@ -16,6 +16,7 @@ import base64
 import ctypes
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from polyarch.determinism import canonical_json, gzip_bytes, sha256_digest
 
 REGISTRY = shutil.which("docker-registry")
+_ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) (\d+|-)')
 SKOPEO = shutil.which("skopeo")
 
 
@@ -81,6 +83,22 @@ class RunningRegistry:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def log_size(self) -> int:
+        """Where the log ends now: pass it to ``requests_since`` later."""
+        return self.log.stat().st_size
+
+    def requests_since(self, offset: int) -> list[tuple[str, str, int, int]]:
+        """(method, path, status, response bytes) of each request logged after ``offset``
+        (needs ``access_log``): the registry's own account of what a client asked."""
+        with self.log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        found = []
+        for m in _ACCESS_LINE.finditer(text):
+            size = int(m.group(4)) if m.group(4).isdigit() else 0
+            found.append((m.group(1), m.group(2), int(m.group(3)), size))
+        return found
+
     def repo_blobs(self, repo: str) -> set[str]:
         """Digests linked into a repository (what it holds), read from the storage tree."""
         layers = self.root / "docker/registry/v2/repositories" / repo / "_layers/sha256"
@@ -94,8 +112,13 @@ def run_registry(
     tls: trustme.LeafCert | None = None,
     htpasswd: str | None = None,
     token: TokenServer | None = None,
+    access_log: bool = False,
 ) -> Iterator[RunningRegistry]:
-    """Start docker-registry on a free loopback port; killed when the block ends."""
+    """Start docker-registry on a free loopback port; killed when the block ends.
+
+    ``access_log`` writes one line per request to ``RunningRegistry.log``
+    (``requests_since`` reads them), so a test can see what a client asked.
+    """
     assert REGISTRY is not None
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -107,7 +130,7 @@ def run_registry(
         http["tls"] = {"certificate": str(cert), "key": str(key)}
     config: dict[str, Any] = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(workdir / "storage")},
             "delete": {"enabled": True},

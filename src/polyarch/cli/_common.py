@@ -72,11 +72,21 @@ class Commands:
         return p
 
 
-def add_system_options(p: argparse.ArgumentParser) -> None:
+def add_system_options(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """--system S (with ``several``: repeat it, or separate systems with commas), --all-systems."""
     x = p.add_mutually_exclusive_group()
-    x.add_argument(
-        "--system", metavar="S", help="x86_64-linux, aarch64-linux, ... (default: native)"
-    )
+    if several:
+        x.add_argument(
+            "--system",
+            metavar="S",
+            action="append",
+            help="x86_64-linux, aarch64-linux, ...; repeat or separate with commas "
+            "(default: native)",
+        )
+    else:
+        x.add_argument(
+            "--system", metavar="S", help="x86_64-linux, aarch64-linux, ... (default: native)"
+        )
     x.add_argument("--all-systems", action="store_true", help="every system of the container")
 
 
@@ -166,15 +176,19 @@ def systems_of(args: argparse.Namespace, container: Container) -> tuple[System, 
 
     if getattr(args, "all_systems", False):
         return container.systems
-    if getattr(args, "system", None):
-        system = parse_system(args.system)
-        if system not in container.systems:
-            raise UsageError(
-                f"{container.name} is not configured for {system.name}",
-                hint=f"add it to containers.{container.name}.systems, or pick one of "
-                + ", ".join(s.name for s in container.systems),
-            )
-        return (system,)
+    given = getattr(args, "system", None)
+    if given:
+        texts = [given] if isinstance(given, str) else given
+        wanted = [parse_system(n.strip()) for t in texts for n in t.split(",") if n.strip()]
+        for system in wanted:
+            if system not in container.systems:
+                raise UsageError(
+                    f"{container.name} is not configured for {system.name}",
+                    hint=f"add it to containers.{container.name}.systems, or pick one of "
+                    + ", ".join(s.name for s in container.systems),
+                )
+        if wanted:
+            return tuple(dict.fromkeys(wanted))
     native = native_system()
     if native not in container.systems:
         raise UsageError(
@@ -185,11 +199,12 @@ def systems_of(args: argparse.Namespace, container: Container) -> tuple[System, 
 
 
 def containers_of(args: argparse.Namespace, config: Config) -> list[Container]:
-    """NAME, or every container with --all."""
+    """NAME (or NAME..., for commands that take several), or every container with --all."""
+    names = [args.name] if isinstance(args.name, str) else list(args.name or ())
     if getattr(args, "all", False):
-        if args.name:
+        if names:
             raise UsageError("give a container NAME or --all, not both")
         return list(config.containers)
-    if not args.name:
+    if not names:
         raise UsageError("which container?", hint="give NAME, or --all for every container")
-    return [config.container(args.name)]
+    return [config.container(name) for name in dict.fromkeys(names)]

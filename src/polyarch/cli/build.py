@@ -1,60 +1,119 @@
-"""polyarch build."""
+"""polyarch build (and, with --push, a shard's push by digest: docs/SCALE.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from polyarch.cache import REGISTRY_RECORDS_DIR
 from polyarch.cli._common import (
     Commands,
     add_lock_options,
     add_out_options,
+    add_registry_options,
     add_system_options,
+    ca_bundle_of,
     containers_of,
+    jobs_of,
+    password_of,
     session_of,
     systems_of,
 )
 from polyarch.cli.attest import add_sign_key_option, sign_key_of
-
-if TYPE_CHECKING:
-    from polyarch.ui import ConsoleProgress
-    from polyarch.workflows.build import BuildResult
+from polyarch.errors import UsageError
+from polyarch.registry.client import RegistryAccess
+from polyarch.ui import ConsoleProgress, human_size, print_table
+from polyarch.workflows.build import BuildResult, build_container
+from polyarch.workflows.push_images import BUILD_SCHEMA, PushedImage, push_build, repository_for
+from polyarch.workflows.targets import Target, push_targets
 
 
 def register(commands: Commands) -> None:
     p = commands.add("build", cmd_build, "build a container's images and index")
-    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("name", metavar="NAME", nargs="*", help="containers of containers.toml")
     p.add_argument("--all", action="store_true", help="build every container of containers.toml")
-    add_system_options(p)
+    add_system_options(p, several=True)
     add_out_options(p)
     add_lock_options(p)
     add_sign_key_option(p)
+    p.add_argument(
+        "--push",
+        metavar="REF",
+        help="push each system image by digest, untagged, to REF (host/path; {name} = the "
+        "container's name), with its SBOMs and provenance; tags come from manifest --assemble",
+    )
+    p.add_argument(
+        "--no-evidence", action="store_true", help="with --push: attach no SBOMs or provenance"
+    )
+    add_registry_options(p, jobs_help="parallel blob uploads")
+    p.add_argument(
+        "--json", action="store_true", help=f"machine-readable output (schema {BUILD_SCHEMA})"
+    )
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    from polyarch.workflows.build import build_container
-
     sign_key = sign_key_of(args)
-
+    if not args.push and (args.username or args.password_stdin or args.no_evidence):
+        raise UsageError("--username, --password-stdin and --no-evidence are for --push")
+    jobs = jobs_of(args)
     session = session_of(args, progress)
-    for container in containers_of(args, session.config):
-        result = build_container(
-            session,
-            container,
-            systems_of(args, container),
-            out_dir=Path(args.out),
-            tag=args.tag,
-            sign_key=sign_key,
-        )
-        print_build(result)
+    # Every container's systems and push target before any work: a mistake fails in a second.
+    work = [(c, systems_of(args, c)) for c in containers_of(args, session.config)]
+    targets = _targets(args, progress, [c.name for c, _ in work]) if args.push else {}
+    access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+    done: list[tuple[BuildResult, list[PushedImage]]] = []
+    try:
+        for container, systems in work:
+            result = build_container(
+                session,
+                container,
+                systems,
+                out_dir=Path(args.out),
+                tag=args.tag,
+                sign_key=sign_key,
+            )
+            pushed: list[PushedImage] = []
+            if args.push:
+                pushed = push_build(
+                    result,
+                    targets[container.name],
+                    access=access,
+                    jobs=jobs,
+                    record_dir=session.cache.root / REGISTRY_RECORDS_DIR,
+                    evidence=not args.no_evidence,
+                    progress=progress,
+                )
+            done.append((result, pushed))
+            if not args.json:
+                print_build(result)
+                print_pushed(pushed)
+    finally:
+        if args.json:
+            print(json.dumps(build_json(done), indent=2, sort_keys=True))
     return 0
+
+
+def _targets(
+    args: argparse.Namespace, progress: ConsoleProgress, names: Sequence[str]
+) -> dict[str, Target]:
+    password = password_of(args)
+    return {
+        name: push_targets(
+            None,
+            to=repository_for(args.push, name),
+            username=args.username,
+            password_stdin=password,
+            progress=progress,
+        )[0]
+        for name in names
+    }
 
 
 def print_build(result: BuildResult) -> None:
     """The table every building command ends with."""
-    from polyarch.ui import human_size, print_table
-
     rows = [
         [
             "index",
@@ -79,3 +138,67 @@ def print_build(result: BuildResult) -> None:
         ["system", "digest", "layers", "compressed", "uncompressed"],
         rows,
     )
+
+
+def print_pushed(pushed: Sequence[PushedImage]) -> None:
+    rows = [
+        [
+            p.system.name,
+            f"{p.repository}@{p.digest}",
+            f"{p.result.blobs_uploaded if p.result else 0}",
+            f"{p.result.blobs_skipped if p.result else 0}",
+            human_size(p.result.bytes_uploaded if p.result else 0),
+            " ".join(p.attached) or "-",
+        ]
+        for p in pushed
+    ]
+    if rows:
+        print_table(
+            "pushed by digest (untagged)",
+            ["system", "reference", "uploaded", "skipped", "sent", "evidence"],
+            rows,
+        )
+
+
+def build_json(done: Sequence[tuple[BuildResult, Sequence[PushedImage]]]) -> dict[str, Any]:
+    """The ``--json`` object (schema ``polyarch.build/v1``, docs/JSON.md)."""
+    containers = []
+    for result, pushed in done:
+        by_system = {p.system: p for p in pushed}
+        images = []
+        for b in result.systems:
+            p = by_system.get(b.system)
+            images.append(
+                {
+                    "system": b.system.name,
+                    "platform": b.system.oci_platform,
+                    "digest": b.image.manifest_digest,
+                    "size": b.image.size,
+                    "layers": len(b.image.layers),
+                    "version": b.version,
+                    "push": _push_json(p) if p is not None else None,
+                }
+            )
+        containers.append(
+            {
+                "container": result.container.name,
+                "path": str(result.path),
+                "index": result.index_digest,
+                "images": images,
+            }
+        )
+    return {"schema": BUILD_SCHEMA, "containers": containers}
+
+
+def _push_json(p: PushedImage) -> dict[str, Any]:
+    r = p.result
+    return {
+        "repository": p.repository,
+        "reference": f"{p.repository}@{p.digest}",
+        "blobs_uploaded": r.blobs_uploaded if r else 0,
+        "blobs_skipped": r.blobs_skipped if r else 0,
+        "blobs_mounted": r.blobs_mounted if r else 0,
+        "bytes_uploaded": r.bytes_uploaded if r else 0,
+        "seconds": round(p.seconds, 3),
+        "attached": list(p.attached),
+    }

@@ -20,6 +20,7 @@ from polyarch.cli._common import (
     session_of,
 )
 from polyarch.cli.attest import add_sign_key_option, sign_key_of
+from polyarch.cli.scale import add_assemble_options, cmd_assemble
 from polyarch.errors import UsageError
 from polyarch.outputs import Outputs
 
@@ -50,7 +51,10 @@ def register(commands: Commands) -> None:
         help="instead of NAME: an image (docker-archive, gz or not, OCI archive or layout); repeat",
     )
     p.add_argument("--push", action="store_true", help="push the index to the registries")
-    p.add_argument("--to", metavar="REF", help="push to this repository only (host/path)")
+    p.add_argument(
+        "--to", metavar="REF", help="push to this repository only (host/path; {name} = NAME)"
+    )
+    add_assemble_options(p)
     add_out_option(p)
     p.add_argument(
         "--no-build",
@@ -83,7 +87,10 @@ def register(commands: Commands) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-
+    if args.assemble:
+        return cmd_assemble(args, progress)
+    if args.all or args.digests or args.digest:
+        raise UsageError("--all, --digests and --digest are for --assemble")
     from polyarch.reference import parse_reference
     from polyarch.workflows.publish import (
         container_index,
@@ -107,7 +114,7 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         # Before building: a missing $VAR or a bad --to fails in a second, not after a build.
         targets = push_targets(
             container,
-            to=args.to,
+            to=args.to.replace("{name}", container.name) if args.to and container else args.to,
             username=args.username,
             password_stdin=password_of(args),
             progress=progress,

@@ -261,6 +261,25 @@ def image_annotations(
     return annotations
 
 
+def index_annotations(manifests: Sequence[tuple[System, bytes]]) -> dict[str, str]:
+    """The annotations of a container's index: those of its first system's manifest.
+
+    First in the system table's order, as the index lists them. One rule for a
+    local build and for ``manifest --assemble``, which has only the manifests
+    the shards pushed: that is what makes both give the same index digest.
+    """
+    if not manifests:
+        raise ImageError("an image index needs at least one system", hint="build a system first")
+    order = {system.name: i for i, system in enumerate(SYSTEMS)}
+    _system, first = min(manifests, key=lambda m: order[m[0].name])
+    annotations = parse_json_object(first, "image manifest").get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise ImageError("image manifest annotations are not strings", hint="rebuild the image")
+    return dict(annotations)
+
+
 @dataclass(frozen=True, slots=True)
 class Image:
     """One system's image: its config and manifest bytes, and the layers they name."""

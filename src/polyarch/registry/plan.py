@@ -19,6 +19,8 @@ from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
 from polyarch.image.layout import read_oci_layout
 from polyarch.image.oci import ANNOTATION_REF_NAME
+from polyarch.platforms import System
+from polyarch.reference import DEFAULT_TAG
 
 Format = Literal["oci", "docker"]
 
@@ -83,6 +85,19 @@ def read_layout(layout: Path, tag: str | None = None) -> PushPlan:
     return PushPlan(
         tuple(blobs.values()), tuple(manifests.values()), entry.annotation(ANNOTATION_REF_NAME)
     )
+
+
+def read_image(layout: Path, system: System) -> PushPlan:
+    """What pushing one system's image of ``layout`` sends: its config and layers, then
+    its manifest (the root, no index). The manifest's bytes are the layout's own."""
+    opened = read_oci_layout(layout)
+    image = opened.image(opened.tags[0] if opened.tags else DEFAULT_TAG, system)
+    blobs = tuple(
+        Blob(d.digest, d.size, d.media_type, opened.checked_blob(d))
+        for d in dict.fromkeys((image.config, *image.layers))
+    )
+    root = Manifest(image.manifest.digest, image.manifest.media_type, image.manifest_bytes)
+    return PushPlan(blobs, (root,), None)
 
 
 def convert_plan(plan: PushPlan, fmt: Format) -> PushPlan:

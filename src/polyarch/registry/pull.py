@@ -29,6 +29,10 @@ MANIFEST_ACCEPT = ", ".join(
 )
 _REDIRECTS = (301, 302, 303, 307, 308)
 BLOB_TIMEOUT = 120.0
+TAGS_PAGE = 1000
+"""Tags asked for per request of the tag list."""
+MAX_TAGS = 100_000
+"""A repository listing more tags than this is refused rather than read without end."""
 
 
 class Puller:
@@ -88,6 +92,39 @@ class Puller:
         if not isinstance(document, dict):
             raise RegistryError(f"{where}: manifest {actual} is not a JSON object")
         return actual, document, data
+
+    def tags(self) -> list[str] | None:
+        """Every tag of the repository (page by page), or None if the repository does not exist."""
+        found: list[str] = []
+        url: str | httpx.URL = httpx.URL(
+            f"/v2/{self.repository}/tags/list", params={"n": TAGS_PAGE}
+        )
+        while True:
+            response = self.client.request("GET", url, scopes=(self.scope,))
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"{self.client.registry}/{self.repository}: cannot list tags: "
+                    f"{registry_message(response)}"
+                )
+            try:
+                page = response.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(
+                    f"{self.client.registry}/{self.repository}: the tag list is not JSON"
+                ) from None
+            found += [t for t in page if isinstance(t, str)]
+            following = response.links.get("next", {}).get("url")
+            if not following or not page or len(found) > MAX_TAGS:
+                break
+            url = following
+        if len(found) > MAX_TAGS:
+            raise RegistryError(
+                f"{self.client.registry}/{self.repository} lists more than {MAX_TAGS} tags",
+                hint="use a repository of its own for the cache",
+            )
+        return sorted(set(found))
 
     def blob(self, digest: Digest, size: int) -> bytes:
         """The blob ``digest``, checked to have ``size`` bytes and that digest."""

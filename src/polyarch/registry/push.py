@@ -349,27 +349,54 @@ def push_layout(
     """
     reference = parse_reference(ref)
     plan = convert_plan(read_layout(layout, reference.tag), format)
-    primary, extra = _tags_of(reference, plan, tags)
+    return push_plan(
+        plan,
+        reference,
+        _tags_of(reference, plan, tags),
+        access=access,
+        jobs=jobs,
+        progress=progress,
+        mount_from=mount_from,
+        record_dir=record_dir,
+        chunk_size=chunk_size,
+        chunked_above=chunked_above,
+    )
+
+
+def push_plan(
+    plan: PushPlan,
+    reference: Reference,
+    tags: Sequence[str],
+    *,
+    access: RegistryAccess = ANONYMOUS,
+    jobs: int = 4,
+    progress: Progress = NULL_PROGRESS,
+    mount_from: Sequence[str] = (),
+    record_dir: Path | None = None,
+    chunk_size: int = 32 * MIB,
+    chunked_above: int = 256 * MIB,
+) -> PushResult:
+    """Push ``plan`` to ``reference``'s repository: the root under each of ``tags``, or
+    by its digest alone (untagged) when ``tags`` is empty."""
     record = BlobRecord(record_path(record_dir or default_record_dir(), reference.api_host))
+    shown = reference.with_tag(tags[0]) if tags else f"{reference.name}@{plan.root.digest}"
     with access.client(reference) as client:
         client.ping()
         pusher = _Pusher(client, reference, record, mount_from, progress, chunk_size, chunked_above)
-        pusher.task = progress.task(
-            f"push {reference.with_tag(primary)}", total=sum(b.size for b in plan.blobs)
-        )
+        pusher.task = progress.task(f"push {shown}", total=sum(b.size for b in plan.blobs))
         try:
-            _send(pusher, plan, (primary, *extra), jobs)
+            _send(pusher, plan, tags, jobs)
         finally:
             for digest in pusher.counts.present:
                 record.add(digest, reference.repository)
             record.save()
             progress.done(pusher.task)
-        return pusher.result(plan, (primary, *extra))
+        return pusher.result(plan, tuple(tags))
 
 
-def _tags_of(reference: Reference, plan: PushPlan, tags: Sequence[str]) -> tuple[str, list[str]]:
-    """The tag the root is PUT under (the reference's, the layout's, the first given,
-    ``latest``), and the other tags, each checked."""
+def _tags_of(reference: Reference, plan: PushPlan, tags: Sequence[str]) -> list[str]:
+    """The tag the root is PUT under first (the reference's, the layout's, the first
+    given, ``latest``), then the other tags, each checked."""
     for tag in tags:
         if not is_valid_tag(tag):
             raise UsageError(f"invalid tag {tag!r}", hint=TAG_HINT)
@@ -380,11 +407,12 @@ def _tags_of(reference: Reference, plan: PushPlan, tags: Sequence[str]) -> tuple
             hint="drop the @digest or push the matching layout",
         )
     primary = reference.tag or plan.tag or (tags[0] if tags else DEFAULT_TAG)
-    return primary, [t for t in dict.fromkeys(tags) if t != primary]
+    return [primary, *(t for t in dict.fromkeys(tags) if t != primary)]
 
 
 def _send(pusher: _Pusher, plan: PushPlan, tags: Sequence[str], jobs: int) -> None:
-    """Blobs, then child manifests by digest, then the root under each of ``tags``."""
+    """Blobs, then child manifests by digest, then the root under each of ``tags``
+    (by its digest when there is no tag, unless the registry holds it already)."""
     if pusher.has_manifest(plan.root):
         # The registry holds this exact root, and it only accepted it with every
         # child and blob present: a warm re-push is only the tag PUTs.
@@ -394,6 +422,7 @@ def _send(pusher: _Pusher, plan: PushPlan, tags: Sequence[str], jobs: int) -> No
         _parallel(pusher.push_blob, plan.blobs, jobs)
         for manifest in plan.manifests[:-1]:
             pusher.put_manifest(manifest, manifest.digest)
+        tags = tags or [plan.root.digest]
     for tag in tags:
         pusher.put_manifest(plan.root, tag)
 

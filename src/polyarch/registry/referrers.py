@@ -143,13 +143,26 @@ def attach(
         result.tags.append(tag)
         pushed.append(_index_entry(json.loads(manifest), digest, len(manifest)))
     with access.client(repository) as client:
-        listed = _referrers_api(client, repository.repository, subject.digest)
-        if listed is not None:
-            result.referrers_api = True
-            return result
-        _update_fallback_index(client, repository.repository, subject, pushed)
+        result.referrers_api = list_referrers(client, repository.repository, subject, pushed)
+    if not result.referrers_api:
         result.tags.append(subject.fallback_tag)
     return result
+
+
+def list_referrers(
+    client: RegistryClient, repository: str, subject: Subject, entries: list[dict[str, Any]]
+) -> bool:
+    """Make artifacts already pushed to ``repository`` findable from ``subject``: True when
+    the registry's referrers API lists them by itself, else they go in the fallback index."""
+    if _referrers_api(client, repository, subject.digest) is not None:
+        return True
+    _update_fallback_index(client, repository, subject, entries)
+    return False
+
+
+def index_entry(manifest: bytes) -> dict[str, Any]:
+    """How a referrers index lists the artifact whose manifest is ``manifest``."""
+    return _index_entry(json.loads(manifest), sha256_digest(manifest), len(manifest))
 
 
 def _index_entry(manifest: dict[str, Any], digest: Digest, size: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from polyarch.errors import ImageError
 from polyarch.image.filesystem import merged_usr_path
 from polyarch.image.layer_plan import LayerPlan, plan_layers
 from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, packages_to_read
-from polyarch.image.oci import Image, build_image, build_index, image_annotations
+from polyarch.image.oci import Image, build_image, build_index, image_annotations, index_annotations
 from polyarch.outputs import Outputs, write_build_outputs
 from polyarch.platforms import SYSTEMS, System
 from polyarch.reference import DEFAULT_TAG, check_tag
@@ -106,7 +106,7 @@ def build_container(
     ]
     index = build_index(
         [b.image for b in builds],
-        _annotations(container, builds[0].version, rfc3339(epoch)),
+        index_annotations([(b.system, b.image.manifest) for b in builds]),
     )
     images = [
         SystemImage(b.system, b.image.manifest_digest, b.version, b.resolution) for b in builds

@@ -65,7 +65,9 @@ def test_the_artifact_is_an_oci_index_listing_every_entry_by_kind_and_key(
     build(project, cache.root, tmp_path / "out")
     ref = f"{registry.host}/cache:v1"
     pushed = push_cache(cache, ref)
-    assert pushed.push.manifests_pushed == 2  # one manifest of entries, the index over it
+    # One manifest of entries, then the index over it under its member tag and the bare tag.
+    assert pushed.push is not None and pushed.push.manifests_pushed == 3
+    assert pushed.tag == "v1." + pushed.push.digest.removeprefix("sha256:")[:16]
     if SKOPEO is None:
         pytest.skip("needs skopeo")
     raw = subprocess.run(
@@ -107,6 +109,7 @@ def test_pushing_an_unchanged_cache_again_uploads_nothing_and_gives_the_same_dig
     build(project, cache.root, tmp_path / "out")
     first = push_cache(cache, f"{registry.host}/cache:a")
     again = push_cache(cache, f"{registry.host}/cache:b")
+    assert first.push is not None and again.push is not None
     assert first.push.blobs_uploaded > 0
     assert again.push.blobs_uploaded == 0
     assert again.push.digest == first.push.digest

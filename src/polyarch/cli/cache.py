@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from polyarch.cache import Kind
 from polyarch.cli._common import (
@@ -13,15 +14,19 @@ from polyarch.cli._common import (
     ca_bundle_of,
     cache_of,
     jobs_of,
+    load,
     password_of,
     session_of,
 )
 from polyarch.errors import CacheError, UsageError
 
 if TYPE_CHECKING:
+    from polyarch.cache import Cache
     from polyarch.registry.client import RegistryAccess
     from polyarch.registry.credentials import Credentials
     from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.cache_needs import Needs
+    from polyarch.workflows.cache_transfer import CachePullResult, CachePushResult
 
 
 def register(commands: Commands) -> None:
@@ -79,6 +84,15 @@ def register(commands: Commands) -> None:
             help="only this kind of entry; repeat (default: all)",
         )
         add_registry_options(q, jobs_help="parallel transfers")
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "push":
+            q.add_argument(
+                "--compact",
+                action="store_true",
+                help="fold every artifact of REF's family into one, then delete the others",
+            )
+        else:
+            add_pull_for_options(q)
 
 
 def cmd_cache(args: argparse.Namespace, progress: ConsoleProgress) -> int:
@@ -176,8 +190,29 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
     )
 
 
-def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+def add_pull_for_options(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--for",
+        dest="for_names",
+        metavar="NAME",
+        nargs="+",
+        help="only what building these containers needs (from containers.lock): their "
+        "layers, the blobs and package facts those need, and .debs only of missing layers",
+    )
+    q.add_argument(
+        "--system",
+        metavar="S",
+        action="append",
+        help="with --for: only these systems; repeat or separate with commas",
+    )
+    q.add_argument(
+        "--missing-ok",
+        action="store_true",
+        help="no cache at REF yet (a first run) is not an error: pull nothing",
+    )
 
+
+def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     from polyarch.ui import human_size
     from polyarch.workflows.cache_transfer import push_cache
 
@@ -187,35 +222,104 @@ def cmd_cache_push(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         kinds=_kinds(args),
         access=_access(args),
         jobs=jobs_of(args),
+        compact=args.compact,
         progress=progress,
     )
     push = result.push
+    if args.json:
+        print(json.dumps(cache_push_json(args.ref, result), indent=2, sort_keys=True))
+        return 0
     entries = ", ".join(f"{n} {kind}" for kind, n in result.entries.items())
-    print(f"pushed {push.reference} ({entries})")
+    if push is None:
+        print(f"nothing to push: {args.ref} lists every entry already ({result.listed_before})")
+        return 0
+    print(f"pushed {push.reference} as {result.tag} ({entries})")
     print(
         f"{push.blobs_uploaded} blobs uploaded ({human_size(push.bytes_uploaded)}), "
         f"{push.blobs_skipped} already there"
+        + (f"; {result.deleted} older artifacts deleted" if args.compact else "")
     )
     return 0
 
 
 def cmd_cache_pull(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-
     from polyarch.ui import human_size
     from polyarch.workflows.cache_transfer import pull_cache
 
     cache = cache_of(args, progress)
+    if args.system and not args.for_names:
+        raise UsageError("--system is for --for NAME...")
+    want = _needs(args, cache, progress) if args.for_names else None
     result = pull_cache(
         cache,
         args.ref,
         kinds=_kinds(args),
         access=_access(args),
         jobs=jobs_of(args),
+        want=want,
+        missing_ok=args.missing_ok,
         progress=progress,
     )
-    print(f"pulled {result.reference} into {cache.root}")
+    if args.json:
+        print(json.dumps(cache_pull_json(result), indent=2, sort_keys=True))
+        return 0
+    if result.members == 0:
+        print(f"no cache at {args.ref} yet: nothing pulled")
+        return 0
+    print(f"pulled {result.reference} ({result.members} artifacts) into {cache.root}")
     print(
         f"{result.downloaded} entries downloaded ({human_size(result.bytes)}), "
         f"{result.present} already there"
     )
     return 0
+
+
+def _needs(args: argparse.Namespace, cache: Cache, progress: ConsoleProgress) -> Needs:
+    from polyarch.lock import lock_path, read_lock
+    from polyarch.platforms import parse_system
+    from polyarch.workflows.cache_needs import needs_of
+    from polyarch.workflows.resolve import Session
+
+    config = load(args)
+    session = Session(config=config, cache=cache, progress=progress)
+    session.lock = read_lock(lock_path(config))
+    containers = [config.container(name) for name in dict.fromkeys(args.for_names)]
+    systems = (
+        [parse_system(n.strip()) for t in args.system for n in t.split(",") if n.strip()]
+        if args.system
+        else None
+    )
+    return needs_of(session, containers, systems)
+
+
+def cache_push_json(ref: str, result: CachePushResult) -> dict[str, Any]:
+    """``cache push --json`` (schema ``polyarch.cache-push/v1``, docs/JSON.md)."""
+    push = result.push
+    return {
+        "schema": "polyarch.cache-push/v1",
+        "reference": ref,
+        "pushed": push is not None,
+        "tag": result.tag,
+        "digest": push.digest if push else None,
+        "entries": {str(k): n for k, n in result.entries.items()},
+        "listed_before": result.listed_before,
+        "skipped": result.skipped,
+        "deleted": result.deleted,
+        "blobs_uploaded": push.blobs_uploaded if push else 0,
+        "blobs_skipped": push.blobs_skipped if push else 0,
+        "bytes_uploaded": push.bytes_uploaded if push else 0,
+    }
+
+
+def cache_pull_json(result: CachePullResult) -> dict[str, Any]:
+    """``cache pull --json`` (schema ``polyarch.cache-pull/v1``, docs/JSON.md)."""
+    return {
+        "schema": "polyarch.cache-pull/v1",
+        "reference": result.reference,
+        "members": result.members,
+        "entries": result.entries,
+        "downloaded": result.downloaded,
+        "present": result.present,
+        "bytes": result.bytes,
+        "per_kind": {str(k): n for k, n in result.per_kind.items()},
+    }

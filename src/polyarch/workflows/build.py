@@ -160,6 +160,14 @@ class DebReader:
         return contents
 
 
+def layer_plans(
+    session: Session, container: Container, resolutions: dict[System, Resolution]
+) -> dict[System, list[LayerPlan]]:
+    """Each system's layer plan: what ``build_system_layers`` builds, and what a shard of a
+    distributed build pulls from the shared cache (``workflows.cache_needs``)."""
+    return {s: plan_layers(r.packages, container.max_layers) for s, r in resolutions.items()}
+
+
 def build_system_layers(
     session: Session,
     container: Container,
@@ -174,7 +182,7 @@ def build_system_layers(
     Only the packages of layers the cache lacks are fetched (and re-hashed):
     a warm build reads no .deb at all, and an offline one needs none.
     """
-    plans = {s: plan_layers(r.packages, container.max_layers) for s, r in resolutions.items()}
+    plans = layer_plans(session, container, resolutions)
     needed: set[str] = set()
     for plan in plans.values():
         needed |= packages_to_read(plan, session.cache, epoch=epoch, keep_docs=container.keep_docs)

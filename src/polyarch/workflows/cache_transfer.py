@@ -1,26 +1,27 @@
 """Sharing the cache through an OCI registry: ``polyarch cache push`` and ``cache pull``.
 
-``push_cache`` sends every entry as a blob of an OCI artifact: an image index
-(``artifactType`` ``application/vnd.polyarch.cache.v1``) over manifests of at
-most ``ENTRIES_PER_MANIFEST`` entries each, every layer descriptor annotated
-with the entry's kind and key. ``pull_cache`` reads that back into a cache.
+``push_cache`` adds the entries the registry's family of artifacts does not
+list yet as a new member (``cache_artifact``: the format, and why many
+shards may push at once without losing an entry); ``pull_cache`` reads every
+member, takes the union, and fills a cache from it. ``pull_cache(want=...)``
+takes only what some builds look up (``cache_needs``: a shard's plan).
 
 Trust: a pulled artifact is hostile until checked. Every entry is downloaded
 into a staging directory inside the cache and checked there exactly as
 ``cache verify`` checks (``cache_check``): ``debs`` and ``blobs`` against
 their key, ``layers`` records against their schema and checksum and the blob
 they name (which must unpack to their diff_id), parsed indexes against every
-checksum. One bad entry refuses the whole artifact (``CacheError`` naming it)
-and nothing enters the cache. What cannot be checked without the signed
-archive: that a layer record or parsed index is what *its inputs* give. A
-pusher who controls the artifact can map inputs to other well-formed
-contents, so pull only from a registry you trust like your CI (the role
-Cachix plays), or pull only ``--kind debs --kind blobs`` (see docs/SECURITY.md).
+checksum. One bad entry refuses the whole pull (``CacheError`` naming it) and
+nothing enters the cache; so do two members that list one key with other
+bytes. What cannot be checked without the signed archive: that a layer record
+or parsed index is what *its inputs* give. A pusher who controls the artifact
+can map inputs to other well-formed contents, so pull only from a registry
+you trust like your CI (the role Cachix plays), or pull only ``--kind debs
+--kind blobs`` (see docs/SECURITY.md).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -28,49 +29,56 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyarch import media_types
 from polyarch.cache import KEY_PATTERN, REGISTRY_RECORDS_DIR, Cache, Kind, open_regular
-from polyarch.determinism import DIGEST_PATTERN, Digest, canonical_json, sha256_file
+from polyarch.determinism import Digest, sha256_file
 from polyarch.errors import CacheError, HostError, RegistryError, UsageError
 from polyarch.files import file_size
-from polyarch.image.layout import put_blob, write_layout_index
+from polyarch.image.layer_record import decode_layer_record
 from polyarch.progress import NULL_PROGRESS, Progress
-from polyarch.reference import DEFAULT_TAG, parse_reference
-from polyarch.registry.client import ANONYMOUS, RegistryAccess
+from polyarch.reference import DEFAULT_TAG, Reference, parse_reference
+from polyarch.registry.client import ANONYMOUS, RegistryAccess, RegistryClient
 from polyarch.registry.pull import Puller
-from polyarch.registry.push import PushResult, push_layout
+from polyarch.registry.push import PushResult, push_plan
+from polyarch.workflows.cache_artifact import (
+    ANNOTATION_KEY,
+    ANNOTATION_KIND,
+    EMPTY_CONFIG,
+    Entry,
+    EntryKey,
+    Listed,
+    Member,
+    artifact_plan,
+    check_family_tag,
+    member_entries,
+    member_tag,
+    merge,
+    read_artifact,
+    read_family,
+    refuse_conflicts,
+)
 from polyarch.workflows.cache_check import EntryChecker
+from polyarch.workflows.cache_needs import Needs
 
-ANNOTATION_KIND = "dev.polyarch.cache.kind"
-ANNOTATION_KEY = "dev.polyarch.cache.key"
-MEDIA_TYPES = {
-    Kind.DEBS: media_types.DEBIAN_PACKAGE,
-    Kind.BLOBS: media_types.OCI_LAYER_GZIP,
-    Kind.LAYERS: media_types.POLYARCH_LAYER_RECORD,
-    Kind.INDEXES: media_types.POLYARCH_PACKAGES_INDEX,
-    Kind.FACTS: media_types.POLYARCH_PACKAGE_FACTS,
-}
-"""The media type of each kind's entries in the artifact."""
+__all__ = ["ANNOTATION_KEY", "ANNOTATION_KIND", "pull_cache", "push_cache"]
+
 STAGING_PREFIX = ".pull-"
 """Pulled entries wait in ``CACHE/.pull-*`` until all are checked (prune removes stale ones)."""
-ENTRIES_PER_MANIFEST = 1000
-"""Keeps each manifest far below the 4 MiB registries accept."""
 
 
 @dataclass(frozen=True, slots=True)
 class CachePushResult:
-    push: PushResult
+    push: PushResult | None
+    """None when the family already listed every entry: nothing was pushed."""
     entries: dict[Kind, int]
-    """How many entries of each kind the artifact lists."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    kind: Kind
-    key: str
-    path: Path
-    digest: Digest
-    size: int
+    """How many entries of each kind the new member lists."""
+    tag: str | None = None
+    """The new member's tag (``TAG.<hex>``)."""
+    listed_before: int = 0
+    """Entries the family listed before this push."""
+    skipped: int = 0
+    """Entries not pushed because a member lists other bytes under their key."""
+    deleted: int = 0
+    """Members removed by ``compact``."""
 
 
 def push_cache(
@@ -80,35 +88,89 @@ def push_cache(
     kinds: Sequence[Kind] = tuple(Kind),
     access: RegistryAccess = ANONYMOUS,
     jobs: int = 4,
+    compact: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> CachePushResult:
-    """Upload the cache's entries of ``kinds`` to ``ref`` as one OCI artifact (see the module doc).
+    """Add the cache's entries of ``kinds`` that ``ref``'s family lacks, as a new member.
 
-    Blobs the registry already has are skipped (HEAD), so pushing a cache
-    that grew sends only what is new. Entries are listed sorted by kind and
-    key, so the same cache always gives the same artifact digest.
+    Blobs the registry already has are skipped (HEAD), so pushing a cache that
+    grew sends only what is new. ``compact`` makes the new member list the
+    whole family too, then deletes the members it read (cache_artifact).
     """
-    entries = _collect(cache, kinds, progress)
-    if not entries:
-        raise UsageError(f"the cache {cache.root} is empty", hint="build something first")
     reference = parse_reference(ref)
-    tag = reference.tag or DEFAULT_TAG
+    if reference.digest:
+        raise UsageError(f"cache push {ref}: give a tag, not a digest", hint="host/repo:TAG")
+    base = reference.tag or DEFAULT_TAG
+    check_family_tag(base)
+    entries = _collect(cache, kinds, progress)
+    if not entries and not compact:
+        raise UsageError(f"the cache {cache.root} is empty", hint="build something first")
+    with access.client(reference) as client, Puller(client, reference.repository) as puller:
+        members = read_family(puller, base, ref) or []
+    listed, conflicts = merge(members)
+    new = [e for e in entries if (e.kind, e.key) not in listed]
+    skipped = [e for e in entries if e.kind_key in listed and listed[e.kind_key].digest != e.digest]
+    for e in skipped[:3]:
+        progress.warn(
+            f"cache push: {ref} lists other bytes for {e.kind} entry {e.key[:16]}…; not pushed"
+        )
+    listing = list(new)
+    if compact:
+        listing += member_entries({k: v for k, v in listed.items() if k not in conflicts})
+    counts = {kind: sum(1 for e in listing if e.kind == kind) for kind in kinds}
+    if not listing or (compact and len(members) <= 1 and not new):
+        return CachePushResult(None, counts, None, len(listed), len(skipped))
     with tempfile.TemporaryDirectory(prefix="polyarch-cache-push-") as tmp:
-        layout = Path(tmp)
-        _write_layout(layout, entries, tag)
-        result = push_layout(
-            layout,
-            ref,
+        config = Path(tmp) / "config"
+        config.write_bytes(EMPTY_CONFIG)
+        plan = artifact_plan(listing, config)
+        tag = member_tag(base, plan.root.digest)
+        result = push_plan(
+            plan,
+            reference,
+            [tag, base],
             access=access,
             jobs=jobs,
             progress=progress,
             record_dir=cache.root / REGISTRY_RECORDS_DIR,
         )
-    counts = {kind: sum(1 for e in entries if e.kind == kind) for kind in kinds}
-    return CachePushResult(result, counts)
+    deleted = _delete_members(reference, members, result.digest, access, progress) if compact else 0
+    return CachePushResult(result, counts, tag, len(listed), len(skipped), deleted)
 
 
-def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[_Entry]:
+def _delete_members(
+    reference: Reference,
+    members: Sequence[Member],
+    keep: Digest,
+    access: RegistryAccess,
+    progress: Progress,
+) -> int:
+    """Delete the members a compacted member now lists; how many the registry removed."""
+    deleted = 0
+    with access.client(reference) as client:
+        for member in members:
+            if member.digest == keep:
+                continue
+            if not _delete_manifest(client, reference.repository, member.digest):
+                progress.warn(
+                    f"cache push --compact: {reference.name} does not delete manifests; "
+                    "the old members stay (pulls still merge them)"
+                )
+                break
+            deleted += 1
+    return deleted
+
+
+def _delete_manifest(client: RegistryClient, repository: str, digest: Digest) -> bool:
+    response = client.request(
+        "DELETE",
+        f"/v2/{repository}/manifests/{digest}",
+        scopes=(f"repository:{repository}:pull,push,delete",),
+    )
+    return response.status_code in (200, 202, 404)
+
+
+def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[Entry]:
     found = sorted(
         (kind, key, path)
         for kind in kinds
@@ -117,12 +179,12 @@ def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[_E
     )
     task = progress.task("reading the cache", total=len(found))
 
-    def entry(item: tuple[Kind, str, Path]) -> _Entry:
+    def entry(item: tuple[Kind, str, Path]) -> Entry:
         kind, key, path = item
-        # debs and blobs are named by their sha256; push_layout re-hashes them as it sends.
+        # debs and blobs are named by their sha256; the push re-hashes them as it sends.
         digest = Digest(f"sha256:{key}") if kind.content_addressed else sha256_file(path)
         progress.advance(task)
-        return _Entry(kind, key, path, digest, file_size(path))
+        return Entry(kind, key, digest, file_size(path), path)
 
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -140,68 +202,19 @@ def _is_regular(path: Path) -> bool:
     return True
 
 
-def _write_layout(layout: Path, entries: Sequence[_Entry], tag: str) -> None:
-    """An OCI layout whose blobs are symlinks into the cache (nothing is copied)."""
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    for e in entries:
-        target = blobs / e.digest.removeprefix("sha256:")
-        if not target.exists():
-            os.symlink(e.path, target)
-    config = b"{}"
-    config_desc = {
-        "mediaType": media_types.OCI_EMPTY,
-        "digest": put_blob(layout, config),
-        "size": 2,
-    }
-    children = []
-    for start in range(0, len(entries), ENTRIES_PER_MANIFEST):
-        manifest = canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": media_types.OCI_MANIFEST,
-                "artifactType": media_types.POLYARCH_CACHE,
-                "config": config_desc,
-                "layers": [
-                    {
-                        "mediaType": MEDIA_TYPES[e.kind],
-                        "digest": e.digest,
-                        "size": e.size,
-                        "annotations": {ANNOTATION_KIND: e.kind, ANNOTATION_KEY: e.key},
-                    }
-                    for e in entries[start : start + ENTRIES_PER_MANIFEST]
-                ],
-            }
-        )
-        children.append(
-            {
-                "mediaType": media_types.OCI_MANIFEST,
-                "artifactType": media_types.POLYARCH_CACHE,
-                "digest": put_blob(layout, manifest),
-                "size": len(manifest),
-            }
-        )
-    index = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": media_types.OCI_INDEX,
-            "artifactType": media_types.POLYARCH_CACHE,
-            "manifests": children,
-        }
-    )
-    write_layout_index(layout, media_types.OCI_INDEX, put_blob(layout, index), len(index), tag)
-
-
 @dataclass(frozen=True, slots=True)
 class CachePullResult:
     reference: str
-    digest: Digest
+    digest: Digest | None
+    """The artifact's digest when one was named by digest; None for a family."""
     entries: int
     downloaded: int
     present: int
     """Entries the cache had already (not downloaded)."""
     bytes: int
     per_kind: dict[Kind, int] = field(default_factory=dict)
+    members: int = 1
+    """Artifacts of the family read."""
 
 
 def pull_cache(
@@ -211,37 +224,58 @@ def pull_cache(
     kinds: Sequence[Kind] = tuple(Kind),
     access: RegistryAccess = ANONYMOUS,
     jobs: int = 4,
+    want: Needs | None = None,
+    missing_ok: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> CachePullResult:
-    """Fill ``cache`` from an artifact ``push_cache`` made; entries already present are skipped.
+    """Fill ``cache`` from ``ref``: one artifact (``@digest``) or the union of TAG's family.
 
-    Every blob is checked against its descriptor's digest and size, and a
-    ``debs``/``blobs`` entry also against its key, before it becomes an entry.
+    Entries already present are skipped. With ``want``, only those entries and
+    the blobs their layer records name. Every blob is checked against its
+    descriptor's digest and size, and every entry as ``cache verify`` checks
+    it, before any enters the cache. ``missing_ok``: a repository with no cache
+    yet pulls nothing instead of failing.
     """
     reference = parse_reference(ref)
     with access.client(reference) as client, Puller(client, reference.repository) as puller:
-        root_digest, wanted = _listed_entries(
-            puller, reference.digest or reference.tag or DEFAULT_TAG, ref
-        )
-        wanted = {k: v for k, v in wanted.items() if k[0] in kinds}
-        todo = [(k, d) for k, d in sorted(wanted.items()) if not _present(cache, *k, d[1])]
+        if reference.digest:
+            digest, entries = read_artifact(puller, reference.digest, ref)
+            members = [Member(reference.digest, digest, entries)]
+        else:
+            found = read_family(puller, reference.tag or DEFAULT_TAG, ref)
+            if not found and missing_ok:
+                return CachePullResult(ref, None, 0, 0, 0, 0, members=0)
+            if not found:
+                raise RegistryError(
+                    f"{reference}: no cache there",
+                    hint="push a cache there with `polyarch cache push`",
+                )
+            members = found
+        listed, conflicts = merge(members)
+        listed = {k: v for k, v in listed.items() if k[0] in kinds}
+        chosen = set(listed) if want is None else want.wanted(listed)
+        refuse_conflicts(ref, {k: v for k, v in conflicts.items() if k in chosen})
         with _Staging(cache, ref) as staging:
-            sizes = staging.download(puller, todo, jobs, progress, str(reference))
+            sizes = staging.fetch(puller, listed, chosen, jobs, progress, str(reference))
+            if want is not None and Kind.BLOBS in kinds:
+                named = staging.blobs_named({k for k in chosen if k[0] == Kind.LAYERS})
+                more = {k for k in named if k in listed} - chosen
+                refuse_conflicts(ref, {k: v for k, v in conflicts.items() if k in more})
+                chosen |= more
+                sizes += staging.fetch(puller, listed, more, jobs, progress, str(reference))
             staging.check()
             staging.commit()
-    per_kind = {kind: sum(1 for (k, _key) in wanted if k == kind) for kind in kinds}
+    per_kind = {kind: sum(1 for (k, _key) in chosen if k == kind) for kind in kinds}
     return CachePullResult(
-        reference=f"{reference.name}@{root_digest}",
-        digest=root_digest,
-        entries=len(wanted),
-        downloaded=len(todo),
-        present=len(wanted) - len(todo),
+        reference=f"{reference.name}@{reference.digest}" if reference.digest else str(reference),
+        digest=reference.digest,
+        entries=len(chosen),
+        downloaded=len(sizes),
+        present=len(chosen) - len(sizes),
         bytes=sum(sizes),
         per_kind=per_kind,
+        members=len(members),
     )
-
-
-_Wanted = tuple[tuple[Kind, str], tuple[Digest, int]]
 
 
 class _Staging:
@@ -249,7 +283,7 @@ class _Staging:
 
     def __init__(self, cache: Cache, ref: str) -> None:
         self.cache, self.ref = cache, ref
-        self.files: dict[tuple[Kind, str], Path] = {}
+        self.files: dict[EntryKey, Path] = {}
 
     def __enter__(self) -> _Staging:
         try:
@@ -262,26 +296,53 @@ class _Staging:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def download(
-        self, puller: Puller, todo: list[_Wanted], jobs: int, progress: Progress, name: str
+    def fetch(
+        self,
+        puller: Puller,
+        listed: dict[EntryKey, Listed],
+        chosen: set[EntryKey],
+        jobs: int,
+        progress: Progress,
+        name: str,
     ) -> list[int]:
-        task = progress.task(f"pull {name}", total=sum(d[1] for _k, d in todo))
+        """Download the chosen entries the cache lacks; their sizes."""
+        todo = [
+            (k, listed[k]) for k in sorted(chosen) if not _present(self.cache, *k, listed[k].size)
+        ]
+        task = progress.task(f"pull {name}", total=sum(v.size for _k, v in todo))
 
-        def fetch(item: _Wanted) -> int:
-            (kind, key), (digest, size) = item
-            if kind.content_addressed and digest != f"sha256:{key}":
-                raise self.refuse(kind, key, f"it holds {digest}, not its own content")
+        def fetch(item: tuple[EntryKey, Listed]) -> int:
+            (kind, key), entry = item
+            if kind.content_addressed and entry.digest != f"sha256:{key}":
+                raise self.refuse(kind, key, f"it holds {entry.digest}, not its own content")
             path = self.root / f"{kind}-{key}"
-            path.write_bytes(puller.blob(digest, size))
+            path.write_bytes(puller.blob(entry.digest, entry.size))
             self.files[(kind, key)] = path
-            progress.advance(task, size)
-            return size
+            progress.advance(task, entry.size)
+            return entry.size
 
         try:
             with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
                 return list(pool.map(fetch, todo))
         finally:
             progress.done(task)
+
+    def blobs_named(self, records: set[EntryKey]) -> set[EntryKey]:
+        """The blobs the layer records ``records`` name (staged, or already in the cache)."""
+        found: set[EntryKey] = set()
+        for kind, key in records:
+            path = self.files.get((kind, key)) or self.cache.get(kind, key)
+            f = open_regular(path) if path is not None else None
+            if f is None:
+                continue
+            try:
+                with f:
+                    record = decode_layer_record(f.read())
+            except ValueError as exc:
+                raise self.refuse(kind, key, str(exc)) from None
+            if record is not None:
+                found.add((Kind.BLOBS, record.blob_key))
+        return found
 
     def blob_path(self, key: str) -> Path | None:
         staged = self.files.get((Kind.BLOBS, key))
@@ -310,47 +371,6 @@ class _Staging:
         )
 
 
-def _listed_entries(
-    puller: Puller, target: str, ref: str
-) -> tuple[Digest, dict[tuple[Kind, str], tuple[Digest, int]]]:
-    """The artifact's root digest, and (kind, key) → (digest, size) of every entry it lists."""
-    hint = "push a cache there with `polyarch cache push`"
-    root_digest, root, _ = puller.manifest(target, not_found_hint=hint)
-    children = [c for c in root.get("manifests", []) if isinstance(c, dict)]
-    manifests = (
-        [puller.manifest(str(c.get("digest")), not_found_hint=hint)[1] for c in children]
-        if "manifests" in root
-        else [root]
-    )
-    wanted: dict[tuple[Kind, str], tuple[Digest, int]] = {}
-    for manifest in manifests:
-        if manifest.get("artifactType") != media_types.POLYARCH_CACHE:
-            raise RegistryError(
-                f"{ref} is not a polyarch cache (artifactType {manifest.get('artifactType')!r})",
-                hint="name what `polyarch cache push` pushed",
-            )
-        for d in manifest.get("layers", []):
-            kind, key, digest, size = _descriptor(d, ref)
-            wanted[(kind, key)] = (digest, size)
-    return root_digest, wanted
-
-
 def _present(cache: Cache, kind: Kind, key: str, size: int) -> bool:
     path = cache.get(kind, key)
     return path is not None and (not kind.content_addressed or file_size(path) == size)
-
-
-def _descriptor(d: object, ref: str) -> tuple[Kind, str, Digest, int]:
-    annotations = d.get("annotations") if isinstance(d, dict) else None
-    if not isinstance(d, dict) or not isinstance(annotations, dict):
-        raise RegistryError(f"{ref}: a cache entry has no annotations")
-    kind, key = annotations.get(ANNOTATION_KIND), annotations.get(ANNOTATION_KEY)
-    digest, size = d.get("digest"), d.get("size")
-    # The key becomes a file name in the cache: only a known kind and a plain hex key.
-    if kind not in tuple(Kind) or not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
-        raise RegistryError(f"{ref}: malformed cache entry {kind!r}/{key!r}")
-    if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
-        raise RegistryError(f"{ref}: cache entry {key[:12]} has a malformed digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RegistryError(f"{ref}: cache entry {key[:12]} has a malformed size")
-    return Kind(kind), key, Digest(digest), size

@@ -65,7 +65,7 @@ def test_two_shards_pushing_cache_entries_at_the_same_moment_lose_none(
         for name in ("shard-a", "shard-b")
     ]  # started together: each reads the (empty) family, then pushes
     results = [p.communicate(timeout=300) for p in shards]
-    for process, (out, err) in zip(shards, results, strict=True):
+    for process, (_out, err) in zip(shards, results, strict=True):
         assert process.returncode == 0, err.decode()
     pushed = [json.loads(out) for out, _err in results]
     assert all(p["pushed"] for p in pushed)

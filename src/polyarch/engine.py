@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 from polyarch import cmd
 from polyarch.errors import EngineError, ToolMissingError, UsageError
+from polyarch.reference import is_loopback, parse_reference
 
 EngineName = Literal["docker", "podman"]
 ENGINE_NAMES: tuple[EngineName, ...] = get_args(EngineName)
@@ -106,6 +107,21 @@ class Engine:
     def tag(self, src: str, ref: str) -> None:
         """Give the image ``src`` (reference or ID) the additional reference ``ref``."""
         self._checked(["tag", src, ref], timeout=QUICK_TIMEOUT_SECONDS)
+
+    def pull(
+        self, ref: str, *, platform: str | None = None, timeout: float = LOAD_TIMEOUT_SECONDS
+    ) -> None:
+        """Pull ``ref`` (the image for ``platform`` of an index) from its registry.
+
+        A registry on a loopback address may speak plain HTTP (docker allows that
+        by itself; podman is told); any other keeps TLS verified.
+        """
+        argv = ["pull"]
+        if platform is not None:
+            argv.append(f"--platform={platform}")
+        if self.name == "podman" and is_loopback(parse_reference(ref).api_host):
+            argv.append("--tls-verify=false")
+        self._checked([*argv, ref], timeout=timeout)
 
     def run(
         self,

@@ -21,6 +21,11 @@ def git_revision(directory: Path) -> str | None:
     return _git(directory, "rev-parse", "--verify", "HEAD")
 
 
+def git_toplevel(directory: Path) -> str | None:
+    """The top directory of ``directory``'s git repository, or None outside one."""
+    return _git(directory, "rev-parse", "--show-toplevel")
+
+
 def git_source(directory: Path, env: Mapping[str, str] | None = None) -> str | None:
     """A browsable URL of ``directory``'s repository: the ``origin`` remote, else GitHub's env.
 

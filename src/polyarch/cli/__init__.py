@@ -19,11 +19,11 @@ import traceback
 from collections.abc import Sequence
 
 from polyarch import __version__
-from polyarch.cli import attest, build, cache, doctor, engine, outdated, publish, resolve
+from polyarch.cli import attest, build, cache, doctor, engine, outdated, publish, resolve, scale
 from polyarch.cli._common import Commands, Handler, common_options
 from polyarch.errors import HostError, PolyarchError
 
-COMMAND_MODULES = (resolve, outdated, build, engine, doctor, publish, cache, attest)
+COMMAND_MODULES = (resolve, outdated, build, engine, doctor, publish, cache, attest, scale)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,8 +89,8 @@ def register(commands: Commands) -> None:
 def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     if args.assemble:
         return cmd_assemble(args, progress)
-    if args.all or args.digests or args.digest:
-        raise UsageError("--all, --digests and --digest are for --assemble")
+    if args.all or args.digests or args.digest or args.test:
+        raise UsageError("--all, --digests, --digest and --test are for --assemble")
     from polyarch.reference import parse_reference
     from polyarch.workflows.publish import (
         container_index,

@@ -8,24 +8,177 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from polyarch.cache import Kind
 from polyarch.cli._common import (
+    Commands,
+    add_lock_options,
     ca_bundle_of,
     containers_of,
     load,
     password_of,
+    session_of,
 )
+from polyarch.cli.engine import add_engine_option
 from polyarch.config import Container
 from polyarch.determinism import DIGEST_PATTERN, Digest
+from polyarch.engine import detect_engine
 from polyarch.errors import UsageError
+from polyarch.kernel import locate_kernel
+from polyarch.lock import lock_path
 from polyarch.platforms import parse_system
 from polyarch.registry.client import RegistryAccess
 from polyarch.ui import ConsoleProgress, human_size, print_table
 from polyarch.workflows.assemble import Assembled, assemble_index, images_for
+from polyarch.workflows.cache_transfer import family_listing
+from polyarch.workflows.ci_github import WorkflowOptions, write_workflow
+from polyarch.workflows.plan import PLAN_SCHEMA, Plan, lock_digest, make_plan, plan_json, plan_units
 from polyarch.workflows.publish import publish_tags
 from polyarch.workflows.push_images import NAME_FIELD, PushedImage, read_pushed
+from polyarch.workflows.smoke_test import raise_for_failures, test_published
 from polyarch.workflows.targets import Target, push_targets
 
 ASSEMBLE_SCHEMA = "polyarch.assemble/v1"
+
+
+def register(commands: Commands) -> None:
+    p = commands.add(
+        "plan",
+        cmd_plan,
+        "split the builds of many containers × systems into shards for a CI matrix",
+    )
+    p.add_argument("name", metavar="NAME", nargs="*", help="containers of containers.toml")
+    p.add_argument("--all", action="store_true", help="every container of containers.toml")
+    p.add_argument(
+        "--systems", metavar="S,S", help="only these systems (default: each container's own)"
+    )
+    p.add_argument(
+        "--shards", type=int, metavar="N", help="how many shards (default, or 0: one per system)"
+    )
+    p.add_argument(
+        "--cache",
+        metavar="REF",
+        help="count the layers this shared cache lists as cached (reads manifests only)",
+    )
+    p.add_argument(
+        "--runner",
+        metavar="SYSTEM=LABEL",
+        action="append",
+        default=[],
+        help="the CI runner label of a system's shards (default: GitHub's hosted ones); repeat",
+    )
+    p.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
+    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for the registry")
+    add_lock_options(p)
+    p.add_argument(
+        "--json", action="store_true", help=f"machine-readable output (schema {PLAN_SCHEMA})"
+    )
+    register_ci(commands)
+
+
+def register_ci(commands: Commands) -> None:
+    ci = commands.add("ci", cmd_ci, "write the CI configuration of a distributed build")
+    sub = ci.add_subparsers(title="ci commands", metavar="COMMAND")
+    p = sub.add_parser(
+        "github",
+        help="write .github/workflows/polyarch.yml: plan, build shards, assemble, rebuild on schedule",
+        description="write .github/workflows/polyarch.yml: plan, build shards, assemble, "
+        "rebuild on schedule",
+        parents=[commands.common],
+    )
+    p.set_defaults(handler=cmd_ci_github)
+    defaults = WorkflowOptions()
+    p.add_argument("--shards", type=int, metavar="N", help="shards (default: one per system)")
+    p.add_argument(
+        "--schedule",
+        metavar="CRON",
+        default=defaults.schedule,
+        help="when to look for "
+        f"packages with newer versions and rebuild (UTC; default: {defaults.schedule!r})",
+    )
+    p.add_argument("--branch", default=defaults.branch, help="pushes to it publish (default: main)")
+    p.add_argument("--python", default=defaults.python, help="Python on the runners")
+    p.add_argument(
+        "--install",
+        metavar="SPEC",
+        default=defaults.install,
+        help=f"what pip installs (default: {defaults.install})",
+    )
+    p.add_argument("--cache-tag", default=defaults.cache_tag, help="the shared cache's tag")
+    p.add_argument("--force", action="store_true", help="replace a workflow that differs")
+
+
+def cmd_ci(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    raise UsageError("which CI?", hint="polyarch ci github")
+
+
+def cmd_ci_github(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    config = load(args)
+    options = WorkflowOptions(
+        shards=args.shards,
+        schedule=args.schedule,
+        branch=args.branch,
+        python=args.python,
+        install=args.install,
+        cache_tag=args.cache_tag,
+    )
+    path = write_workflow(config.directory, options, force=args.force)
+    print(f"wrote {path}: commit it, and let the workflow push packages (docs/SCALE.md)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    session = session_of(args, progress)
+    containers = containers_of(args, session.config)
+    systems = (
+        [parse_system(n.strip()) for n in args.systems.split(",") if n.strip()]
+        if args.systems
+        else None
+    )
+    runners: dict[str, str] = {}
+    for text in args.runner:
+        system, _, label = text.partition("=")
+        if not label:
+            raise UsageError(f"--runner {text!r}: expected SYSTEM=LABEL")
+        runners[parse_system(system).name] = label
+    listed: set[str] = set()
+    if args.cache:
+        access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+        listing = family_listing(args.cache, access=access)
+        listed = {key for kind, key in listing if kind == Kind.LAYERS}
+    units = plan_units(session, containers, systems, cached_keys=listed)
+    locked = args.locked or args.offline
+    plan = make_plan(
+        units,
+        args.shards,
+        runners=runners,
+        lock_sha256=lock_digest(lock_path(session.config)) if locked else None,
+        cache=args.cache,
+        cache_layers=len(listed),
+    )
+    if args.json:
+        print(json.dumps(plan_json(plan), indent=2, sort_keys=True))
+    else:
+        print_plan(plan)
+    return 0
+
+
+def print_plan(plan: Plan) -> None:
+    rows = [
+        [
+            s.id,
+            " ".join(x.name for x in s.systems),
+            s.runner + (" (qemu)" if s.emulate else ""),
+            str(len(s.containers)),
+            human_size(s.cost),
+            " ".join(s.containers),
+        ]
+        for s in plan.shards
+    ]
+    print_table(
+        f"{len(plan.shards)} shards (cost: estimated bytes of work)",
+        ["shard", "systems", "runner", "containers", "cost", "names"],
+        rows,
+    )
 
 
 def add_assemble_options(p: argparse.ArgumentParser) -> None:
@@ -51,6 +204,12 @@ def add_assemble_options(p: argparse.ArgumentParser) -> None:
         default=[],
         help="with --assemble: one system's image, in the repository of the index; repeat",
     )
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="with --assemble: pull each index for the native system and run its smoke test",
+    )
+    add_engine_option(p)
 
 
 def cmd_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> int:
@@ -96,7 +255,32 @@ def cmd_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             print(json.dumps(assemble_json(done), indent=2, sort_keys=True))
         elif done:
             print_assembled(done)
+    if args.test:
+        _test_assembled(args, progress, {c.name: c for c, _t, _g in work}, done)
     return 0
+
+
+def _test_assembled(
+    args: argparse.Namespace,
+    progress: ConsoleProgress,
+    containers: dict[str, Container],
+    done: Sequence[Assembled],
+) -> None:
+    engine = detect_engine(args.engine)
+    kernel = locate_kernel(engine)
+    progress.info(f"testing the assembled indexes in {engine.describe()} on {kernel.native.name}")
+    reports = [test_published(engine, containers[a.container], a.reference, kernel) for a in done]
+    rows = [
+        [r.container, r.reference, "passed" if r.passed else "FAILED", f"{r.seconds:.1f}s"]
+        for r in reports
+    ]
+    if not args.json:
+        print_table(
+            f"pulled and tested ({kernel.native.name})",
+            ["container", "image", "test", "time"],
+            rows,
+        )
+    raise_for_failures(reports)
 
 
 def _check_assemble_usage(args: argparse.Namespace) -> None:

@@ -170,6 +170,17 @@ def _delete_manifest(client: RegistryClient, repository: str, digest: Digest) ->
     return response.status_code in (200, 202, 404)
 
 
+def family_listing(ref: str, *, access: RegistryAccess = ANONYMOUS) -> dict[EntryKey, Listed]:
+    """What ``ref``'s family lists (manifests only, no blob read); empty when there is none.
+
+    A plan's view of the shared cache: the entries are not checked here, a pull does that.
+    """
+    reference = parse_reference(ref)
+    with access.client(reference) as client, Puller(client, reference.repository) as puller:
+        members = read_family(puller, reference.tag or DEFAULT_TAG, ref) or []
+    return merge(members)[0]
+
+
 def _collect(cache: Cache, kinds: Sequence[Kind], progress: Progress) -> list[Entry]:
     found = sorted(
         (kind, key, path)

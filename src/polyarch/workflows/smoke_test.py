@@ -260,6 +260,16 @@ def _judge(name: str, result: RunResult, *, output_ok: bool, problem: str) -> Ch
     return Check(name, result.command, result.exit_code, result.output, not reason, reason)
 
 
+def test_published(
+    engine: Engine, container: Container, reference: str, kernel: Kernel
+) -> TestReport:
+    """Pull ``reference`` (an index in a registry) for the native system of ``kernel`` and run
+    the smoke test on what the engine got: what a user of the published image runs."""
+    native = kernel.native
+    engine.pull(reference, platform=native.oci_platform)
+    return run_smoke_test(engine, container, native, reference, native=native)
+
+
 def run_smoke_tests(
     engine: Engine,
     container: Container,

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cacheproject import closed_port_url, point_mirror_at
 from conftest import RegistryStarter, RepoFactory
@@ -207,3 +208,52 @@ def test_the_assembly_refuses_what_does_not_add_up(
                           "--digests", tmp_path / "junk.json")  # fmt: skip
     assert code == 2 and "is not a polyarch.build/v1 document" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_build_push_pushes_each_system_image_by_digest_and_no_tag(
+    tmp_path: Path, project: Path, registry: RunningRegistry, run_skopeo: Callable[..., str]
+) -> None:
+    home = tmp_path / "shard"
+    answer = json.loads(
+        run_polyarch(
+            home, "-f", project, "build", "alpha", "gamma", "--system", "x86_64-linux,aarch64-linux",
+            "--locked", "--out", home / "result", "--push", f"{registry.host}/{{name}}",
+            "--no-evidence", "--json",
+        )
+    )  # fmt: skip
+    assert answer["schema"] == "polyarch.build/v1"
+    assert [c["container"] for c in answer["containers"]] == ["alpha", "gamma"]
+    for container in answer["containers"]:
+        assert set(container) == {"container", "path", "index", "images"}
+        assert [i["system"] for i in container["images"]] == ["x86_64-linux", "aarch64-linux"]
+        for image in container["images"]:
+            assert set(image) == {
+                "system",
+                "platform",
+                "digest",
+                "size",
+                "layers",
+                "version",
+                "push",
+            }
+            push = image["push"]
+            assert (
+                push["reference"] == f"{registry.host}/{container['container']}@{image['digest']}"
+            )
+            raw = run_skopeo(
+                "inspect", "--raw", "--tls-verify=false", f"docker://{push['reference']}"
+            )
+            assert json.loads(raw)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+        listed = httpx.get(f"http://{registry.host}/v2/{container['container']}/tags/list")
+        # Pushed by digest: the registry knows the repository by no tag at all.
+        assert listed.status_code == 404 or not listed.json().get("tags"), listed.text
+
+
+def test_build_push_refuses_a_tag_before_building(tmp_path: Path, project: Path, cli: Cli) -> None:
+    code, _out, err = cli("-f", project, "--cache-dir", tmp_path / "c", "build", "alpha",
+                          "--all-systems", "--out", tmp_path / "out", "--push",
+                          "127.0.0.1:5000/{name}:v1")  # fmt: skip
+    assert code == 2 and "names a tag or digest" in err
+    assert not (tmp_path / "out").exists()
+    code, _out, err = cli("-f", project, "build", "alpha", "--no-evidence")
+    assert code == 2 and "are for --push" in err

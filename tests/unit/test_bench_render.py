@@ -93,7 +93,14 @@ def test_machine_facts_come_from_the_json() -> None:
 
 def test_sections_of_benchmarks_that_did_not_run_are_left_out() -> None:
     text = render(run_of({"build": build_benchmark()}))
-    for title in ("## Scale", "## Workflow", "## Profile", "## Stages", "## Compression"):
+    for title in (
+        "## Scale",
+        "## Workflow",
+        "## Profile",
+        "## Stages",
+        "## Compression",
+        "## Scale-out",
+    ):
         assert title not in text
     assert text.endswith("</details>\n")
 
@@ -125,6 +132,48 @@ def test_the_compression_section_shows_the_compressor_and_each_stages_gil_share(
     assert "Layers are compressed by libdeflate (deflate 9.9)" in text
     assert "0.500 s against 2.00 s for the host's zlib at level 6 (4.0×)" in text
     assert "| xz decoding | 90 % |\n| parsing an index | 0 % |\n" in text
+
+
+def scaleout_benchmark() -> dict[str, Any]:
+    def shard(seconds: float, mirror: int, cache: int) -> dict[str, Any]:
+        return {"seconds": seconds, "mirror_bytes": mirror, "cache_bytes": cache,
+                "pushed_bytes": 2 * mirror}  # fmt: skip
+
+    def run(shards: list[dict[str, Any]], projected: float) -> dict[str, Any]:
+        return {"projected_seconds": projected, "shards": shards, "registry_bytes": 9_000_000,
+                "assemble_seconds": 0.5, "assemble_requests": 8, "assemble_blob_requests": 0,
+                "assemble_bytes_received": 12_000, "assemble_bytes_sent": 2_000,
+                "plan_seconds": 0.75, "balance": 1.04}  # fmt: skip
+
+    runs = [
+        {"shards": 1, "cold": run([shard(80.0, 20e6, 0)], 82.0),
+         "warm": run([shard(9.0, 0, 23e6)], 11.0)},
+        {"shards": 2, "cold": run([shard(41.0, 10e6, 0), shard(39.0, 10e6, 0)], 43.0),
+         "warm": run([shard(5.0, 0, 12e6), shard(4.0, 0, 11e6)], 7.0)},
+    ]  # fmt: skip
+    return {
+        "benchmark": "scaleout", "rows": [], "status": "ok", "seconds": 300, "count": 30,
+        "systems": ["aarch64-linux", "x86_64-linux"], "load_average_at_start": 2.5,
+        "load_average_at_end": 3.0, "one_machine": {"seconds": 79.0, "mirror_bytes": 20e6},
+        "runs": runs,
+    }  # fmt: skip
+
+
+def test_the_scale_out_table_has_a_column_per_shard_count() -> None:
+    text = render(run_of({"scaleout": scaleout_benchmark()}))
+    assert "## Scale-out: shards that share only a registry" in text
+    assert "| | 1 shard | 2 shards |\n" in text
+    assert (
+        "| projected wall on N runners, cold (plan + slowest shard + assembly) | 82.0 s | 43.0 s |"
+        in text
+    )
+    assert "| each shard's wall time, cold | 80.0 s | 41.0 s, 39.0 s |" in text
+    assert "| bytes from the mirror, warm (all shards) | 0 B | 0 B |" in text
+    assert (
+        "| assembly: time, requests (of which for blobs), bytes moved | 0.500 s, 8 (0), 14.0 kB |"
+        in text
+    )
+    assert "2.50 at the start, 3.00 at the end" in text
 
 
 def test_missing_data_is_an_error_not_an_empty_cell() -> None:

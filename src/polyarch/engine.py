@@ -123,6 +123,23 @@ class Engine:
             argv.append("--tls-verify=false")
         self._checked([*argv, ref], timeout=timeout)
 
+    def entrypoint(self, ref: str) -> list[str]:
+        """The ``Entrypoint`` of the image ``ref`` as the engine has it (after ``pull``)."""
+        result = self._checked(
+            ["image", "inspect", "--format", "{{json .Config.Entrypoint}}", ref],
+            timeout=QUICK_TIMEOUT_SECONDS,
+        )
+        try:
+            value = json.loads(_text(result.stdout).strip().splitlines()[0])
+        except (ValueError, IndexError):
+            value = None
+        if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+            raise EngineError(
+                f"{self.name} reports no Entrypoint list for {ref}",
+                hint="the image is not a tool container polyarch built",
+            )
+        return value
+
     def run(
         self,
         ref: str,

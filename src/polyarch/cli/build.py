@@ -6,9 +6,8 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from polyarch.cache import REGISTRY_RECORDS_DIR
 from polyarch.cli._common import (
     Commands,
     add_lock_options,
@@ -24,11 +23,13 @@ from polyarch.cli._common import (
 )
 from polyarch.cli.attest import add_sign_key_option, sign_key_of
 from polyarch.errors import UsageError
-from polyarch.registry.client import RegistryAccess
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.build import BuildResult, build_container
-from polyarch.workflows.push_images import BUILD_SCHEMA, PushedImage, push_build, repository_for
-from polyarch.workflows.targets import Target, push_targets
+from polyarch.schemas import BUILD as BUILD_SCHEMA
+
+if TYPE_CHECKING:
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.build import BuildResult
+    from polyarch.workflows.push_images import PushedImage
+    from polyarch.workflows.targets import Target
 
 
 def register(commands: Commands) -> None:
@@ -55,6 +56,11 @@ def register(commands: Commands) -> None:
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.cache import REGISTRY_RECORDS_DIR
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.workflows.build import build_container
+    from polyarch.workflows.push_images import push_build
+
     sign_key = sign_key_of(args)
     if not args.push and (args.username or args.password_stdin or args.no_evidence):
         raise UsageError("--username, --password-stdin and --no-evidence are for --push")
@@ -99,6 +105,9 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 def _targets(
     args: argparse.Namespace, progress: ConsoleProgress, names: Sequence[str]
 ) -> dict[str, Target]:
+    from polyarch.workflows.push_images import repository_for
+    from polyarch.workflows.targets import push_targets
+
     password = password_of(args)
     return {
         name: push_targets(
@@ -114,6 +123,8 @@ def _targets(
 
 def print_build(result: BuildResult) -> None:
     """The table every building command ends with."""
+    from polyarch.ui import human_size, print_table
+
     rows = [
         [
             "index",
@@ -141,6 +152,8 @@ def print_build(result: BuildResult) -> None:
 
 
 def print_pushed(pushed: Sequence[PushedImage]) -> None:
+    from polyarch.ui import human_size, print_table
+
     rows = [
         [
             p.system.name,

@@ -19,6 +19,7 @@ from polyarch.cli._common import (
     session_of,
 )
 from polyarch.errors import CacheError, UsageError
+from polyarch.schemas import CACHE_PULL, CACHE_PUSH
 
 if TYPE_CHECKING:
     from polyarch.cache import Cache
@@ -293,10 +294,10 @@ def _needs(args: argparse.Namespace, cache: Cache, progress: ConsoleProgress) ->
 
 
 def cache_push_json(ref: str, result: CachePushResult) -> dict[str, Any]:
-    """``cache push --json`` (schema ``polyarch.cache-push/v1``, docs/JSON.md)."""
+    """``cache push --json`` (schema ``CACHE_PUSH``, docs/JSON.md)."""
     push = result.push
     return {
-        "schema": "polyarch.cache-push/v1",
+        "schema": CACHE_PUSH,
         "reference": ref,
         "pushed": push is not None,
         "tag": result.tag,
@@ -312,9 +313,9 @@ def cache_push_json(ref: str, result: CachePushResult) -> dict[str, Any]:
 
 
 def cache_pull_json(result: CachePullResult) -> dict[str, Any]:
-    """``cache pull --json`` (schema ``polyarch.cache-pull/v1``, docs/JSON.md)."""
+    """``cache pull --json`` (schema ``CACHE_PULL``, docs/JSON.md)."""
     return {
-        "schema": "polyarch.cache-pull/v1",
+        "schema": CACHE_PULL,
         "reference": result.reference,
         "members": result.members,
         "entries": result.entries,

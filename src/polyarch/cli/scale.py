@@ -1,4 +1,7 @@
-"""polyarch manifest --assemble (the options and handler), plan, and ci github: docs/SCALE.md."""
+"""polyarch manifest --assemble (the options and handler), plan, and ci github: docs/SCALE.md.
+
+Only what building the parser needs is imported at the top (see ``polyarch.cli``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from polyarch.cache import Kind
 from polyarch.cli._common import (
     Commands,
     add_lock_options,
@@ -19,25 +21,18 @@ from polyarch.cli._common import (
     session_of,
 )
 from polyarch.cli.engine import add_engine_option
-from polyarch.config import Container
-from polyarch.determinism import DIGEST_PATTERN, Digest
-from polyarch.engine import detect_engine
 from polyarch.errors import UsageError
-from polyarch.kernel import locate_kernel
-from polyarch.lock import lock_path
-from polyarch.platforms import parse_system
-from polyarch.registry.client import RegistryAccess
-from polyarch.ui import ConsoleProgress, human_size, print_table
-from polyarch.workflows.assemble import Assembled, assemble_index, images_for
-from polyarch.workflows.cache_transfer import family_listing
-from polyarch.workflows.ci_github import WorkflowOptions, write_workflow
-from polyarch.workflows.plan import PLAN_SCHEMA, Plan, lock_digest, make_plan, plan_json, plan_units
-from polyarch.workflows.publish import publish_tags
-from polyarch.workflows.push_images import NAME_FIELD, PushedImage, read_pushed
-from polyarch.workflows.smoke_test import raise_for_failures, test_published
-from polyarch.workflows.targets import Target, push_targets
+from polyarch.schemas import ASSEMBLE as ASSEMBLE_SCHEMA
+from polyarch.schemas import PLAN as PLAN_SCHEMA
+from polyarch.workflows.ci_github import WorkflowOptions
 
-ASSEMBLE_SCHEMA = "polyarch.assemble/v1"
+if TYPE_CHECKING:
+    from polyarch.config import Container
+    from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.assemble import Assembled
+    from polyarch.workflows.plan import Plan
+    from polyarch.workflows.push_images import PushedImage
+    from polyarch.workflows.targets import Target
 
 
 def register(commands: Commands) -> None:
@@ -112,6 +107,8 @@ def cmd_ci(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_ci_github(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.workflows.ci_github import write_workflow
+
     config = load(args)
     options = WorkflowOptions(
         shards=args.shards,
@@ -127,6 +124,13 @@ def cmd_ci_github(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.cache import Kind
+    from polyarch.lock import lock_path
+    from polyarch.platforms import parse_system
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.workflows.cache_transfer import family_listing
+    from polyarch.workflows.plan import lock_digest, make_plan, plan_json, plan_units
+
     session = session_of(args, progress)
     containers = containers_of(args, session.config)
     systems = (
@@ -163,6 +167,8 @@ def cmd_plan(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def print_plan(plan: Plan) -> None:
+    from polyarch.ui import human_size, print_table
+
     rows = [
         [
             s.id,
@@ -213,6 +219,12 @@ def add_assemble_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.workflows.assemble import assemble_index, images_for
+    from polyarch.workflows.publish import publish_tags
+    from polyarch.workflows.push_images import NAME_FIELD, read_pushed
+    from polyarch.workflows.targets import push_targets
+
     _check_assemble_usage(args)
     containers = containers_of(args, load(args))
     password = password_of(args)
@@ -266,6 +278,11 @@ def _test_assembled(
     containers: dict[str, Container],
     done: Sequence[Assembled],
 ) -> None:
+    from polyarch.engine import detect_engine
+    from polyarch.kernel import locate_kernel
+    from polyarch.ui import print_table
+    from polyarch.workflows.smoke_test import raise_for_failures, test_published
+
     engine = detect_engine(args.engine)
     kernel = locate_kernel(engine)
     progress.info(f"testing the assembled indexes in {engine.describe()} on {kernel.native.name}")
@@ -312,6 +329,10 @@ def _check_assemble_usage(args: argparse.Namespace) -> None:
 def _explicit(
     args: argparse.Namespace, container: Container, targets: list[Target]
 ) -> list[PushedImage]:
+    from polyarch.determinism import DIGEST_PATTERN, Digest
+    from polyarch.platforms import parse_system
+    from polyarch.workflows.push_images import PushedImage
+
     found = []
     for text in args.digest:
         system, _, digest = text.partition("=")
@@ -335,10 +356,14 @@ def _print_dry_run(
         }
         print(json.dumps(value, indent=2, sort_keys=True))
         return
+    from polyarch.ui import print_table
+
     print_table("would assemble", ["container", "repository", "tags"], rows)
 
 
 def print_assembled(done: Sequence[Assembled]) -> None:
+    from polyarch.ui import human_size, print_table
+
     rows = [
         [
             a.container,

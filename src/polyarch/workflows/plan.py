@@ -36,10 +36,10 @@ from polyarch.determinism import source_date_epoch
 from polyarch.errors import UsageError
 from polyarch.image.layers import layer_key
 from polyarch.platforms import SYSTEMS, System
+from polyarch.schemas import PLAN as PLAN_SCHEMA
 from polyarch.workflows.build import layer_plans
 from polyarch.workflows.resolve import Session, resolve_container
 
-PLAN_SCHEMA = "polyarch.plan/v1"
 UNIT_COST = 1 << 20
 """Bytes of work a unit costs even when every layer is cached (outputs, evidence)."""
 CACHED_SHARE = 0.05

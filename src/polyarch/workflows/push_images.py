@@ -30,11 +30,11 @@ from polyarch.reference import Reference, parse_reference
 from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.plan import read_image
 from polyarch.registry.push import PushResult, push_plan
+from polyarch.schemas import BUILD as BUILD_SCHEMA
 from polyarch.workflows.attach import Attached, attach_evidence
 from polyarch.workflows.build import BuildResult
 from polyarch.workflows.targets import Target
 
-BUILD_SCHEMA = "polyarch.build/v1"
 NAME_FIELD = "{name}"
 """In a ``--push`` reference: replaced by each container's name."""
 

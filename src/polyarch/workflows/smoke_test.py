@@ -267,7 +267,10 @@ def test_published(
     the smoke test on what the engine got: what a user of the published image runs."""
     native = kernel.native
     engine.pull(reference, platform=native.oci_platform)
-    return run_smoke_test(engine, container, native, reference, native=native)
+    entrypoint = engine.entrypoint(reference)
+    return run_smoke_test(
+        engine, container, native, reference, native=native, entrypoint=entrypoint
+    )
 
 
 def run_smoke_tests(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from polyarch.cache import Kind
@@ -68,6 +69,11 @@ def register(commands: Commands) -> None:
     q.add_argument(
         "--older-than", metavar="DURATION", help="e.g. 30d, 12h, 2w: remove entries unused as long"
     )
+    _register_transfer(add)
+
+
+def _register_transfer(add: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    """cache push and cache pull."""
     for name, handler, help in (
         (
             "push",

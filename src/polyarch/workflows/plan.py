@@ -99,9 +99,6 @@ class Plan:
     cache_layers: int = 0
     """Layers that shared cache lists."""
 
-    def shard_of(self, container: str, system: System) -> Shard:
-        return next(s for s in self.shards if container in s.containers and system in s.systems)
-
 
 @dataclass
 class _Bin:

@@ -26,7 +26,7 @@ from polyarch.determinism import DIGEST_PATTERN, Digest
 from polyarch.errors import UsageError
 from polyarch.platforms import System, parse_system
 from polyarch.progress import NULL_PROGRESS, Progress
-from polyarch.reference import Reference, parse_reference
+from polyarch.reference import parse_reference
 from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.plan import read_image
 from polyarch.registry.push import PushResult, push_plan
@@ -173,7 +173,3 @@ def _image_of(image: Any, name: str, where: str, hint: str) -> PushedImage | Non
         raise UsageError(f"{where}: {name}: {repository!r} is not a repository", hint=hint)
     system = parse_system(str(image.get("system")))
     return PushedImage(name, system, Digest(digest), ref.name)
-
-
-def reference_of(image: PushedImage) -> Reference:
-    return parse_reference(image.repository)

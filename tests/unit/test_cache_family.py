@@ -9,20 +9,25 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from cacheproject import build, closed_port_url, make_project, point_mirror_at, polyarch
-from conftest import RepoFactory
+from conftest import RegistryStarter, RepoFactory
 from registry_server import RunningRegistry
 
+import polyarch.determinism as determinism
 from polyarch.cache import Cache, Kind
 from polyarch.config import load_config
 from polyarch.determinism import canonical_json
 from polyarch.errors import CacheError
+from polyarch.image.layer_record import LayerRecord, encode_layer_record
 from polyarch.lock import lock_path, read_lock
+from polyarch.progress import NullProgress
 from polyarch.reference import parse_reference
 from polyarch.registry.client import ANONYMOUS
 from polyarch.registry.pull import Puller
 from polyarch.registry.push import push_plan
+from polyarch.workflows.cache import verify_cache
 from polyarch.workflows.cache_artifact import Entry, artifact_plan, member_tag, read_artifact
 from polyarch.workflows.cache_needs import needs_of
 from polyarch.workflows.cache_transfer import pull_cache, push_cache
@@ -212,6 +217,26 @@ def test_compact_folds_the_family_into_one_artifact_and_loses_nothing(
     assert entries(fresh) == entries(a) | entries(b)
 
 
+def test_compact_on_a_registry_that_does_not_delete_keeps_every_member(
+    project: Path, tmp_path: Path, start_registry: RegistryStarter
+) -> None:
+    registry = start_registry(delete=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    build(project, a, tmp_path / "out-a", name="fd")
+    build(project, b, tmp_path / "out-b", name="hello")
+    ref = f"{registry.host}/cache:main"
+    push_cache(Cache(a), ref)
+    push_cache(Cache(b), ref)
+    progress = NullProgress()
+    folded = push_cache(Cache(tmp_path / "empty"), ref, compact=True, progress=progress)
+    assert folded.push is not None and folded.deleted == 0
+    assert any("does not delete manifests" in w for w in progress.warnings)
+    assert len(tags(registry, "cache")) == 4  # both members, the folded one, the bare tag
+    fresh = tmp_path / "fresh"
+    assert pull_cache(Cache(fresh), ref).members == 3
+    assert entries(fresh) == entries(a) | entries(b)
+
+
 def test_no_cache_yet_is_an_error_unless_missing_ok(
     cli: Cli, tmp_path: Path, registry: RunningRegistry
 ) -> None:
@@ -220,3 +245,44 @@ def test_no_cache_yet_is_an_error_unless_missing_ok(
     assert code == 30 and "no cache there" in err
     code, out, err = cli("--cache-dir", tmp_path / "c", "cache", "pull", ref, "--missing-ok")
     assert code == 0 and "nothing pulled" in out, err
+
+
+def test_a_layer_of_many_gzip_members_verifies_and_pulls_and_a_cut_one_does_not(
+    tmp_path: Path, registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Layers past 32 MiB are many gzip members (determinism.py); small ones here.
+    monkeypatch.setattr(determinism, "GZIP_SINGLE_MEMBER_MAX", 4096)
+    monkeypatch.setattr(determinism, "GZIP_MEMBER_SIZE", 4096)
+    tar = hashlib.sha256(b"seed").digest() * 2000  # not a tar, but the checker only inflates
+    blob = determinism.gzip_bytes(tar)
+    assert blob.count(b"\x1f\x8b\x08") > 10
+    cache = Cache(tmp_path / "ci")
+    key = hashlib.sha256(blob).hexdigest()
+    cache.put(Kind.BLOBS, key, blob)
+    record = LayerRecord(
+        digest=f"sha256:{key}",
+        diff_id=f"sha256:{hashlib.sha256(tar).hexdigest()}",
+        size=len(blob),
+        uncompressed_size=len(tar),
+        packages=("big",),
+        debs=(),
+        commands=(),
+    )
+    cache.put(Kind.LAYERS, "a" * 64, encode_layer_record(record))
+    assert verify_cache(cache).ok
+    ref = f"{registry.host}/cache:main"
+    push_cache(cache, ref)
+    assert pull_cache(Cache(tmp_path / "fresh"), ref).downloaded == 2
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    short = blob[: len(blob) - 7]
+    short_key = hashlib.sha256(short).hexdigest()
+    Cache(cut).put(Kind.BLOBS, short_key, short)
+    damaged = LayerRecord(**{**msgspec.structs.asdict(record), "digest": f"sha256:{short_key}",
+                             "size": len(short)})  # fmt: skip
+    Cache(cut).put(Kind.LAYERS, "b" * 64, encode_layer_record(damaged))
+    report = verify_cache(Cache(cut))
+    assert [p.reason for p in report.problems] == [
+        f"its blob sha256:{short_key} is not complete gzip (it ends inside a member)"
+    ]

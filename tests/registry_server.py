@@ -113,11 +113,13 @@ def run_registry(
     htpasswd: str | None = None,
     token: TokenServer | None = None,
     access_log: bool = False,
+    delete: bool = True,
 ) -> Iterator[RunningRegistry]:
     """Start docker-registry on a free loopback port; killed when the block ends.
 
     ``access_log`` writes one line per request to ``RunningRegistry.log``
     (``requests_since`` reads them), so a test can see what a client asked.
+    ``delete=False`` makes it answer manifest deletes with 405, as many registries do.
     """
     assert REGISTRY is not None
     workdir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def run_registry(
         "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(workdir / "storage")},
-            "delete": {"enabled": True},
+            "delete": {"enabled": delete},
         },
         "http": http,
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cacheproject import closed_port_url
 from conftest import RepoFactory
 from registry_server import RunningRegistry
 from scaleproject import TOOLS, make_scale_project
@@ -117,6 +118,16 @@ def test_a_shared_cache_in_a_registry_counts_as_cached(
     value = plan(cli, project, tmp_path / "empty-cache", "--cache", ref)
     assert all(u["cached_layers"] == u["layers"] for u in value["units"])
     assert value["cache"]["reference"] == ref and value["cache"]["layers"] > 0
+
+
+def test_a_shared_cache_it_cannot_read_only_makes_the_estimate_rougher(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    port = closed_port_url().split(":")[2].split("/")[0]
+    code, out, err = cli("-f", project, "--cache-dir", tmp_path / "c", "plan", "--all",
+                         "--locked", "--json", "--cache", f"127.0.0.1:{port}/cache:main")  # fmt: skip
+    assert code == 0, err
+    assert "planning as if" in err and json.loads(out)["cache"]["layers"] == 0
 
 
 def test_runner_labels_can_be_named(cli: Cli, project: Path, tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ def cmd_ci_github(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 def cmd_plan(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     from polyarch.cache import Kind
+    from polyarch.errors import RegistryError
     from polyarch.lock import lock_path
     from polyarch.platforms import parse_system
     from polyarch.registry.client import RegistryAccess
@@ -147,7 +148,12 @@ def cmd_plan(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     listed: set[str] = set()
     if args.cache:
         access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
-        listing = family_listing(args.cache, access=access)
+        try:
+            listing = family_listing(args.cache, access=access)
+        except RegistryError as exc:
+            # The plan is an estimate: a cache it cannot read makes it rougher, not wrong.
+            progress.warn(f"planning as if {args.cache} were empty: {exc}")
+            listing = {}
         listed = {key for kind, key in listing if kind == Kind.LAYERS}
     units = plan_units(session, containers, systems, cached_keys=listed)
     locked = args.locked or args.offline

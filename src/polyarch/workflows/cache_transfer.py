@@ -31,7 +31,7 @@ from pathlib import Path
 
 from polyarch.cache import KEY_PATTERN, REGISTRY_RECORDS_DIR, Cache, Kind, open_regular
 from polyarch.determinism import Digest, sha256_file
-from polyarch.errors import CacheError, HostError, RegistryError, UsageError
+from polyarch.errors import CacheError, HostError, RegistryAuthError, RegistryError, UsageError
 from polyarch.files import file_size
 from polyarch.image.layer_record import decode_layer_record
 from polyarch.progress import NULL_PROGRESS, Progress
@@ -162,11 +162,16 @@ def _delete_members(
 
 
 def _delete_manifest(client: RegistryClient, repository: str, digest: Digest) -> bool:
-    response = client.request(
-        "DELETE",
-        f"/v2/{repository}/manifests/{digest}",
-        scopes=(f"repository:{repository}:pull,push,delete",),
-    )
+    """Whether the registry removed (or no longer has) the manifest; False when it will not
+    delete (405 Unsupported, or no delete permission: ghcr.io deletes only through its own API)."""
+    try:
+        response = client.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            scopes=(f"repository:{repository}:pull,push,delete",),
+        )
+    except RegistryAuthError:
+        return False
     return response.status_code in (200, 202, 404)
 
 

@@ -10,6 +10,7 @@ past loading. msgspec reports a failing key as a path (``$.containers.fd.pakage`
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import tomllib
@@ -20,8 +21,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from polyarch import config_image, config_sources
 from polyarch import config_rules as rules
-from polyarch import config_sources
+from polyarch.config_image import ImageOptions
 from polyarch.config_rules import InvalidValue
 from polyarch.errors import ConfigError, UnknownContainerError
 from polyarch.platforms import System
@@ -78,6 +80,12 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     """Put the image's SPDX document inside it (off by default: it changes the digest)."""
     pins: dict[str, str] | None = None
     """Package → source name or suite it must come from (as apt's ``pkg/release``)."""
+    # Image options (config_image.py): tables validated one by one, so errors name the entry.
+    files: dict[str, Any] | None = None
+    accounts: dict[str, Any] | None = None
+    annotations: dict[str, str] | None = None
+    timezone: str | None = None
+    auto_tags: dict[str, Any] | None = None
 
 
 class DefaultsConfig(_ContainerFields, frozen=True, kw_only=True):
@@ -96,6 +104,8 @@ class ContainerSpec(_ContainerFields, frozen=True, kw_only=True):
     test: tuple[str, ...] | None = None
     expect: str | None = None
     description: str | None = None
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
 
 
 class _File(_Strict, frozen=True, kw_only=True):
@@ -145,6 +155,8 @@ class Container:
     sbom_in_image: bool = False
     pins: tuple[tuple[str, str], ...] = ()
     """(package, source name) it must come from, sorted: ``pins`` and ``name/release`` roots."""
+    options: ImageOptions = dataclasses.field(default_factory=ImageOptions)
+    """files, accounts, annotations, cmd, entrypoint, timezone, auto_tags (config_image.py)."""
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -248,7 +260,10 @@ def parse_config(text: str, path: Path) -> Config:
         roots = src.check(
             where, config_sources.container_roots, spec.package, spec.packages, pins, sources
         )
-        containers.append(_apply_defaults(name, spec, defaults, registries, roots))
+        options = config_image.image_options(
+            src, where, spec, defaults, user=spec.user, cmd=spec.cmd, entrypoint=spec.entrypoint
+        )
+        containers.append(_apply_defaults(name, spec, defaults, registries, roots, options))
     return Config(path, file.repository, tuple(containers), sources)
 
 
@@ -266,13 +281,14 @@ def _apply_defaults(
     d: DefaultsConfig,
     registries: dict[str, RegistryConfig],
     roots: config_sources.Roots,
+    options: ImageOptions,
 ) -> Container:
     """The container as later stages see it; every value was checked where it is written."""
     return Container(
         name=name,
         package=roots.package,
         command=spec.command if spec.command is not None else roots.package,
-        packages=roots.packages,
+        packages=config_image.with_tzdata(roots.packages, options),
         systems=rules.systems(_pick(spec.systems, d.systems, DEFAULT_SYSTEMS)),
         base=_pick(spec.base, d.base, DEFAULT_BASE),
         exclude=tuple(sorted({*(d.exclude or ()), *(spec.exclude or ())})),
@@ -294,6 +310,7 @@ def _apply_defaults(
         tags=_pick(spec.tags, d.tags, ()),
         sbom_in_image=_pick(spec.sbom_in_image, d.sbom_in_image, False),
         pins=roots.pins,
+        options=options,
     )
 
 
@@ -397,6 +414,7 @@ _KNOWN_KEYS = sorted(
             config_sources.SourceConfig,
             RegistryConfig,
             ContainerSpec,
+            *config_image.OPTION_STRUCTS,
         )
         for name in struct.__struct_fields__
     }

@@ -43,6 +43,8 @@ _USER_PART = r"(?:[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?)"
 _USER = re.compile(rf"{_USER_PART}(?::{_USER_PART})?")
 _MAX_ID = 2**32 - 2
 """Largest uid/gid (2**32 - 1 is the kernel's "no id")."""
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+"""An IANA time zone name as tzdata installs it under /usr/share/zoneinfo (no "..")."""
 _SUITE_PART = r"[A-Za-z0-9][A-Za-z0-9._+~-]*"
 _SUITE = re.compile(rf"{_SUITE_PART}(?:/{_SUITE_PART})*")
 """A suite or component; ``/`` only between parts (``bookworm/updates``), never ``..``."""
@@ -128,18 +130,39 @@ def environment(env: Mapping[str, str]) -> None:
             )
 
 
-def labels(table: Mapping[str, str]) -> None:
+def labels(table: Mapping[str, str], what: str = "label", key_name: str = "labels") -> None:
     for key in table:
         if not key or _CONTROL.search(key):
             raise InvalidValue(
-                f"label key {key!r} is empty or holds control characters",
-                hint='use reverse-DNS keys, e.g. labels = { "org.example.team" = "tools" }',
+                f"{what} key {key!r} is empty or holds control characters",
+                hint=f'use reverse-DNS keys, e.g. {key_name} = {{ "org.example.team" = "tools" }}',
                 at=(key,),
             )
 
 
+def annotation_keys(table: Mapping[str, str]) -> None:
+    labels(table, "annotation", "annotations")
+
+
+def timezone(zone: str) -> None:
+    if not _ZONE.fullmatch(zone):
+        raise InvalidValue(
+            f"{zone!r} is not a time zone name",
+            hint='write an IANA zone, e.g. timezone = "Europe/Berlin" or "UTC"',
+        )
+
+
+def entrypoint(values: tuple[str, ...]) -> None:
+    """A program (as ``command`` is written) and its fixed first arguments."""
+    if not values:
+        raise InvalidValue(
+            "is empty", hint='name the program first, e.g. entrypoint = ["/usr/bin/tini", "--"]'
+        )
+    command(values[0])
+
+
 def workdir(path: str) -> None:
-    _absolute_path(path, "workdir")
+    absolute_path(path, "workdir")
 
 
 def command(name: str) -> None:
@@ -152,7 +175,7 @@ def command(name: str) -> None:
     if name == "/":
         raise InvalidValue("'/' is a directory", hint="name the binary, e.g. /usr/bin/tool")
     if name.startswith("/"):
-        _absolute_path(name, "command")
+        absolute_path(name, "command")
     elif "/" in name:
         raise InvalidValue(
             f"{name!r} is a relative path",
@@ -167,7 +190,7 @@ def _normalised(path: str) -> str:
     return "/" + posixpath.normpath(path).lstrip("/")
 
 
-def _absolute_path(path: str, key: str) -> None:
+def absolute_path(path: str, key: str) -> None:
     clean = _normalised(path)
     if _CONTROL.search(path):
         raise InvalidValue(f"{path!r} holds control characters", hint=f"fix {key}")
@@ -363,6 +386,26 @@ EXAMPLES = {
     "enable": "enable = false",
     "tags": 'tags = ["stable"]',
     "sbom_in_image": "sbom_in_image = true",
+    "files": 'files = { "/etc/app.toml" = { source = "app.toml", mode = "0640" } }',
+    "source": 'source = "conf/app.toml"',
+    "mode": 'mode = "0644"',
+    "owner": 'owner = "nonroot"',
+    "accounts": "accounts.nonroot = { uid = 65532 }",
+    "uid": "uid = 65532",
+    "gid": "gid = 65532",
+    "group": 'group = "nonroot"',
+    "home": 'home = "/home/nonroot"',
+    "shell": 'shell = "/bin/bash"',
+    "annotations": 'annotations = { "org.opencontainers.image.vendor" = "Example" }',
+    "cmd": 'cmd = ["--color=always"]',
+    "entrypoint": 'entrypoint = ["/usr/bin/tini", "--", "fdfind"]',
+    "timezone": 'timezone = "Europe/Berlin"',
+    "auto_tags": "auto_tags = { latest = false }",
+    "version": "version = false",
+    "major_minor": "major_minor = false",
+    "major": "major = false",
+    "branch": "branch = false",
+    "latest": "latest = false",
     "url": 'url = "http://HOST/debian"',
     "suite": 'suite = "bookworm"',
     "components": 'components = ["main"]',
@@ -399,6 +442,9 @@ FIELD_RULES: dict[str, Callable[[Any], object]] = {
     "expect": regex,
     "tags": tags,
     "pins": pins,
+    "annotations": annotation_keys,
+    "timezone": timezone,
+    "entrypoint": entrypoint,
 }
 """Rules of [defaults] and [containers.NAME] keys; types (``test`` a list of strings, ...)
 are msgspec's, NUL anywhere is refused before, ``registries`` need the container's name."""

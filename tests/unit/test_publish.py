@@ -49,6 +49,22 @@ def test_a_push_with_nothing_naming_a_tag_is_tagged_latest() -> None:
     assert publish_tags([], env={}) == ["latest"]
 
 
+def test_auto_tags_of_the_container_reach_the_pushed_tags() -> None:
+    auto = container(extra="auto_tags = { branch = false, major = false }").options.auto_tags
+    assert publish_tags([], version="1.2.3", branch="main", env={}, auto=auto) == [
+        "1.2.3",
+        "1.2",
+        "latest",
+    ]
+
+
+def test_with_latest_off_a_push_that_names_no_tag_is_refused() -> None:
+    auto = container(extra="auto_tags = { latest = false }").options.auto_tags
+    with pytest.raises(UsageError, match="auto_tags turns latest off"):
+        publish_tags([], env={}, auto=auto)
+    assert publish_tags(["stable"], env={}, auto=auto) == ["stable"]
+
+
 def test_the_version_comes_from_the_flag_then_version_then_a_pushed_git_tag() -> None:
     assert publish_version("2.0", {"VERSION": "1.0"}) == "2.0"
     assert publish_version(None, {"VERSION": "1.0"}) == "1.0"

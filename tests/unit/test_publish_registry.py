@@ -316,6 +316,28 @@ def test_github_mode_targets_ghcr_with_the_container_name_and_hides_the_token(
     assert not (tmp_path / "result").exists()  # a dry run builds nothing
 
 
+def test_the_containers_auto_tags_switch_kinds_of_tags_off_in_the_plan(
+    cli: Cli, tmp_path: Path, repo_url: tuple[str, Path]
+) -> None:
+    config = project(tmp_path, repo_url, "auto_tags = { major_minor = false, latest = false }")
+    code, out, err = manifest(
+        cli,
+        config,
+        tmp_path,
+        "hello",
+        "--dry-run",
+        "--json",
+        "--version",
+        "v2.0.1",
+        "--branch",
+        "main",
+        "--to",
+        "127.0.0.1:5000/x/hello",
+    )
+    assert code == 0, err
+    assert json.loads(out)["tags"] == ["2.0.1", "2", "main"]
+
+
 def test_no_build_without_a_build_says_to_build(
     cli: Cli, tmp_path: Path, repo_url: tuple[str, Path]
 ) -> None:

@@ -15,7 +15,7 @@ from registry_server import RunningRegistry, make_layout
 from polyarch.errors import UsageError
 from polyarch.reference import TAG_PATTERN, is_loopback, parse_reference
 from polyarch.registry.push import push_layout
-from polyarch.registry.tags import automatic_tags, sanitise_tag, tags_from_env
+from polyarch.registry.tags import AutoTags, automatic_tags, sanitise_tag, tags_from_env
 
 TAG_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_")
 """What a tag may start with: a text without one of these has no tag."""
@@ -188,3 +188,18 @@ def test_bad_references_are_usage_errors(text: str) -> None:
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:80")
     assert not is_loopback("registry.invalid") and not is_loopback("10.0.0.1:5000")
+
+
+def test_each_kind_of_automatic_tag_turns_off_on_its_own() -> None:
+    def tags(**off: bool) -> list[str]:
+        auto = AutoTags(**{kind: False for kind in off})
+        return automatic_tags(version="v1.2.3", branch="main", default_branch="main", auto=auto)
+
+    assert tags() == ["1.2.3", "1.2", "1", "main", "latest"]
+    assert tags(version=True) == ["1.2", "1", "main", "latest"]
+    assert tags(major_minor=True) == ["1.2.3", "1", "main", "latest"]
+    assert tags(major=True) == ["1.2.3", "1.2", "main", "latest"]
+    assert tags(branch=True) == ["1.2.3", "1.2", "1", "latest"]
+    assert tags(latest=True) == ["1.2.3", "1.2", "1", "main"]
+    everything = dict.fromkeys(("version", "major_minor", "major", "branch", "latest"), True)
+    assert tags(**everything) == []

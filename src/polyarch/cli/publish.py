@@ -120,7 +120,10 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             progress=progress,
         )
         explicit = [*(container.tags if container else ()), *args.tag]
-        tags = publish_tags(explicit, version=args.version, branch=args.branch)
+        from polyarch.registry.tags import ALL_AUTO_TAGS
+
+        auto = container.options.auto_tags if container else ALL_AUTO_TAGS
+        tags = publish_tags(explicit, version=args.version, branch=args.branch, auto=auto)
     if args.dry_run:
         print_plan(targets, tags, args.json)
         return 0

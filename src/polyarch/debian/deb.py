@@ -154,6 +154,9 @@ class DebEntry:
     data: bytes = b""
     target: str = ""
     spooled: Spooled | None = None
+    uid: int = 0
+    gid: int = 0
+    """Owner in the image: root for everything from packages, containers.toml's for its own."""
 
     @property
     def size(self) -> int:

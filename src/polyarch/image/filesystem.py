@@ -39,6 +39,9 @@ this module makes exactly these, directly, and nothing else:
    ``/var/lib/dpkg/status.d/PACKAGE`` per package, distroless-style, in that
    package's own layer, so trivy and grype see what the image holds.
 
+A container's own settings (accounts, host files, the time zone) are made in
+``image/custom.py``, in a layer of that container's own.
+
 Within one layer no path appears twice: later entries win, and directories
 merge. Across layers the later layer wins, as in any OCI image.
 """

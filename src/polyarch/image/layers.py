@@ -168,6 +168,7 @@ def write_tar(entries: Sequence[DebEntry], epoch: int, out: TarSink) -> None:
                 info.type = tarfile.LNKTYPE
                 info.linkname = entry.target.lstrip("/")
             normalise_tarinfo(info, epoch)
+            info.uid, info.gid = entry.uid, entry.gid
             tar.addfile(info, data)
 
 
@@ -350,6 +351,12 @@ def _cached(cache: Cache, key: str) -> Layer | _Empty | None:
     )
 
 
+def cached_layer(cache: Cache, key: str) -> Layer | None:
+    """The layer cached under ``key`` with its blob in place, else None."""
+    hit = _cached(cache, key)
+    return hit if isinstance(hit, Layer) else None
+
+
 def _store(
     cache: Cache,
     key: str,
@@ -361,6 +368,18 @@ def _store(
     if not entries and plan.generated and not plan.packages and not plan.skeleton:
         cache.put(Kind.LAYERS, key, encode_layer_record(None))
         return None
+    return store_layer(cache, key, entries, epoch, plan.names, debs)
+
+
+def store_layer(
+    cache: Cache,
+    key: str,
+    entries: list[DebEntry],
+    epoch: int,
+    names: tuple[str, ...],
+    debs: tuple[DebFacts, ...] = (),
+) -> Layer:
+    """Write the layer of ``entries`` (in ``layer_tree`` order) to the cache under ``key``."""
     with cache.content_writer(Kind.BLOBS) as (out, commit):
         gz = GzipWriter(out)
         write_tar(entries, epoch, gz)
@@ -371,7 +390,7 @@ def _store(
             size=gz.size,
             uncompressed_size=gz.uncompressed_size,
             blob=commit(gz.digest.removeprefix("sha256:")),
-            packages=plan.names,
+            packages=names,
             commands=command_paths(entries),
             debs=debs,
         )

@@ -137,23 +137,27 @@ def image_config(
     system: System,
     layers: Sequence[LayerLike],
     *,
-    entrypoint: str,
+    entrypoint: str | Sequence[str],
     env: Sequence[tuple[str, str]] = (),
     workdir: str | None = None,
     user: str | None = None,
     labels: Sequence[tuple[str, str]] = (),
     created: str,
+    cmd: Sequence[str] | None = None,
 ) -> bytes:
     """The OCI image config (canonical JSON) of one system's image.
 
-    ``entrypoint`` is the command's absolute path inside the image, so the
-    image runs without a shell or PATH lookup; there is no ``Cmd``, so
-    ``docker run IMAGE --help`` passes ``--help`` to the tool. ``created`` is an
-    RFC 3339 time (``determinism.rfc3339`` of the build epoch).
+    ``entrypoint`` is the command's absolute path inside the image (or that
+    path and fixed arguments), so the image runs without a shell or PATH
+    lookup. Without ``cmd`` there is no ``Cmd``, so ``docker run IMAGE --help``
+    passes ``--help`` to the tool; ``cmd`` holds default arguments that any
+    given on the command line replace. ``created`` is an RFC 3339 time
+    (``determinism.rfc3339`` of the build epoch).
     """
-    if not posixpath.isabs(entrypoint):
+    program = [entrypoint] if isinstance(entrypoint, str) else list(entrypoint)
+    if not program or not posixpath.isabs(program[0]):
         raise ImageError(
-            f"entrypoint {entrypoint!r} is not an absolute path",
+            f"entrypoint {program[:1]!r} is not an absolute path",
             hint="resolve the command to its path inside the image first",
         )
     if workdir is not None and not posixpath.isabs(workdir):
@@ -165,7 +169,9 @@ def image_config(
     label_map = dict(labels)
     if len(label_map) != len(labels):
         raise ImageError("a label is set twice", hint="keep one of each in containers.toml labels")
-    runtime: dict[str, Any] = {"Entrypoint": [entrypoint], "Env": _environment(env)}
+    runtime: dict[str, Any] = {"Entrypoint": program, "Env": _environment(env)}
+    if cmd is not None:
+        runtime["Cmd"] = list(cmd)
     if workdir is not None:
         runtime["WorkingDir"] = workdir
     if user is not None:
@@ -242,13 +248,20 @@ def image_index(
 
 
 def image_annotations(
-    *, title: str, version: str, created: str, description: str | None = None
+    *,
+    title: str,
+    version: str,
+    created: str,
+    description: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The ``org.opencontainers.image.*`` annotations of a tool image (manifest and index).
 
     ``version`` is the tool package's Debian version; ``created`` the same
     RFC 3339 time as the configs'. ``dev.polyarch.layer.compressor`` names
-    what compressed the layers, since their digests depend on it.
+    what compressed the layers, since their digests depend on it. ``extra``
+    (containers.toml ``annotations``) is laid over them: a key the user sets is
+    the user's value.
     """
     annotations = {
         ANNOTATION_TITLE: title,
@@ -258,6 +271,7 @@ def image_annotations(
     }
     if description:
         annotations[ANNOTATION_DESCRIPTION] = description
+    annotations.update(extra)
     return annotations
 
 
@@ -311,13 +325,14 @@ def build_image(
     system: System,
     layers: Sequence[LayerLike],
     *,
-    entrypoint: str,
+    entrypoint: str | Sequence[str],
     created: str,
     env: Sequence[tuple[str, str]] = (),
     workdir: str | None = None,
     user: str | None = None,
     labels: Sequence[tuple[str, str]] = (),
     annotations: Mapping[str, str] | None = None,
+    cmd: Sequence[str] | None = None,
 ) -> Image:
     """Config and manifest of ``layers`` for ``system``, as one ``Image`` value."""
     config = image_config(
@@ -329,6 +344,7 @@ def build_image(
         user=user,
         labels=labels,
         created=created,
+        cmd=cmd,
     )
     manifest = image_manifest(config, layers, annotations)
     return Image(system=system, config=config, manifest=manifest, layers=tuple(layers))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from polyarch.errors import UsageError
@@ -14,6 +15,20 @@ _NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
 _RELEASE = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?(\+[0-9A-Za-z.-]+)?$")
 DEFAULT_BRANCH = "main"
 """Assumed default branch when neither the caller nor the CI environment names one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTags:
+    """Which automatic tags to make, one switch per kind (flocken's ``autoTags``); all on."""
+
+    version: bool = True
+    major_minor: bool = True
+    major: bool = True
+    branch: bool = True
+    latest: bool = True
+
+
+ALL_AUTO_TAGS = AutoTags()
 
 
 def sanitise_tag(text: str) -> str | None:
@@ -28,19 +43,20 @@ def sanitise_tag(text: str) -> str | None:
     return tag if tag and TAG_PATTERN.fullmatch(tag) else None
 
 
-def _version_tags(version: str) -> list[str]:
+def _version_tags(version: str, auto: AutoTags) -> list[str]:
     version = version.strip()
     if version[:1] in ("v", "V") and version[1:2].isdigit():
         version = version[1:]
     full = sanitise_tag(version)
     if full is None:
         return []
-    tags = [full]
+    tags = [full] if auto.version else []
     match = _RELEASE.match(version)
     # A pre-release (1.2.3-rc1) must not move 1.2 and 1; build metadata (+x) is no pre-release.
     if match and match.group(2) is not None:
         major, minor = match.group(1), match.group(2)
-        tags += [f"{major}.{minor}", major]
+        tags += [f"{major}.{minor}"] if auto.major_minor else []
+        tags += [major] if auto.major else []
     return tags
 
 
@@ -50,11 +66,13 @@ def automatic_tags(
     branch: str | None,
     default_branch: str | None,
     explicit: Sequence[str] = (),
+    auto: AutoTags = ALL_AUTO_TAGS,
 ) -> list[str]:
     """Explicit tags, then version, major.minor, major, branch, and ``latest`` on the default branch.
 
     Explicit tags must already be valid (UsageError otherwise); the branch is
-    sanitised. The order is fixed and duplicates are dropped.
+    sanitised. The order is fixed and duplicates are dropped. ``auto`` turns
+    each kind of automatic tag off on its own (containers.toml ``auto_tags``).
     """
     tags: list[str] = []
     for tag in explicit:
@@ -65,13 +83,13 @@ def automatic_tags(
             )
         tags.append(tag)
     if version:
-        tags += _version_tags(version)
+        tags += _version_tags(version, auto)
     if branch:
         branch_tag = sanitise_tag(branch)
-        if branch_tag:
+        if branch_tag and auto.branch:
             tags.append(branch_tag)
         default = sanitise_tag(default_branch) if default_branch else None
-        if default is not None and branch_tag == default:
+        if default is not None and branch_tag == default and auto.latest:
             tags.append(DEFAULT_TAG)
     return list(dict.fromkeys(tags))
 
@@ -83,6 +101,7 @@ def tags_from_env(
     version: str | None = None,
     branch: str | None = None,
     default_branch: str | None = None,
+    auto: AutoTags = ALL_AUTO_TAGS,
 ) -> list[str]:
     """``automatic_tags`` with what the caller did not give read from CI variables.
 
@@ -101,7 +120,11 @@ def tags_from_env(
             env.get("CI_DEFAULT_BRANCH") or _github_default_branch(env) or DEFAULT_BRANCH
         )
     return automatic_tags(
-        version=version, branch=branch, default_branch=default_branch, explicit=explicit
+        version=version,
+        branch=branch,
+        default_branch=default_branch,
+        explicit=explicit,
+        auto=auto,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import posixpath
 import threading
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from polyarch.attest.facts import remember_facts
 from polyarch.config import Container
+from polyarch.config_image import TZDATA
 from polyarch.debian.deb import DebContents, read_deb
 from polyarch.debian.identity import check_claims
 from polyarch.debian.resolver import Resolution
 from polyarch.determinism import Digest, rfc3339, sha256_digest, source_date_epoch
 from polyarch.errors import ImageError
+from polyarch.image.custom import container_layer
 from polyarch.image.filesystem import merged_usr_path
 from polyarch.image.layer_plan import LayerPlan, plan_layers
 from polyarch.image.layers import COMMAND_DIRS, Layer, LayerStats, build_layers, packages_to_read
@@ -165,7 +168,15 @@ def layer_plans(
 ) -> dict[System, list[LayerPlan]]:
     """Each system's layer plan: what ``build_system_layers`` builds, and what a shard of a
     distributed build pulls from the shared cache (``workflows.cache_needs``)."""
-    return {s: plan_layers(r.packages, container.max_layers) for s, r in resolutions.items()}
+    own = container.options.has_layer  # the container's own layer goes on top of the plan
+    if own and container.max_layers < 3:
+        raise ImageError(
+            f"{container.name}: max_layers = {container.max_layers} leaves no layer for "
+            "files, accounts and timezone",
+            hint="set max_layers to 3 or more",
+        )
+    budget = container.max_layers - own
+    return {s: plan_layers(r.packages, budget) for s, r in resolutions.items()}
 
 
 def build_system_layers(
@@ -213,6 +224,19 @@ def build_system_layers(
             [facts for layer in layers for facts in layer.debs],
             partial(claim_refused, session, container.name, system),
         )
+    for system in ordered if own else ():
+        tzdata = next(
+            (p.record for p in resolutions[system].packages if p.record.name == TZDATA), None
+        )
+        layer = container_layer(
+            container.options,
+            container=container.name,
+            base=session.config.directory,
+            cache=session.cache,
+            epoch=epoch,
+            tzdata=(tzdata.sha256, functools.partial(read, tzdata.sha256)) if tzdata else None,
+        )
+        built[system] = [*built[system], *([layer] if layer else [])]
     return built
 
 
@@ -230,7 +254,8 @@ def system_image(
     image = build_image(
         system,
         layers,
-        entrypoint=entrypoint_of(container, layers, system),
+        entrypoint=entrypoint_args(container, layers, system),
+        cmd=container.options.cmd,
         created=created,
         env=container.env,
         workdir=container.workdir,
@@ -243,7 +268,11 @@ def system_image(
 
 def _annotations(container: Container, version: str, created: str) -> dict[str, str]:
     return image_annotations(
-        title=container.name, version=version, created=created, description=container.description
+        title=container.name,
+        version=version,
+        created=created,
+        description=container.description,
+        extra=container.options.annotations,
     )
 
 
@@ -255,31 +284,33 @@ def _version_of(container: Container, resolution: Resolution) -> str:
     return next(p.record.version for p in resolution.packages if not p.base)
 
 
-def entrypoint_of(container: Container, layers: Sequence[Layer], system: System) -> str:
-    """The absolute path of the container's command in this image.
+def entrypoint_of(
+    container: Container, layers: Sequence[Layer], system: System, command: str | None = None
+) -> str:
+    """The absolute path of the container's command (or of ``command``) in this image.
 
-    An absolute ``command`` is taken as written, once it is known to be in the
-    image; a bare name is looked up in the PATH directories of the image, in
-    PATH order, like a shell would.
+    An absolute path is taken as written, once it is known to be in the image;
+    a bare name is looked up in the PATH directories of the image, in PATH
+    order, like a shell would.
     """
+    command = command or container.command
     present = {path for layer in layers for path in layer.commands}
-    if container.command.startswith("/"):
-        if not _may_be_present(container.command, present):
+    if command.startswith("/"):
+        if not _may_be_present(command, present):
             raise ImageError(
-                f"{container.name} ({system.name}): command {container.command!r} is not in "
-                "the image",
+                f"{container.name} ({system.name}): command {command!r} is not in the image",
                 hint="check the path, or give the bare name of a program in PATH",
             )
-        return container.command
+        return command
     for directory in COMMAND_DIRS:
-        candidate = f"{directory}/{container.command}"
+        candidate = f"{directory}/{command}"
         if candidate in present:
             return candidate
     names = sorted({p.rsplit("/", 1)[1] for p in present if p.rsplit("/", 1)[0] in COMMAND_DIRS})
-    near = difflib.get_close_matches(container.command, names, n=3)
+    near = difflib.get_close_matches(command, names, n=3)
     hint = f"did you mean {' or '.join(near)}?" if near else "set command to the binary's name"
     raise ImageError(
-        f"{container.name} ({system.name}): command {container.command!r} is not in the image",
+        f"{container.name} ({system.name}): command {command!r} is not in the image",
         hint=hint,
     )
 
@@ -300,3 +331,11 @@ def _may_be_present(command: str, present: set[str]) -> bool:
             return True
         parent = posixpath.dirname(parent)
     return False
+
+
+def entrypoint_args(container: Container, layers: Sequence[Layer], system: System) -> list[str]:
+    """The image's Entrypoint: ``entrypoint`` (its program found like command), else command."""
+    given = container.options.entrypoint
+    if given:
+        return [entrypoint_of(container, layers, system, given[0]), *given[1:]]
+    return [entrypoint_of(container, layers, system)]

@@ -49,7 +49,7 @@ from polyarch.reference import DEFAULT_TAG
 from polyarch.registry.client import ANONYMOUS, RegistryAccess
 from polyarch.registry.plan import Format
 from polyarch.registry.push import PushResult, push_layout
-from polyarch.registry.tags import tags_from_env, version_from_env
+from polyarch.registry.tags import ALL_AUTO_TAGS, AutoTags, tags_from_env, version_from_env
 from polyarch.vcs import git_revision, git_source
 from polyarch.workflows.attach import Attached, attach_evidence
 from polyarch.workflows.build import BuildResult, build_container
@@ -96,16 +96,27 @@ def publish_tags(
     version: str | None = None,
     branch: str | None = None,
     env: Mapping[str, str] | None = None,
+    auto: AutoTags = ALL_AUTO_TAGS,
 ) -> list[str]:
     """Explicit tags, then flocken's automatic tags; ``latest`` when nothing names any tag.
 
     Version and branch come from the arguments, else the CI variables
     (``tags_from_env``). A push outside CI with no tag at all still needs one,
-    and ``latest`` is what ``docker push`` would use.
+    and ``latest`` is what ``docker push`` would use, unless ``auto`` (the
+    container's ``auto_tags``) turns latest off: then it is a UsageError.
     """
     tags = tags_from_env(
-        os.environ if env is None else env, explicit=explicit, version=version, branch=branch
+        os.environ if env is None else env,
+        explicit=explicit,
+        version=version,
+        branch=branch,
+        auto=auto,
     )
+    if not tags and not auto.latest:
+        raise UsageError(
+            "no tag to push: auto_tags turns latest off and nothing else names a tag",
+            hint="pass --tag, --version or --branch, or set tags in containers.toml",
+        )
     return tags or [DEFAULT_TAG]
 
 
@@ -231,8 +242,10 @@ def container_index(
         env=env,
     )
     # The build's index already carries created and the Debian version; keep those
-    # unless this publish names its own version.
+    # unless this publish names its own version. Keys containers.toml sets stay the user's.
     annotations.pop(ANNOTATION_CREATED)
+    for key, _value in container.options.annotations:
+        annotations.pop(key, None)
     dest = outputs.manifest
     digest = annotate_layout(source, dest, annotations)
     return _describe(dest, digest, built)

@@ -219,6 +219,10 @@ class _Published:
     component: str
     arch: str
     stanza: str
+    package: str = ""
+    own_arch: str = ""
+    """The package's Architecture (``all`` too), for its Contents file."""
+    paths: tuple[str, ...] = ()
 
 
 class TestRepo:
@@ -250,7 +254,8 @@ class TestRepo:
         """Build ``spec`` with dpkg-deb and list it in the index of its arch (all: every arch)."""
         deb = build_deb(spec, self.root / self.pool / component / spec.name[0] / spec.name)
         control = spec.control()
-        self._index(deb, control, spec.arch, component)
+        paths = tuple(sorted(p.lstrip("/") for p in spec.files))
+        self._index(deb, control, spec.arch, component, (spec.name, paths))
         return deb
 
     def add_raw(
@@ -270,7 +275,14 @@ class TestRepo:
         self._index(path, control, arch, component)
         return path
 
-    def _index(self, deb: Path, control: str, arch: str, component: str) -> None:
+    def _index(
+        self,
+        deb: Path,
+        control: str,
+        arch: str,
+        component: str,
+        files: tuple[str, tuple[str, ...]] = ("", ()),
+    ) -> None:
         data = deb.read_bytes()
         rel = deb.relative_to(self.root).as_posix()
         stanza = (
@@ -278,7 +290,17 @@ class TestRepo:
             + f"\nFilename: {rel}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
         )
         for a in self.arches if arch == "all" else (arch,):
-            self._entries.append(_Published(component, a, stanza))
+            self._entries.append(_Published(component, a, stanza, files[0], arch, files[1]))
+
+    def _contents(self, component: str, arch: str) -> bytes:
+        """``Contents-ARCH`` as Debian writes it: sorted paths, ``section/package`` lists."""
+        owners: dict[str, set[str]] = {}
+        for e in self._entries:
+            if e.component == component and e.own_arch == arch and e.package:
+                for path in e.paths:
+                    owners.setdefault(path, set()).add(f"utils/{e.package}")
+        lines = [f"{path:<60} {','.join(sorted(o))}\n" for path, o in sorted(owners.items())]
+        return "".join(lines).encode()
 
     def publish(
         self,
@@ -286,8 +308,11 @@ class TestRepo:
         inrelease: bool = True,
         release_gpg: bool = True,
         compressions: tuple[str, ...] = ("xz", "gz"),
+        contents: bool = False,
     ) -> None:
-        """Write the indexes, Release, and its signatures."""
+        """Write the indexes, Release, and its signatures; with ``contents`` also
+        ``Contents-ARCH.gz`` and ``Contents-all.gz`` (listed plain too, served .gz only, as
+        Debian's mirrors do)."""
         dist = self.root / "dists" / self.suite
         files: dict[str, bytes] = {}
         for component in self.components:
@@ -302,9 +327,16 @@ class TestRepo:
                     files[base + ".xz"] = lzma.compress(plain)
                 if "gz" in compressions:
                     files[base + ".gz"] = gzip.compress(plain, mtime=0)
+        listed_only: dict[str, bytes] = {}
+        for component in self.components if contents else ():
+            for arch in (*self.arches, "all"):
+                plain = self._contents(component, arch)
+                files[f"{component}/Contents-{arch}.gz"] = gzip.compress(plain, mtime=0)
+                listed_only[f"{component}/Contents-{arch}"] = plain
         for rel, data in files.items():
             (dist / rel).parent.mkdir(parents=True, exist_ok=True)
             (dist / rel).write_bytes(data)
+        files.update(listed_only)
         # Only compressed variants are listed and served when compressions are given,
         # like a real mirror that lists Packages but may not serve it.
         lines = [

@@ -59,6 +59,8 @@ class Kind(StrEnum):
     """Parsed Packages indexes; key: the signed index file's SHA256 + record layout."""
     FACTS = "facts"
     """What an SBOM says of one package (maintainer, source, licence); key: the .deb's SHA256."""
+    CONTENTS = "contents"
+    """Command lines of Contents indexes (``polyarch add``); key: the signed file's SHA256 + format."""
 
     @property
     def content_addressed(self) -> bool:

@@ -19,11 +19,35 @@ import traceback
 from collections.abc import Sequence
 
 from polyarch import __version__
-from polyarch.cli import attest, build, cache, doctor, engine, outdated, publish, resolve, scale
+from polyarch.cli import (
+    attest,
+    build,
+    cache,
+    doctor,
+    engine,
+    outdated,
+    project,
+    publish,
+    resolve,
+    scale,
+    version,
+)
 from polyarch.cli._common import Commands, Handler, common_options
 from polyarch.errors import HostError, PolyarchError
 
-COMMAND_MODULES = (resolve, outdated, build, engine, doctor, publish, cache, attest, scale)
+COMMAND_MODULES = (
+    project,
+    resolve,
+    outdated,
+    build,
+    engine,
+    doctor,
+    publish,
+    cache,
+    attest,
+    scale,
+    version,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

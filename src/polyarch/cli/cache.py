@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    p = commands.add(
-        "lock", cmd_lock, "write containers.lock: the exact packages of every container"
-    )
+    p = commands.add("lock", cmd_lock, "write containers.lock: every container's packages")
     p.add_argument(
         "--update",
         metavar="NAME",

@@ -40,7 +40,7 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "manifest",
         cmd_manifest,
-        "make the multi-arch index of a container (or of image files) and push it",
+        "make the multi-arch index (or of image files), push it",
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="container of containers.toml")
     p.add_argument(

@@ -30,6 +30,7 @@ import httpx
 
 from polyarch.cache import Cache, Kind
 from polyarch.config_rules import MAIN_SOURCE
+from polyarch.debian.contents import Contents, contents_paths, load_contents
 from polyarch.debian.index import PackageIndex, cache_key, load_index
 from polyarch.debian.packages import PackageRecord, decompress
 from polyarch.debian.signature import verify_detached, verify_inrelease
@@ -397,6 +398,31 @@ class Repository:
             fetched.append(data)  # parse here instead, which reports any problem properly
             return False
         return True
+
+    def contents(self, arch: str) -> Contents:
+        """Which package ships which command for ``arch``: each component's Contents-ARCH
+        and Contents-all, verified against the signed Release like every index."""
+        release = self.release()
+        parts: list[Contents] = []
+        for component in self.source.components:
+            for name in (arch, "all"):
+                listed = [p for p in contents_paths(component, name) if p in release.sha256]
+                if not listed:
+                    continue
+                path = listed[0]
+                size, sha256 = release.sha256[path]
+
+                def raw(path: str = path, size: int = size, sha256: str = sha256) -> bytes:
+                    return self._download_index(path, size, sha256)
+
+                with self.cache.lock(Kind.CONTENTS, sha256):
+                    parts.append(load_contents(self.cache, sha256, raw, self._dist_url(path)))
+        if not parts:
+            raise MirrorError(
+                f"{self.source.url} publishes no Contents index for {self.source.suite}",
+                hint="give the package name and --command instead of a command name",
+            )
+        return Contents.concat(parts)
 
     def _download_index(self, path: str, size: int, sha256: str) -> bytes:
         task = self.progress.task(f"index {self.source.suite}/{path}", total=size)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.cache import LOCKS_DIR, Cache, Kind, open_regular
+from polyarch.debian.contents import is_current_key
 from polyarch.errors import UsageError
 from polyarch.files import file_size
 from polyarch.image.layer_record import decode_layer_record
@@ -189,7 +190,9 @@ def prune_cache(
                 continue
             stale = older_than is not None and now - max(st.st_atime, st.st_mtime) > older_than
             dangling = kind == Kind.LAYERS and _dangling_layer(cache, path)
-            unusable = kind == Kind.INDEXES and other_format(key)
+            unusable = (kind == Kind.INDEXES and other_format(key)) or (
+                kind == Kind.CONTENTS and not is_current_key(key)
+            )
             if stale or dangling or unusable:
                 path.unlink(missing_ok=True)
                 (cache.root / LOCKS_DIR / kind / f"{key}.lock").unlink(missing_ok=True)

@@ -40,6 +40,7 @@ MEDIA_TYPES = {
     Kind.LAYERS: media_types.POLYARCH_LAYER_RECORD,
     Kind.INDEXES: media_types.POLYARCH_PACKAGES_INDEX,
     Kind.FACTS: media_types.POLYARCH_PACKAGE_FACTS,
+    Kind.CONTENTS: media_types.POLYARCH_CONTENTS_INDEX,
 }
 """The media type of each kind's entries in the artifact."""
 ENTRIES_PER_MANIFEST = 1000

@@ -5,7 +5,8 @@ on every build: a ``debs``/``blobs`` entry must hash to its key; a ``layers``
 record must pass its schema and checksum and describe its blob exactly (the
 blob present and intact, its size, and — by decompressing it — its diff_id
 and uncompressed size); a parsed index must pass every checksum and hold only
-records a Packages index can hold; package facts must pass their schema.
+records a Packages index can hold; package facts must pass their schema, a
+parsed Contents index its.
 Nothing is followed through a symlink.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from polyarch.attest.facts import read_facts
 from polyarch.cache import Kind, is_key, open_regular
+from polyarch.debian.contents import decode_cached, is_current_key
 from polyarch.debian.index import cache_key as index_cache_key
 from polyarch.debian.index_file import check_index_file
 from polyarch.image.layer_record import LayerRecord, decode_layer_record
@@ -72,6 +74,10 @@ class EntryChecker:
                 return self._layer_problem(record) if record is not None else ""
             if kind == Kind.FACTS:
                 return "" if read_facts(path) is not None else "not package facts (of this version)"
+            if kind == Kind.CONTENTS:
+                if not is_current_key(name):
+                    return ""  # never read by this version; prune removes it
+                return "" if decode_cached(f.read()) is not None else "not a parsed Contents index"
             if other_format(name):
                 return ""  # never read by this version; prune removes it
             return check_index_file(path, f)

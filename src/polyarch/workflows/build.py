@@ -7,7 +7,7 @@ import functools
 import os
 import posixpath
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -225,19 +225,28 @@ def build_system_layers(
             partial(claim_refused, session, container.name, system),
         )
     for system in ordered if own else ():
-        tzdata = next(
-            (p.record for p in resolutions[system].packages if p.record.name == TZDATA), None
-        )
-        layer = container_layer(
-            container.options,
-            container=container.name,
-            base=session.config.directory,
-            cache=session.cache,
-            epoch=epoch,
-            tzdata=(tzdata.sha256, functools.partial(read, tzdata.sha256)) if tzdata else None,
-        )
-        built[system] = [*built[system], *([layer] if layer else [])]
+        built[system] += _own_layer(session, container, resolutions[system], read, epoch)
     return built
+
+
+def _own_layer(
+    session: Session,
+    container: Container,
+    resolution: Resolution,
+    read: Callable[[str], DebContents],
+    epoch: int,
+) -> list[Layer]:
+    """The container's own layer (files, accounts, timezone) as a list of none or one."""
+    tzdata = next((p.record for p in resolution.packages if p.record.name == TZDATA), None)
+    layer = container_layer(
+        container.options,
+        container=container.name,
+        base=session.config.directory,
+        cache=session.cache,
+        epoch=epoch,
+        tzdata=(tzdata.sha256, functools.partial(read, tzdata.sha256)) if tzdata else None,
+    )
+    return [layer] if layer else []
 
 
 def system_image(

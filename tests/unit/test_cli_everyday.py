@@ -142,7 +142,7 @@ def test_list_takes_versions_from_a_current_lock_and_digests_from_the_last_build
 ) -> None:
     common = ("-q", "-f", project, "--cache-dir", tmp_path / "cache")
     assert cli(*common, "lock")[0] == 0
-    code, out, err = cli(*common, "build", "hello", "--all-systems", "--out", tmp_path / "result")
+    code, _out, err = cli(*common, "build", "hello", "--all-systems", "--out", tmp_path / "result")
     assert code == 0, err
     index = json.loads((tmp_path / "result/hello/oci/index.json").read_text())
     hello, hi = listed(cli, project, tmp_path, "--locked")

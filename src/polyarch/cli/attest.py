@@ -49,9 +49,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--key", metavar="KEY", required=True, help="private key (PEM)")
     add_out_option(p)
 
-    p = commands.add(
-        "verify", cmd_verify, "check an image's signatures, subjects and SBOMs against the image"
-    )
+    p = commands.add("verify", cmd_verify, "check an image's signatures, subjects and SBOMs")
     p.add_argument(
         "target", metavar="REF_OR_DIR", help="registry reference, container NAME or OUT/NAME"
     )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RepoFactory, base_packages
+from conftest import ONE_SOURCE, RepoFactory, base_packages
 from debrepo import DebSpec, TestRepo
 from hosttools import host_world, native_arch, script
 
@@ -81,7 +81,7 @@ def project(tmp_path: Path, repo: tuple[TestRepo, str]) -> Path:
     path.write_text(
         "# my tools   (kept as written)\n"
         f'[repository]\nurl   = "{url}"     # the mirror\nkeyring = "{test_repo.key.keyring}"\n'
-        "\n\n[defaults]  # every container\n"
+        f"\n{ONE_SOURCE}\n[defaults]  # every container\n"
         f"systems = [ '{SYSTEM_OF[NATIVE]}',\n  '{SYSTEM_OF[FOREIGN]}' ]\n# the end\n"
     )
     return path
@@ -203,13 +203,13 @@ def test_a_dry_run_writes_nothing_and_an_empty_project_gets_a_file(
     test_repo, url = repo
     project = tmp_path / "p" / "containers.toml"
     project.parent.mkdir()
-    text = f'[repository]\nurl = "{url}"\nkeyring = "{test_repo.key.keyring}"\n'
+    text = f'[repository]\nurl = "{url}"\nkeyring = "{test_repo.key.keyring}"\n\n{ONE_SOURCE}'
     project.write_text(text)
     dry = add(project, tmp_path / "cache", "rg", dry_run=True)
     assert not dry.written and project.read_text() == text
     assert (
         dry.text
-        == text + '\n[containers.rg]\npackage = "ripgrep"\ncommand = "rg"\ntest = ["--version"]\n'
+        == text + '[containers.rg]\npackage = "ripgrep"\ncommand = "rg"\ntest = ["--version"]\n'
     )
 
 

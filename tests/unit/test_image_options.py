@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Tool
+from conftest import ONE_SOURCE, Tool
 from debrepo import DebSpec, TestKey, TestRepo, serve
 from hosttools import host_world, native_arch, script, zone_file
 
@@ -102,7 +102,9 @@ Built = tuple[Path, Path, Path]
 def _build(project: Path, url: str, keyring: Path, out: Path, cache: Path) -> None:
     config = project / "containers.toml"
     config.write_text(
-        f'[repository]\nurl = "{url}"\nkeyring = "{keyring}"\nsuite = "bookworm"\n' + PROJECT
+        f'[repository]\nurl = "{url}"\nkeyring = "{keyring}"\nsuite = "bookworm"\n\n'
+        + ONE_SOURCE
+        + PROJECT
     )
     code = main(
         ["-q", "-f", str(config), "--cache-dir", str(cache), "build", "app", "--out", str(out)]

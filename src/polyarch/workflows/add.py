@@ -165,13 +165,29 @@ def find_tool(session: Session, system: System, what: str, command: str | None) 
     """The package and command WHAT names, from ``system``'s Contents and Packages indexes."""
     universe = session.universe(system)
     try:
-        contents = session.repository.contents(system.debian_arch)
+        contents = archive_contents(session, system)
     except MirrorError:
         # An archive without Contents indexes: a package name with --command still works.
         if command is not None and universe.has(what):
             return Choice(what, command, None, "package")
         raise
     return choose(contents, universe, what, command)
+
+
+def archive_contents(session: Session, system: System) -> Contents:
+    """The Contents of every source that carries ``system`` (each verified on its own chain);
+    MirrorError when none publishes any."""
+    found: list[Contents] = []
+    problem: MirrorError | None = None
+    for repository in session.archive.readable(system.debian_arch):
+        try:
+            found.append(repository.contents(system.debian_arch))
+        except MirrorError as exc:
+            problem = problem or exc
+    if not found:
+        assert problem is not None  # the main source is always readable
+        raise problem
+    return Contents.concat(found)
 
 
 def choose(contents: Contents, universe: PackageUniverse, what: str, command: str | None) -> Choice:

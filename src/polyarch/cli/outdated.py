@@ -22,8 +22,7 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "outdated",
         cmd_outdated,
-        "compare containers.lock (or the last build) with the sources now; "
-        f"exit {REBUILD_NEEDED} when a rebuild would change packages",
+        f"would a rebuild change packages? (exit {REBUILD_NEEDED} if so)",
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="one container (default: every one)")
     p.add_argument(

@@ -66,9 +66,19 @@ def is_current_key(key: str) -> bool:
     return key.endswith(cache_key(""))
 
 
-def contents_paths(component: str, arch: str) -> tuple[str, ...]:
-    """The Release paths of a component's Contents file for ``arch``, preferred first."""
-    return tuple(f"{component}/Contents-{arch}{suffix}" for suffix in CONTENTS_VARIANTS)
+def contents_files(
+    listed: Mapping[str, tuple[int, str]], components: Iterable[str], arch: str
+) -> list[tuple[str, int, str]]:
+    """(path, size, sha256) of each component's Contents-ARCH and Contents-all that a Release
+    lists (``listed``: path → (size, sha256)), the preferred form of each."""
+    found = []
+    for component in components:
+        for name in (arch, "all"):
+            paths = [f"{component}/Contents-{name}{suffix}" for suffix in CONTENTS_VARIANTS]
+            path = next((p for p in paths if p in listed), None)
+            if path is not None:
+                found.append((path, *listed[path]))
+    return found
 
 
 def parse_contents(compressed: bytes, where: str) -> _Lines:
@@ -159,6 +169,11 @@ class Contents:
     @classmethod
     def concat(cls, indexes: Iterable[Contents]) -> Contents:
         return cls([part for index in indexes for part in index._parts])
+
+    @property
+    def files(self) -> int:
+        """How many Contents files this is made of (0: the archive publishes none)."""
+        return len(self._parts)
 
     @cached_property
     def _shipped(self) -> tuple[Shipped, ...]:

@@ -16,6 +16,7 @@ The chain of trust is the one apt uses:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import httpx
 
 from polyarch.cache import Cache, Kind
 from polyarch.config_rules import MAIN_SOURCE
-from polyarch.debian.contents import Contents, contents_paths, load_contents
+from polyarch.debian.contents import Contents, contents_files, load_contents
 from polyarch.debian.index import PackageIndex, cache_key, load_index
 from polyarch.debian.packages import PackageRecord, decompress
 from polyarch.debian.signature import verify_detached, verify_inrelease
@@ -400,28 +401,12 @@ class Repository:
         return True
 
     def contents(self, arch: str) -> Contents:
-        """Which package ships which command for ``arch``: each component's Contents-ARCH
-        and Contents-all, verified against the signed Release like every index."""
-        release = self.release()
-        parts: list[Contents] = []
-        for component in self.source.components:
-            for name in (arch, "all"):
-                listed = [p for p in contents_paths(component, name) if p in release.sha256]
-                if not listed:
-                    continue
-                path = listed[0]
-                size, sha256 = release.sha256[path]
-
-                def raw(path: str = path, size: int = size, sha256: str = sha256) -> bytes:
-                    return self._download_index(path, size, sha256)
-
-                with self.cache.lock(Kind.CONTENTS, sha256):
-                    parts.append(load_contents(self.cache, sha256, raw, self._dist_url(path)))
-        if not parts:
-            raise MirrorError(
-                f"{self.source.url} publishes no Contents index for {self.source.suite}",
-                hint="give the package name and --command instead of a command name",
-            )
+        """Which package ships which command for ``arch`` (contents.py), verified like any index."""
+        parts, listed = [], self.release().sha256
+        for path, size, sha256 in contents_files(listed, self.source.components, arch):
+            download = functools.partial(self._download_index, path, size, sha256)
+            with self.cache.lock(Kind.CONTENTS, sha256):
+                parts.append(load_contents(self.cache, sha256, download, self._dist_url(path)))
         return Contents.concat(parts)
 
     def _download_index(self, path: str, size: int, sha256: str) -> bytes:

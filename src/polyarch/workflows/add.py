@@ -175,19 +175,17 @@ def find_tool(session: Session, system: System, what: str, command: str | None) 
 
 
 def archive_contents(session: Session, system: System) -> Contents:
-    """The Contents of every source that carries ``system`` (each verified on its own chain);
+    """The Contents of every source that carries ``system``, each verified on its own chain;
     MirrorError when none publishes any."""
-    found: list[Contents] = []
-    problem: MirrorError | None = None
-    for repository in session.archive.readable(system.debian_arch):
-        try:
-            found.append(repository.contents(system.debian_arch))
-        except MirrorError as exc:
-            problem = problem or exc
-    if not found:
-        assert problem is not None  # the main source is always readable
-        raise problem
-    return Contents.concat(found)
+    readable = session.archive.readable(system.debian_arch)
+    found = Contents.concat(r.contents(system.debian_arch) for r in readable)
+    if not found.files:
+        main = session.archive.main.source
+        raise MirrorError(
+            f"{main.url} publishes no Contents index for {main.suite}",
+            hint="give the package name and --command instead of a command name",
+        )
+    return found
 
 
 def choose(contents: Contents, universe: PackageUniverse, what: str, command: str | None) -> Choice:

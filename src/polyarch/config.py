@@ -80,7 +80,6 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     """Put the image's SPDX document inside it (off by default: it changes the digest)."""
     pins: dict[str, str] | None = None
     """Package → source name or suite it must come from (as apt's ``pkg/release``)."""
-    # Image options (config_image.py): tables validated one by one, so errors name the entry.
     files: dict[str, Any] | None = None
     accounts: dict[str, Any] | None = None
     annotations: dict[str, str] | None = None
@@ -155,8 +154,7 @@ class Container:
     sbom_in_image: bool = False
     pins: tuple[tuple[str, str], ...] = ()
     """(package, source name) it must come from, sorted: ``pins`` and ``name/release`` roots."""
-    options: ImageOptions = dataclasses.field(default_factory=ImageOptions)
-    """files, accounts, annotations, cmd, entrypoint, timezone, auto_tags (config_image.py)."""
+    options: ImageOptions = dataclasses.field(default_factory=ImageOptions)  # config_image.py
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -260,9 +258,7 @@ def parse_config(text: str, path: Path) -> Config:
         roots = src.check(
             where, config_sources.container_roots, spec.package, spec.packages, pins, sources
         )
-        options = config_image.image_options(
-            src, where, spec, defaults, user=spec.user, cmd=spec.cmd, entrypoint=spec.entrypoint
-        )
+        options = config_image.image_options(src, where, spec, defaults)
         containers.append(_apply_defaults(name, spec, defaults, registries, roots, options))
     return Config(path, file.repository, tuple(containers), sources)
 

@@ -13,14 +13,14 @@ here, so the image code never guesses.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from polyarch.config_rules import InvalidValue, absolute_path
+from polyarch.config_rules import InvalidValue, absolute_path, command, labels
 from polyarch.config_rules import user as user_syntax
 from polyarch.image.filesystem import MERGED_DIRS
 from polyarch.registry.tags import AutoTags
@@ -39,6 +39,8 @@ NO_HOME = "/nonexistent"
 """A home that is not made (nobody's), as Debian's adduser writes it."""
 _ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _MODE = re.compile(r"[0-7]{3,4}")
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+"""An IANA time zone name as tzdata installs it under /usr/share/zoneinfo (no "..")."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RUNTIME_MOUNTS = ("proc", "sys", "dev")
 _MANAGED = {
@@ -151,17 +153,26 @@ class _Fields(Protocol):
     def auto_tags(self) -> dict[str, Any] | None: ...
 
 
+class _Spec(_Fields, Protocol):
+    """A ``[containers.NAME]`` table (``config.ContainerSpec``)."""
+
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def cmd(self) -> tuple[str, ...] | None: ...
+    @property
+    def entrypoint(self) -> tuple[str, ...] | None: ...
+
+
 def image_options(
-    src: Source,
-    where: tuple[str, ...],
-    spec: _Fields,
-    defaults: _Fields,
-    *,
-    user: str | None,
-    cmd: tuple[str, ...] | None,
-    entrypoint: tuple[str, ...] | None,
+    src: Source, where: tuple[str, ...], spec: _Spec, defaults: _Fields
 ) -> ImageOptions:
-    """The options of the container at ``where``: each table checked where it is written."""
+    """The options of the container at ``where``: each value checked where it is written."""
+    for keys, fields in ((("defaults",), defaults), (where, spec)):
+        for key, rule in FIELD_RULES.items():
+            if (value := getattr(fields, key, None)) is not None:
+                src.check((*keys, key), rule, value)
+    user, cmd, entry = spec.user, spec.cmd, spec.entrypoint
     accounts = _accounts(src, ("defaults",), defaults.accounts)
     accounts.update(_accounts(src, where, spec.accounts))
     src.check(where, check_accounts, accounts)
@@ -182,7 +193,7 @@ def image_options(
             sorted({**(defaults.annotations or {}), **(spec.annotations or {})}.items())
         ),
         cmd=cmd,
-        entrypoint=entrypoint,
+        entrypoint=entry,
         timezone=spec.timezone if spec.timezone is not None else defaults.timezone,
         auto_tags=AutoTags(**msgspec.structs.asdict(switches)),
     )
@@ -358,3 +369,32 @@ def _in_image(path: str, key: str) -> None:
             f"{path} is under /{first[0]}, which the engine mounts over at run time",
             hint="choose a path elsewhere, e.g. under /etc, /usr/local or /srv",
         )
+
+
+def annotation_keys(table: Mapping[str, str]) -> None:
+    labels(table, "annotation", "annotations")
+
+
+def timezone(zone: str) -> None:
+    if not _ZONE.fullmatch(zone):
+        raise InvalidValue(
+            f"{zone!r} is not a time zone name",
+            hint='write an IANA zone, e.g. timezone = "Europe/Berlin" or "UTC"',
+        )
+
+
+def entrypoint(values: tuple[str, ...]) -> None:
+    """A program (as ``command`` is written) and its fixed first arguments."""
+    if not values:
+        raise InvalidValue(
+            "is empty", hint='name the program first, e.g. entrypoint = ["/usr/bin/tini", "--"]'
+        )
+    command(values[0])
+
+
+FIELD_RULES: dict[str, Callable[[Any], object]] = {
+    "annotations": annotation_keys,
+    "timezone": timezone,
+    "entrypoint": entrypoint,
+}
+"""Rules of the plain-valued option keys, held like ``config_rules.FIELD_RULES``."""

@@ -43,8 +43,6 @@ _USER_PART = r"(?:[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?)"
 _USER = re.compile(rf"{_USER_PART}(?::{_USER_PART})?")
 _MAX_ID = 2**32 - 2
 """Largest uid/gid (2**32 - 1 is the kernel's "no id")."""
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
-"""An IANA time zone name as tzdata installs it under /usr/share/zoneinfo (no "..")."""
 _SUITE_PART = r"[A-Za-z0-9][A-Za-z0-9._+~-]*"
 _SUITE = re.compile(rf"{_SUITE_PART}(?:/{_SUITE_PART})*")
 """A suite or component; ``/`` only between parts (``bookworm/updates``), never ``..``."""
@@ -138,27 +136,6 @@ def labels(table: Mapping[str, str], what: str = "label", key_name: str = "label
                 hint=f'use reverse-DNS keys, e.g. {key_name} = {{ "org.example.team" = "tools" }}',
                 at=(key,),
             )
-
-
-def annotation_keys(table: Mapping[str, str]) -> None:
-    labels(table, "annotation", "annotations")
-
-
-def timezone(zone: str) -> None:
-    if not _ZONE.fullmatch(zone):
-        raise InvalidValue(
-            f"{zone!r} is not a time zone name",
-            hint='write an IANA zone, e.g. timezone = "Europe/Berlin" or "UTC"',
-        )
-
-
-def entrypoint(values: tuple[str, ...]) -> None:
-    """A program (as ``command`` is written) and its fixed first arguments."""
-    if not values:
-        raise InvalidValue(
-            "is empty", hint='name the program first, e.g. entrypoint = ["/usr/bin/tini", "--"]'
-        )
-    command(values[0])
 
 
 def workdir(path: str) -> None:
@@ -442,9 +419,6 @@ FIELD_RULES: dict[str, Callable[[Any], object]] = {
     "expect": regex,
     "tags": tags,
     "pins": pins,
-    "annotations": annotation_keys,
-    "timezone": timezone,
-    "entrypoint": entrypoint,
 }
 """Rules of [defaults] and [containers.NAME] keys; types (``test`` a list of strings, ...)
 are msgspec's, NUL anywhere is refused before, ``registries`` need the container's name."""

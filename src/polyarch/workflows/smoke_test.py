@@ -162,11 +162,17 @@ def run_smoke_test(
 
 
 def _static_entrypoint(container: Container, entrypoint: Sequence[str]) -> Check:
-    command = container.command
-    ok = len(entrypoint) == 1 and (
-        entrypoint[0] == command
-        if command.startswith("/")
-        else entrypoint[0] in (f"{d}/{command}" for d in COMMAND_DIRS)
+    # The command, or containers.toml's entrypoint: its program (found like command), its arguments.
+    given = container.options.entrypoint
+    command, fixed = (given[0], list(given[1:])) if given else (container.command, [])
+    ok = (
+        bool(entrypoint)
+        and list(entrypoint[1:]) == fixed
+        and (
+            entrypoint[:1] == [command]
+            if command.startswith("/")
+            else entrypoint[0] in (f"{d}/{command}" for d in COMMAND_DIRS)
+        )
     )
     return Check(
         "entrypoint (image config)",

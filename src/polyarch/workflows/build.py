@@ -224,7 +224,7 @@ def build_system_layers(
             [facts for layer in layers for facts in layer.debs],
             partial(claim_refused, session, container.name, system),
         )
-    for system in ordered if own else ():
+    for system in ordered if container.options.has_layer else ():
         built[system] += _own_layer(session, container, resolutions[system], read, epoch)
     return built
 

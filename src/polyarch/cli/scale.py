@@ -39,7 +39,7 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "plan",
         cmd_plan,
-        "split the builds of many containers × systems into shards for a CI matrix",
+        "split containers × systems into shards for a CI matrix",
     )
     p.add_argument("name", metavar="NAME", nargs="*", help="containers of containers.toml")
     p.add_argument("--all", action="store_true", help="every container of containers.toml")

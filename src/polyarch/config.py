@@ -26,13 +26,18 @@ from polyarch import config_rules as rules
 from polyarch.config_image import ImageOptions
 from polyarch.config_rules import InvalidValue
 from polyarch.errors import ConfigError, UnknownContainerError
+from polyarch.image.layer_plan import Layering
 from polyarch.platforms import System
 from polyarch.tomlkeys import deepest_line, dotted, kind_names, kind_of, line_of
 
 CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
 DEFAULT_SYSTEMS = ("aarch64-linux", "x86_64-linux")
-DEFAULT_MAX_LAYERS = 100
+DEFAULT_MAX_LAYERS = 16
+"""The layer budget: what bench/layers.py measured to keep a 30-tool project's registry
+bytes within a few per cent of one layer per package, with the large tools' loads on vfs
+storage several times faster (image/layer_plan)."""
+DEFAULT_LAYERING = "shared"
 DEFAULT_PREFER = ("mawk",)
 """Where a dependency leaves a choice (base-files needs some ``awk``), take Debian's
 default provider (mawk is Priority: required) rather than the first by name."""
@@ -71,6 +76,7 @@ class _ContainerFields(_Strict, frozen=True, kw_only=True):
     keep_docs: bool | None = None
     max_layers: int | None = None
     max_unpacked_bytes: int | None = None
+    layering: str | None = None
     env: dict[str, str] | None = None
     labels: dict[str, str] | None = None
     registries: dict[str, Any] | None = None
@@ -142,6 +148,7 @@ class Container:
     max_unpacked_bytes: int | None
     """Per-package limit of unpacked bytes (a larger package is refused); None: the
     reader's default, ``polyarch.debian.deb.MAX_UNPACKED_BYTES``."""
+    layering: Layering
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     workdir: str | None
@@ -292,6 +299,7 @@ def _apply_defaults(
         keep_docs=_pick(spec.keep_docs, d.keep_docs, False),
         max_layers=_pick(spec.max_layers, d.max_layers, DEFAULT_MAX_LAYERS),
         max_unpacked_bytes=_pick(spec.max_unpacked_bytes, d.max_unpacked_bytes, None),
+        layering=rules.layering(_pick(spec.layering, d.layering, DEFAULT_LAYERING)),
         env=tuple(sorted({**(d.env or {}), **(spec.env or {})}.items())),
         labels=tuple(sorted({**(d.labels or {}), **(spec.labels or {})}.items())),
         workdir=spec.workdir,

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from polyarch.errors import UsageError
+from polyarch.image.layer_plan import LAYERINGS, Layering
 from polyarch.platforms import System, parse_system
 from polyarch.reference import DOCKER_HUB, TAG_PATTERN, parse_reference
 
@@ -116,6 +117,16 @@ def max_unpacked_bytes(value: int) -> None:
             f"must be at least 1048576 (1 MiB), not {value}",
             hint="it bounds the unpacked size of each package, in bytes",
         )
+
+
+def layering(value: str) -> Layering:
+    for name in LAYERINGS:
+        if value == name:
+            return name
+    raise InvalidValue(
+        f"unknown layering {value!r}",
+        hint=f"use one of: {', '.join(LAYERINGS)} (docs/CONFIG.md explains them)",
+    )
 
 
 def environment(env: Mapping[str, str]) -> None:
@@ -347,8 +358,9 @@ EXAMPLES = {
     "prefer": 'prefer = ["mawk"]',
     "systems": 'systems = ["aarch64-linux", "x86_64-linux"]',
     "keep_docs": "keep_docs = true",
-    "max_layers": "max_layers = 100",
+    "max_layers": "max_layers = 16",
     "max_unpacked_bytes": "max_unpacked_bytes = 8_589_934_592",
+    "layering": 'layering = "shared"',
     "env": 'env = { LANG = "C.UTF-8" }',
     "labels": 'labels = { "org.example.team" = "tools" }',
     "workdir": 'workdir = "/work"',
@@ -412,6 +424,7 @@ FIELD_RULES: dict[str, Callable[[Any], object]] = {
     "systems": systems,
     "max_layers": max_layers,
     "max_unpacked_bytes": max_unpacked_bytes,
+    "layering": layering,
     "env": environment,
     "labels": labels,
     "workdir": workdir,

@@ -21,7 +21,7 @@ import polyarch.image.layers as layers_module
 from polyarch.cache import Cache
 from polyarch.debian.deb import DebContents, read_deb
 from polyarch.errors import PackageError
-from polyarch.image.layer_plan import GENERATED_NAME, SKELETON_NAME, plan_layers
+from polyarch.image.layer_plan import GENERATED_NAME, SKELETON_NAME, Layering, plan_layers
 from polyarch.image.layers import Layer, LayerStats, build_layers
 
 EPOCH = 1_700_000_000
@@ -31,6 +31,7 @@ EPOCH = 1_700_000_000
 class Record:
     name: str
     sha256: str
+    size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,12 @@ def build(
     *,
     epoch: int = EPOCH,
     max_layers: int = 100,
+    layering: Layering = "per-package",
     jobs: int = 2,
     stats: LayerStats | None = None,
     read: Callable[[str], DebContents] | None = None,
 ) -> list[Layer]:
-    plans = plan_layers(world.resolved(BASE, tool), max_layers)
+    plans = plan_layers(world.resolved(BASE, tool), max_layers, layering=layering)
     return build_layers(
         plans,
         read or world.read,
@@ -119,11 +121,11 @@ def members(layer: Layer) -> list[tarfile.TarInfo]:
         return tar.getmembers()
 
 
-# planning --------------------------------------------------------------------
+# planning: the per-package policy (the shared one: test_layer_plan.py) -----------
 
 
 def test_plan_is_skeleton_then_base_then_tool_then_generated(world: World) -> None:
-    plans = plan_layers(world.resolved(BASE, ["mawk", "fd-find"]), 100)
+    plans = plan_layers(world.resolved(BASE, ["mawk", "fd-find"]), 100, layering="per-package")
     assert [p.names for p in plans] == [
         (SKELETON_NAME,),
         ("base-files",),
@@ -141,7 +143,7 @@ def test_max_layers_bounds_the_count_and_keeps_every_package_once(
     world: World, max_layers: int
 ) -> None:
     tool = ["fd-find", "libpcre2", "mawk", "ripgrep"]
-    plans = plan_layers(world.resolved(BASE, tool), max_layers)
+    plans = plan_layers(world.resolved(BASE, tool), max_layers, layering="per-package")
     assert len(plans) == min(max_layers, 10)
     flat = [name for plan in plans for name in plan.names]
     assert flat == [SKELETON_NAME, *BASE, *sorted(tool), GENERATED_NAME]
@@ -149,7 +151,7 @@ def test_max_layers_bounds_the_count_and_keeps_every_package_once(
 
 def test_over_the_bound_the_tool_packages_merge_before_the_base_ones(world: World) -> None:
     tool = ["fd-find", "libpcre2", "mawk", "ripgrep"]
-    plans = plan_layers(world.resolved(BASE, tool), 8)
+    plans = plan_layers(world.resolved(BASE, tool), 8, layering="per-package")
     assert [p.names for p in plans][1:] == [
         ("base-files",),
         ("bash",),
@@ -159,7 +161,7 @@ def test_over_the_bound_the_tool_packages_merge_before_the_base_ones(world: Worl
         ("libpcre2", "mawk", "ripgrep"),
         (GENERATED_NAME,),
     ]
-    plans = plan_layers(world.resolved(BASE, tool), 5)
+    plans = plan_layers(world.resolved(BASE, tool), 5, layering="per-package")
     assert [p.names for p in plans][1:] == [
         ("base-files",),
         ("bash", "coreutils", "libc6"),

@@ -32,6 +32,7 @@ from polyarch.platforms import SYSTEMS, System
 from polyarch.reference import DEFAULT_TAG, check_tag
 from polyarch.workflows.evidence import BuildEvidence, SystemImage
 from polyarch.workflows.resolve import Session, claim_refused, download, resolve_container
+from polyarch.workflows.sharing import project_users
 
 if TYPE_CHECKING:
     from polyarch.attest.keys import SigningKey
@@ -176,7 +177,17 @@ def layer_plans(
             hint="set max_layers to 3 or more",
         )
     budget = container.max_layers - own
-    return {s: plan_layers(r.packages, budget) for s, r in resolutions.items()}
+    return {
+        s: plan_layers(
+            r.packages,
+            budget,
+            # The whole project's sharing, so a shard of a distributed build plans as one machine.
+            users_of=project_users(session, s) if container.layering == "shared" else None,
+            container=container.name,
+            layering=container.layering,
+        )
+        for s, r in resolutions.items()
+    }
 
 
 def build_system_layers(

@@ -58,6 +58,8 @@ class Session:
     _archive: Archive | None = None
     _universes: dict[str, PackageUniverse] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    sharing: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    """Per system: package name → the project's containers that use it (``workflows.sharing``)."""
 
     @property
     def archive(self) -> Archive:

@@ -72,6 +72,8 @@ class EngineHost:
     """The client talks to the engine over a network or a VM's forwarded socket it says is remote."""
     endpoint: str | None
     """DOCKER_HOST, the docker context's endpoint, or CONTAINER_HOST; None for podman's local default."""
+    storage_driver: str = ""
+    """Where loaded layers live: ``overlay2``/``overlay``, ``vfs`` (a full copy per layer), ..."""
 
 
 @dataclass(frozen=True)
@@ -224,9 +226,13 @@ class Engine:
                 hostname=str(info.get("Name", "")),
                 remote=bool(endpoint) and not str(endpoint).startswith(("unix://", "npipe://")),
                 endpoint=endpoint,
+                storage_driver=str(info.get("Driver", "")),
             )
-        host = self._json(["info", "--format", "json"]).get("host")
+        info = self._json(["info", "--format", "json"])
+        host = info.get("host")
         host = host if isinstance(host, dict) else {}
+        store = info.get("store")
+        driver = store.get("graphDriverName", "") if isinstance(store, dict) else ""
         distribution = host.get("distribution")
         name = distribution.get("distribution", "") if isinstance(distribution, dict) else ""
         return EngineHost(
@@ -237,6 +243,7 @@ class Engine:
             hostname=str(host.get("hostname", "")),
             remote=bool(host.get("serviceIsRemote", False)),
             endpoint=self._environ().get("CONTAINER_HOST"),
+            storage_driver=str(driver),
         )
 
     def _json(self, argv: Sequence[str]) -> dict[str, object]:

@@ -216,3 +216,32 @@ def test_stage_clock_splits_a_real_build_into_stages_that_add_up(
     assert all(cold[s] > 0 for s in StageClock.STAGES), cold
     warm = timed_build()
     assert warm["fetch"] == 0.0  # every layer cached: no .deb read
+
+
+def layers_benchmark() -> dict[str, Any]:
+    update = {"push": {"bytes_uploaded": 4_000_000, "blobs_uploaded": 6, "requests": 9},
+              "changed": {"layers": 3, "bytes": 3_900_000, "unrelated_layers": 0,
+                          "unrelated_bytes": 0}}  # fmt: skip
+    add = {"layers": 2, "bytes": 1_000_000, "unrelated_layers": 0, "unrelated_bytes": 0,
+           "container": "curl"}  # fmt: skip
+    policy = {"registry": {"stored_blob_bytes": 200_000_000, "requests": 900,
+                           "bytes_uploaded": 1, "blobs_uploaded": 1},
+              "updates": {"libssl3": update}, "add": add}  # fmt: skip
+    tool = {"layers": {"before": 100, "shared": 10}, "bytes": {"before": 1, "shared": 78_000_000},
+            "load": {"docker": {"before": [40.0], "shared": [5.0]},
+                     "podman": {"before": [30.0], "shared": [6.0]}}}  # fmt: skip
+    return {
+        "benchmark": "layers", "rows": [], "status": "ok", "seconds": 600, "scale_count": 30,
+        "load_average": [1.0, 2.0, 3.0, 4.0],
+        "loads": {"system": "x86_64-linux", "tools": {"r-cran-littler": tool}},
+        "scale": {"before": policy, "shared": {**policy, "registry": {
+            **policy["registry"], "stored_blob_bytes": 205_000_000, "requests": 300}}},
+    }  # fmt: skip
+
+
+def test_the_layers_section_compares_the_policies_from_the_json() -> None:
+    text = render(run_of({"layers": layers_benchmark()}))
+    assert "| r-cran-littler (78.0 MB) | 100 → **10** | 40.0 s → **5.00 s** (8.0×) |" in text
+    assert "stores **205.0 MB** against 200.0 MB one layer per package (+2.5 %)" in text
+    assert "| libssl3 updated | shared | 3 | 3.9 MB | 4.0 MB (6 blobs) | 0 |" in text
+    assert "| curl added | shared | 2 | 1.0 MB | — | 0 |" in text

@@ -31,6 +31,12 @@ def cmd_doctor(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         ["asked", "why"],
         [[kernel.kernel, kernel.reason]],
     )
+    if kernel.storage:
+        print_table(
+            "how the engine stores layers",
+            ["driver", "cost"],
+            [[kernel.storage, kernel.storage_cost or "no copy per layer"]],
+        )
     rows = [
         [
             row.system.name,

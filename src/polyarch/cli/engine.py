@@ -35,6 +35,12 @@ def register(commands: Commands) -> None:
     p = commands.add("load", cmd_load, "load a built image into docker or podman as NAME:TAG")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--system", metavar="S", help="which system's image (default: native)")
+    p.add_argument(
+        "--merge-layers",
+        action="store_true",
+        help="load the image as one layer: much faster where the engine stores layers with vfs "
+        "(polyarch doctor says); the built and pushed image keep their layers",
+    )
     add_out_options(p)
     add_engine_option(p)
 
@@ -100,8 +106,18 @@ def cmd_load(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     container = load(args).container(args.name)
     (system,) = systems_of(args, container)
     engine = _engine(args, progress)
-    reference = load_image(engine, container, system, out_dir=Path(args.out), tag=args.tag)
-    print(f"loaded {system.name} image of {container.name} into {engine.name} as {reference}")
+    reference = load_image(
+        engine,
+        container,
+        system,
+        out_dir=Path(args.out),
+        tag=args.tag,
+        merge_layers=args.merge_layers,
+    )
+    merged = " (layers merged into one)" if args.merge_layers else ""
+    print(
+        f"loaded {system.name} image of {container.name} into {engine.name} as {reference}{merged}"
+    )
     return 0
 
 

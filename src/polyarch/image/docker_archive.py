@@ -29,7 +29,9 @@ MANIFEST_NAME = "manifest.json"
 
 
 def _layer_file_name(layer: LayerLike) -> str:
-    return layer.digest.removeprefix("sha256:") + ".tar.gz"
+    # An uncompressed layer (``image.merged``) is its own diff: a plain .tar.
+    suffix = ".tar" if layer.digest == layer.diff_id else ".tar.gz"
+    return layer.digest.removeprefix("sha256:") + suffix
 
 
 def write_docker_archive(
@@ -112,7 +114,7 @@ def _members(
     tags = [f"{repo}:{tag}" for repo, tag in pairs]
     when = source_date_epoch() if mtime is None else mtime
     layer_names = [_layer_file_name(layer) for layer in image.layers]
-    top = layer_names[-1].removesuffix(".tar.gz")
+    top = image.layers[-1].digest.removeprefix("sha256:")
     repositories: dict[str, dict[str, str]] = {}
     for repo, tag in pairs:
         repositories.setdefault(repo, {})[tag] = top

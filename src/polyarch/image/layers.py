@@ -1,6 +1,6 @@
 """Planned layers → deterministic tar + gzip blobs in the cache (the plan is ``layer_plan``).
 
-A package's layer is a pure function of that package's bytes, the filesystem
+A layer is a pure function of its packages' bytes, the filesystem
 rules (``keep_docs``), the epoch and ``LAYER_FORMAT_VERSION``: nothing about
 the image it ends up in. So libc6, bash, coreutils and their dependencies give
 byte-identical layers in every image of a system (the fd and rg images share

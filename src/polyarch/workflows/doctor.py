@@ -45,10 +45,27 @@ class DoctorRow:
 
 @dataclass(frozen=True)
 class KernelReport:
-    """Which kernel doctor asked about emulation, and why."""
+    """Which kernel doctor asked about emulation, and why; and how the engine stores layers."""
 
     kernel: str
     reason: str
+    storage: str = ""
+    """The engine's storage driver as it reports it (``vfs``, ``overlay2``, ...); empty if unknown."""
+    storage_cost: str | None = None
+    """What that driver costs when loading images, and what to do; None when nothing."""
+
+
+VFS_COST = (
+    "vfs stores every layer as a full copy of the layers below it: loading an image of N "
+    "layers writes and copies up to N times its size (polyarch images have a few layers, "
+    "max_layers bounds them); `polyarch load NAME --merge-layers` loads it as one layer, "
+    "and an overlay driver (overlay2, fuse-overlayfs) avoids the copies altogether"
+)
+
+
+def storage_cost(driver: str) -> str | None:
+    """What loading costs on the storage ``driver``, when it costs more than on overlay."""
+    return VFS_COST if driver == "vfs" else None
 
 
 def diagnose(
@@ -82,7 +99,7 @@ def diagnose_with_kernel(
     except PolyarchError as error:
         engine_problem = error
     if kernel is not None and kernel.where == "engine":
-        report = KernelReport(kernel.describe(), kernel.reason)
+        report = _report(kernel)
         return report, [_engine_row(kernel, s, engine) for s in systems or SYSTEMS]
     if kernel is None and not sys.platform.startswith("linux"):
         # No engine, and this host's kernel never runs the containers: nothing else to show.
@@ -97,10 +114,15 @@ def diagnose_with_kernel(
             "no engine answered to ask, so only this host's handlers can be shown",
         )
     else:
-        report = KernelReport(kernel.describe(), kernel.reason)
+        report = _report(kernel)
         native = native or kernel.native
     rows = [_host_row(s, engine, engine_problem, binfmt_dir, native) for s in systems or SYSTEMS]
     return report, rows
+
+
+def _report(kernel: Kernel) -> KernelReport:
+    driver = kernel.info.storage_driver
+    return KernelReport(kernel.describe(), kernel.reason, driver, storage_cost(driver))
 
 
 def _engine_row(kernel: Kernel, system: System, engine: str | None) -> DoctorRow:

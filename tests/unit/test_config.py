@@ -197,6 +197,8 @@ REFUSED = [
     ("systems = []", "systems", "no systems to build"),
     ("max_layers = 128", "max_layers", "between 2 and 127"),
     ("max_layers = true", "max_layers", "expected an integer, got true or false"),
+    ('layering = "flat"', "layering", "unknown layering 'flat'"),
+    ("layering = 1", "layering", "expected a string, got an integer"),
     ('env = { "" = "x" }', 'env.""', "is empty or holds '='"),
     ('env = { "A=B" = "x" }', 'env."A=B"', "is empty or holds '='"),
     ('env = { A = "a\\u0000b" }', "env.A", "holds a NUL character"),

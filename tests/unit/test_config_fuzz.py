@@ -53,6 +53,7 @@ VALID: dict[str, Any] = {
             "prefer": ["mawk"],
             "keep_docs": False,
             "max_layers": 50,
+            "layering": "per-package",
             "labels": {"org.example.team": "tools"},
             "workdir": "/work",
             "user": "65534:65534",
@@ -65,7 +66,7 @@ VALID: dict[str, Any] = {
 }
 # Strings that are valid for some key and nearly valid for others.
 PLAUSIBLE = [
-    "fd-find", "g++", "fdfind", "/usr/bin/fd", "/usr//bin/fd", "bin/fd", "..", "/", "",
+    "fd-find", "g++", "fdfind", "/usr/bin/fd", "shared", "/usr//bin/fd", "bin/fd", "..", "/", "",
     "x86_64-linux", "linux/arm64", "armhf", "riscv64", "65534:65534", "root", "a:b:c",
     "ghcr.io/o/{name}", "ghcr.io/o/fd:1", "127.0.0.1:5000/x", "Not A Repo", "{name}",
     "stable", ".x", "1.0", "^fd", "(", "main", "../x", "http://127.0.0.1:9/debian",

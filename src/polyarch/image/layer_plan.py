@@ -6,7 +6,8 @@ storage copies every layer below each new one, and any engine pays per
 layer. Pulling wants few requests. The default policy (``shared``) gives
 each what matters to it, from bottom to top:
 
-1. **base**: the skeleton and the base closure (bash, coreutils and what
+1. **base**: the skeleton (a few kB, its own layer: the same in every
+   image of every system), then the base closure (bash, coreutils and what
    they need: the same packages in every image of a system), cut into a
    few layers of about ``BASE_TARGET_BYTES``. Byte-identical in every
    image of the system, whatever the project.
@@ -150,8 +151,11 @@ def plan_layers(
     shared = [_Group("shared", _by_name(c)) for c in classes.values()]
     small = [p for g in shared if g.size < SHARED_MIN_BYTES for p in g.packages]
     shared = [g for g in shared if g.size >= SHARED_MIN_BYTES]
-    groups = fit_budget(base, shared, small, own, max_layers - 1)
-    return [*(_plan(g, skeleton=i == 0) for i, g in enumerate(groups)), LayerPlan(generated=True)]
+    if max_layers == 2:  # no room for the skeleton's own layer
+        (only,) = fit_budget(base, shared, small, own, 1) or [_Group("base", ())]
+        return [_plan(only, skeleton=True), LayerPlan(generated=True)]
+    groups = fit_budget(base, shared, small, own, max_layers - 2)
+    return [LayerPlan(skeleton=True), *(_plan(g) for g in groups), LayerPlan(generated=True)]
 
 
 def fit_budget(
@@ -245,7 +249,7 @@ def _layout(
     small: Sequence[PackageLike],
     own: Sequence[PackageLike],
 ) -> list[_Group]:
-    layers = [_Group("base", run) for run in cut(base, BASE_TARGET_BYTES)] or [_Group("base", ())]
+    layers = [_Group("base", run) for run in cut(base, BASE_TARGET_BYTES)]
     for group in shared:
         layers += [_Group("shared", run) for run in cut(group.packages, LAYER_TARGET_BYTES)]
     if small:
@@ -304,7 +308,7 @@ def _split(
     return base, rest
 
 
-def _plan(group: _Group, *, skeleton: bool) -> LayerPlan:
+def _plan(group: _Group, *, skeleton: bool = False) -> LayerPlan:
     return LayerPlan(packages=tuple((p.name, p.sha256) for p in group.packages), skeleton=skeleton)
 
 

@@ -12,16 +12,22 @@ The merged layer is what the engine would have unpacked: later layers win a
 path, a non-directory replaces a directory's whole subtree, and OCI
 whiteouts (``.wh.NAME``, ``.wh..wh..opq``) delete what is below them. A
 directory keeps the place of its first appearance (parents before children)
-and the metadata of its last. The tar is written uncompressed (the engine
+and the metadata of its last. A hard link whose target a later layer
+replaced or deleted still holds the old file in the layered image; merged,
+the first such link becomes that file (its bytes spooled under ``work``)
+and the others link to it. The tar is written uncompressed (the engine
 would only decompress it again) into a temporary directory.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
+import io
 import json
 import posixpath
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +60,9 @@ def merge_layers(image: Image, work: Path) -> Image:
     The config keeps everything but ``rootfs`` and ``history``, which now name
     the one layer; the manifest is left empty, as a docker-archive needs none.
     """
-    winners = _winners(image.layers)
+    winners, links = _winners(image.layers)
+    orphans = _orphaned_links(winners, links)
+    spooled = _Spool(work, {target for _, target in orphans.values()})
     target = work / "merged.tar"
     with (
         _HashingFile(target) as out,
@@ -63,8 +71,12 @@ def merge_layers(image: Image, work: Path) -> Image:
     ):
         for index, layer in enumerate(image.layers):
             for ordinal, (member, data) in enumerate(_members(layer)):
+                where = (index, ordinal)
+                spooled.keep(where, member, data)
                 kept = winners.get(_path(member.name))
-                if kept is not None and kept[:2] == (index, ordinal):
+                if where in orphans:
+                    spooled.add(tar, member, *orphans[where])
+                elif kept is not None and kept[:2] == where:
                     tar.addfile(kept[2], data)
     digest = out.digest
     packages = tuple(p for layer in image.layers for p in layer.packages)
@@ -87,18 +99,29 @@ def _path(name: str) -> str:
 
 
 _Kept = dict[str, tuple[int, int, tarfile.TarInfo]]
+_Where = tuple[int, int]
+"""An entry of the image: (layer index, entry number in that layer)."""
+_Links = dict[_Where, _Where | None]
+"""Hard link → the entry of its own layer it links to (None: not in its layer)."""
 
 
-def _winners(layers: tuple[LayerLike, ...]) -> _Kept:
-    """Path → (layer index, entry number in it, header) of the entry the merged tar keeps.
+def _winners(layers: tuple[LayerLike, ...]) -> tuple[_Kept, _Links]:
+    """Path → (layer index, entry number in it, header) of the entry the merged tar keeps;
+    and each hard link's target entry.
 
     The entry number tells the second pass which of several entries with one
     path to write, and where.
     """
     found: _Kept = {}
+    links: _Links = {}
     for index, layer in enumerate(layers):
+        in_layer: dict[str, int] = {}
         for ordinal, (member, _) in enumerate(_members(layer, headers_only=True)):
             path = _path(member.name)
+            if member.islnk():
+                target = in_layer.get(_path(member.linkname))
+                links[(index, ordinal)] = None if target is None else (index, target)
+            in_layer[path] = ordinal
             parent, base = posixpath.split(path)
             if base == OPAQUE:
                 _drop_below(found, parent, index, keep_self=True)
@@ -115,7 +138,20 @@ def _winners(layers: tuple[LayerLike, ...]) -> _Kept:
                 found[path] = (earlier[0], earlier[1], member)
                 continue
             found[path] = (index, ordinal, member)
-    return found
+    return found, links
+
+
+def _orphaned_links(found: _Kept, links: _Links) -> dict[_Where, tuple[str, _Where]]:
+    """Kept hard links whose target entry is not kept → (the path that now holds the
+    file: the first such link's, its original target entry)."""
+    orphans: dict[_Where, tuple[str, _Where]] = {}
+    first: dict[_Where, str] = {}
+    for index, ordinal, member in sorted(found.values(), key=lambda kept: kept[:2]):
+        target = links.get((index, ordinal)) if member.islnk() else None
+        if target is None or found.get(_path(member.linkname), (-1, -1))[:2] == target:
+            continue  # not a link, one to a lower layer (as the engine has it), or intact
+        orphans[(index, ordinal)] = (first.setdefault(target, member.name), target)
+    return orphans
 
 
 def _drop_below(found: _Kept, path: str, layer: int, *, keep_self: bool = False) -> None:
@@ -144,6 +180,35 @@ def _members(
             f"cannot read layer {layer.digest} at {layer.blob}: {exc}",
             hint="rebuild the image; the cache may have been pruned meanwhile",
         ) from exc
+
+
+class _Spool:
+    """The bytes of files that orphaned hard links held, kept until the first link is written."""
+
+    def __init__(self, work: Path, wanted: set[_Where]) -> None:
+        self.work, self.wanted = work, wanted
+        self.headers: dict[_Where, tarfile.TarInfo] = {}
+
+    def keep(self, where: _Where, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        if where in self.wanted:
+            self.headers[where] = member
+            with open(self._file(where), "wb") as spool:
+                shutil.copyfileobj(data or io.BytesIO(), spool)
+
+    def add(self, tar: tarfile.TarFile, link: tarfile.TarInfo, holder: str, target: _Where) -> None:
+        """Write what replaces ``link``: the file itself if it is the holder, else a link to it."""
+        if link.name != holder:
+            entry = copy.copy(link)
+            entry.linkname = holder
+            tar.addfile(entry)
+            return
+        entry = copy.copy(self.headers[target])
+        entry.name = link.name
+        with open(self._file(target), "rb") as data:
+            tar.addfile(entry, data)
+
+    def _file(self, where: _Where) -> Path:
+        return self.work / f"link-{where[0]}-{where[1]}"
 
 
 class _HashingFile:

@@ -113,3 +113,23 @@ def test_a_container_that_cannot_resolve_is_left_out_of_sharing_with_a_warning(
     assert code == 0
     assert "broken (x86_64-linux) is left out of layer sharing" in err
     assert "no-such-package" in err
+
+
+def test_a_security_update_changes_only_the_layers_that_hold_the_package(
+    cli: Cli, make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    repo, url = make_repo(specs(), arches=(ARCH,))
+    project = write_project(
+        tmp_path / "p", url, repo.key.keyring, container("alpha") + container("gamma")
+    )
+    before = layers(cli, project, tmp_path / "cache", "--all")
+    fixed = DebSpec("libshared1", "1.0-1+deb12u1", ARCH, files={"/usr/lib/libshared.so.1": b"fix"})
+    update, new_url = make_repo([fixed, *specs()[1:]], arches=(ARCH,))
+    write_project(
+        tmp_path / "p", new_url, update.key.keyring, container("alpha") + container("gamma")
+    )
+    after = layers(cli, project, tmp_path / "cache", "--all")
+    assert after["gamma"] == before["gamma"], "gamma does not use libshared1"
+    changed = set(before["alpha"]) - set(after["alpha"])
+    assert changed and all(" libshared1" in line for line in changed)
+    assert len(after["alpha"]) == len(before["alpha"])

@@ -12,7 +12,9 @@ defaults now), and each figure is measured for both in this one run:
   layer count, and the seconds of ``docker load`` and ``podman load`` of each
   image on this host's storage (vfs here: a dockerd and a podman store of
   the benchmark's own, so no layer is there before a load; the image is
-  removed after each). The policies alternate tool by tool;
+  removed after each). The policies alternate tool by tool; a third load,
+  ``shared-merged``, is ``polyarch load --merge-layers`` of the shared image
+  (merging included);
 - scale set (the first ``--scale-count`` lines of bench/tools.txt, every
   system): bytes a docker-registry on 127.0.0.1 stores for all of them, and
   the requests the push made;
@@ -65,10 +67,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from polyarch.cache import Cache, Kind
 from polyarch.image.docker_archive import write_docker_archive
 from polyarch.image.layout import image_from_layout, read_oci_layout
+from polyarch.image.merged import merge_layers
 from polyarch.image.oci import Image
 from polyarch.platforms import System, native_system, parse_system
 
 POLICIES = {"before": 'layering = "per-package"\nmax_layers = 100\n', "shared": ""}
+LOADED = ("before", "shared", "shared-merged")  # the last: `load --merge-layers` of "shared"
 LOAD_SET = "fd-find:fdfind,ripgrep:rg,r-cran-littler:r,emacs-gtk:emacs,guestfish:guestfish"
 LARGE = ("r-cran-littler", "emacs-gtk", "guestfish")
 
@@ -131,27 +135,42 @@ def load_seconds(engine: str, env: dict[str, str], archive: Path, reference: str
     return seconds
 
 
+def loadable(
+    out: Path, tool: Tool, policy: str, archive: Path, reference: str
+) -> tuple[Image, float]:
+    """Write the docker-archive a load of ``policy`` hands the engine: its image, and the
+    seconds polyarch spends before the engine starts (``*-merged``, what ``polyarch load
+    --merge-layers`` hands it: merging; else 0, the archive is in the build's outputs)."""
+    found, seconds = image(out, tool.package, native_system()), 0.0
+    with tempfile.TemporaryDirectory(dir=archive.parent) as scratch:
+        if policy.endswith("-merged"):
+            started = time.perf_counter()
+            found = merge_layers(found, Path(scratch))
+            seconds = time.perf_counter() - started
+        write_docker_archive(archive, found, repo_tags=[reference])
+    return found, seconds
+
+
 def measure_loads(
     tools: Sequence[Tool], outs: dict[str, Path], repetitions: int, work: Path
 ) -> dict[str, Any]:
     """Layer counts and load seconds of each tool's native image, policy by policy in turn."""
-    native = native_system()
-    result: dict[str, Any] = {"system": native.name, "tools": {}}
+    result: dict[str, Any] = {"system": native_system().name, "tools": {}}
     with engines(work / "engines") as envs:
         for tool in tools:
             entry: dict[str, Any] = {"layers": {}, "bytes": {}, "load": {}}
-            for policy, out in outs.items():
-                found = image(out, tool.package, native)
+            for policy in LOADED:
                 reference = f"polyarch-bench-{uuid.uuid4().hex[:8]}:{policy}"
                 archive = work / f"{tool.package}-{policy}.tar"
-                write_docker_archive(archive, found, repo_tags=[reference])
+                out = outs[policy.removesuffix("-merged")]
+                found, extra = loadable(out, tool, policy, archive, reference)
                 entry["layers"][policy] = len(found.layers)
                 entry["bytes"][policy] = found.size
                 for engine, env in envs.items():
                     samples = entry["load"].setdefault(engine, {}).setdefault(policy, [])
                     for _ in range(repetitions):
                         before = load_average()
-                        samples.append(load_seconds(engine, env, archive, reference))
+                        samples.append(extra + load_seconds(engine, env, archive, reference))
                         say(f"{engine} load {tool.package} ({policy}, {len(found.layers)} "
                             f"layers): {samples[-1]:.1f} s, load average {before:.1f}")  # fmt: skip
                 archive.unlink()
@@ -339,6 +358,9 @@ def rows_of(result: dict[str, Any]) -> list[Row]:
                     samples["shared"], samples["before"], "one layer per package",
                     aim=Aim.ratio_at_least(3) if large else None,
                 ))  # fmt: skip
+                rows.append(Row(f"{engine}-load-merged-{name}",
+                                f"layers: `{engine} load` {name} (vfs), --merge-layers",
+                                samples["shared-merged"], samples["before"], "one layer per package"))  # fmt: skip
     scale = result.get("scale")
     if scale:
         new, old = scale["shared"], scale["before"]

@@ -34,9 +34,9 @@ CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
 DEFAULT_SYSTEMS = ("aarch64-linux", "x86_64-linux")
 DEFAULT_MAX_LAYERS = 16
-"""The layer budget: what bench/layers.py measured to keep a 30-tool project's registry
-bytes within a few per cent of one layer per package, with the large tools' loads on vfs
-storage several times faster (image/layer_plan)."""
+"""The layer budget (image/layer_plan): the smallest that keeps a 30-tool project's registry
+within 10 % of one layer per package (bench/layer_budget.py); bench/layers.py measures its
+pushes and its loads on vfs storage."""
 DEFAULT_LAYERING = "shared"
 DEFAULT_PREFER = ("mawk",)
 """Where a dependency leaves a choice (base-files needs some ``awk``), take Debian's

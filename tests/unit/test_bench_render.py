@@ -246,3 +246,12 @@ def test_the_layers_section_compares_the_policies_from_the_json() -> None:
     assert "stores **205.0 MB** against 200.0 MB one layer per package (+2.5 %)" in text
     assert "| libssl3 updated | shared | 3 | 3.9 MB | 4.0 MB (6 blobs) | 0 |" in text
     assert "| curl added | shared | 2 | 1.0 MB | — | 0 |" in text
+
+
+def test_the_layer_budget_section_names_the_budgets_and_the_scale_set() -> None:
+    budget = {"benchmark": "layer_budget", "rows": [], "status": "ok", "seconds": 2,
+              "budgets": [8, 16], "scale_count": 30}  # fmt: skip
+    text = render(run_of({"layer_budget": budget}))
+    assert "## Layer budget: the default `max_layers`" in text
+    assert "resolves the scale set (30 tools of bench/tools.txt" in text
+    assert "under each budget (8, 16)" in text

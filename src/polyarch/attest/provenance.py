@@ -62,6 +62,9 @@ def container_parameters(container: Container) -> dict[str, Any]:
         "prefer": list(container.prefer),
         "keep_docs": container.keep_docs,
         "max_layers": container.max_layers,
+        # With "shared", which packages share a layer also follows the project's other
+        # containers (workflows.sharing); the layer digests record the outcome.
+        "layering": container.layering,
         "env": dict(container.env),
         "labels": dict(container.labels),
         "workdir": container.workdir,

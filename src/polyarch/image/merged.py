@@ -114,6 +114,7 @@ def _winners(layers: tuple[LayerLike, ...]) -> tuple[_Kept, _Links]:
     """
     found: _Kept = {}
     links: _Links = {}
+    parents: set[str] = set()  # paths something was put under: only these have a subtree
     for index, layer in enumerate(layers):
         in_layer: dict[str, int] = {}
         for ordinal, (member, _) in enumerate(_members(layer, headers_only=True)):
@@ -131,14 +132,22 @@ def _winners(layers: tuple[LayerLike, ...]) -> tuple[_Kept, _Links]:
                 continue
             earlier = found.get(path)
             if not member.isdir():
-                _drop_below(found, path, index)
+                if path in parents:  # it replaces a directory, whose whole subtree goes
+                    _drop_below(found, path, index)
             elif earlier is not None and earlier[2].isdir():
                 # A directory keeps its first place and takes the last metadata.
                 member.name = earlier[2].name
                 found[path] = (earlier[0], earlier[1], member)
                 continue
             found[path] = (index, ordinal, member)
+            parents.update(_ancestors(path))
     return found, links
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    while path:
+        path = posixpath.dirname(path)
+        yield path
 
 
 def _orphaned_links(found: _Kept, links: _Links) -> dict[_Where, tuple[str, _Where]]:

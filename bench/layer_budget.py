@@ -36,8 +36,8 @@ from _common import ROOT, Aim, Row, add_common_arguments, report
 from scale import SYSTEMS, Tool, read_tools, write_config
 
 from polyarch.cache import Cache, default_cache_dir
-from polyarch.config import DEFAULT_MAX_LAYERS, load_config
-from polyarch.image.layer_plan import LayerPlan, plan_layers, plan_per_package
+from polyarch.config import load_config
+from polyarch.image.layer_plan import DEFAULT_MAX_LAYERS, LayerPlan, plan_layers, plan_per_package
 from polyarch.platforms import native_system, parse_system
 from polyarch.workflows.resolve import Session, resolve_container
 from polyarch.workflows.sharing import project_users

@@ -26,18 +26,13 @@ from polyarch import config_rules as rules
 from polyarch.config_image import ImageOptions
 from polyarch.config_rules import InvalidValue
 from polyarch.errors import ConfigError, UnknownContainerError
-from polyarch.image.layer_plan import Layering
+from polyarch.image.layer_plan import DEFAULT_LAYERING, DEFAULT_MAX_LAYERS, Layering
 from polyarch.platforms import System
 from polyarch.tomlkeys import deepest_line, dotted, kind_names, kind_of, line_of
 
 CONFIG_NAME = "containers.toml"
 DEFAULT_BASE = ("bash", "coreutils")
 DEFAULT_SYSTEMS = ("aarch64-linux", "x86_64-linux")
-DEFAULT_MAX_LAYERS = 16
-"""The layer budget (image/layer_plan): the smallest that keeps a 30-tool project's registry
-within 10 % of one layer per package (bench/layer_budget.py); bench/layers.py measures its
-pushes and its loads on vfs storage."""
-DEFAULT_LAYERING = "shared"
 DEFAULT_PREFER = ("mawk",)
 """Where a dependency leaves a choice (base-files needs some ``awk``), take Debian's
 default provider (mawk is Priority: required) rather than the first by name."""
@@ -271,11 +266,7 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def _pick(value: _T | None, default: _T | None, fallback: _T) -> _T:
-    if value is not None:
-        return value
-    if default is not None:
-        return default
-    return fallback
+    return value if value is not None else default if default is not None else fallback
 
 
 def _apply_defaults(

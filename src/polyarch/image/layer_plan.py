@@ -51,6 +51,11 @@ GENERATED_NAME = "(generated)"
 
 Layering = Literal["shared", "per-package"]
 LAYERINGS: tuple[Layering, ...] = get_args(Layering)
+DEFAULT_LAYERING: Layering = "shared"
+DEFAULT_MAX_LAYERS = 16
+"""The layer budget: the smallest that keeps a 30-tool project's registry within 10 % of
+one layer per package (bench/layer_budget.py); bench/layers.py measures its pushes and its
+loads on vfs storage."""
 
 LAYER_TARGET_BYTES = 32_000_000
 """Average .deb bytes per merged shared or own layer: big tools get a few layers

@@ -40,6 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
+from polyarch.checked import CHECKED_DIR, CheckedFiles
 from polyarch.errors import CacheError, HostError
 from polyarch.progress import NullProgress, Progress
 
@@ -106,8 +107,8 @@ class Cache:
     def __init__(self, root: Path | str | None = None, *, progress: Progress | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.progress: Progress = progress if progress is not None else NullProgress()
-        self._verified: set[tuple[int, ...]] = set()
-        """(dev, inode, size, mtime, ctime) of entries this process has hashed already."""
+        self.checked = CheckedFiles(self.root / CHECKED_DIR)
+        """Files hashed before and unchanged since (entries and outputs): not hashed again."""
 
     def path(self, kind: Kind, key: str) -> Path:
         """Where the entry would live; it may not exist. CacheError if ``key`` is not a key."""
@@ -150,26 +151,25 @@ class Cache:
     def verified(self, kind: Kind, key: str) -> Path | None:
         """The path of a ``debs``/``blobs`` entry whose content hashes to its key, else None.
 
-        A mismatch is evicted. A file this process hashed before, and that has
-        not changed since (same inode, size, mtime and ctime), is not hashed again.
+        A mismatch is evicted. A file hashed before (by any process using this
+        cache) and not changed since is not hashed again (``polyarch.checked``).
         """
         if not kind.content_addressed:
             raise ValueError(f"{kind} entries are not named by their content")
         path = self.get(kind, key)
-        f = open_regular(path) if path is not None else None
-        if path is None or f is None:
+        if path is None:
             return None
-        with f:
-            st = os.fstat(f.fileno())
-            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if stamp in self._verified:
-                return path
-            actual = hashlib.file_digest(f, "sha256").hexdigest()
-        if actual != key:
-            self.evict(kind, key, f"its content hashes to {actual[:16]}…")
-            return None
-        self._verified.add(stamp)
-        return path
+        found: list[str] = []
+
+        def hashes_to_key(f: io.BufferedReader) -> bool:
+            found.append(hashlib.file_digest(f, "sha256").hexdigest())
+            return found[-1] == key
+
+        if self.checked.check(path, f"sha256:{key}", hashes_to_key):
+            return path
+        if found:
+            self.evict(kind, key, f"its content hashes to {found[-1][:16]}…")
+        return None
 
     def open(self, kind: Kind, key: str) -> io.BufferedReader | None:
         """The entry opened for reading (never through a symlink), else None."""

@@ -21,6 +21,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from polyarch.checked import CheckedFiles
 from polyarch.errors import HostError, ImageError
 
 STAGING_INFIX = ".tmp-"
@@ -96,11 +98,19 @@ def same_content(path: Path, expected: bytes) -> bool:
         return False
 
 
-def has_digest(path: Path, digest: str, size: int, *, not_inode_of: Path) -> bool:
+def has_digest(
+    path: Path,
+    digest: str,
+    size: int,
+    *,
+    not_inode_of: Path,
+    checked: CheckedFiles | None = None,
+) -> bool:
     """True if the regular file at ``path`` has ``size`` bytes whose sha256 is ``digest``.
 
     A file that is the very inode of ``not_inode_of`` (the cache's copy) does
-    not count: outputs must never share an inode with the cache.
+    not count: outputs must never share an inode with the cache. With
+    ``checked``, a file hashed before and unchanged since is not hashed again.
     """
     try:
         st = os.lstat(path)
@@ -108,8 +118,15 @@ def has_digest(path: Path, digest: str, size: int, *, not_inode_of: Path) -> boo
             return False
         if os.path.samestat(st, os.stat(not_inode_of)):
             return False
-        with path.open("rb") as f:
-            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest() == digest
+    except OSError:
+        return False
+
+    def hashes_to_digest(f: io.BufferedReader) -> bool:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest() == digest
+
+    memo = checked if checked is not None else CheckedFiles(None)
+    try:
+        return memo.check(path, digest, hashes_to_digest)
     except OSError:
         return False
 

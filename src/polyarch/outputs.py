@@ -30,6 +30,7 @@ from polyarch.attest.names import EvidenceKind
 from polyarch.errors import ImageError
 
 if TYPE_CHECKING:
+    from polyarch.checked import CheckedFiles
     from polyarch.image.oci import Image
     from polyarch.platforms import System
 
@@ -99,11 +100,13 @@ def write_build_outputs(
     repo_tags: Sequence[str],
     mtime: int | None = None,
     evidence: Mapping[str, bytes] | None = None,
+    checked: CheckedFiles | None = None,
 ) -> Path:
     """Publish ``OUT/NAME/oci/``, one ``OUT/NAME/SYSTEM.tar`` per image and ``evidence``
     (file name → bytes, in ``OUT/NAME/sbom/``); return ``OUT/NAME``.
 
-    Nothing is written when ``OUT/NAME`` already holds exactly these files.
+    Nothing is written when ``OUT/NAME`` already holds exactly these files
+    (large ones hashed, unless ``checked`` knows them unchanged since they were).
     """
     # Imported here, not at the top: the CLI reads DEFAULT_OUT while it starts.
     from concurrent.futures import ThreadPoolExecutor
@@ -128,7 +131,9 @@ def write_build_outputs(
             and all(same_content(root / SBOM_DIR / n, data) for n, data in evidence.items())
         ):
             return False
-        checks = [partial(layout_matches, root / LAYOUT_DIR, images, index, tag=tag)]
+        checks = [
+            partial(layout_matches, root / LAYOUT_DIR, images, index, tag=tag, checked=checked)
+        ]
         checks += [
             partial(
                 docker_archive_matches,
@@ -136,6 +141,7 @@ def write_build_outputs(
                 image,
                 repo_tags=repo_tags,
                 mtime=mtime,
+                checked=checked,
             )
             for image in images
         ]

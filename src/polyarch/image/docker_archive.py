@@ -17,9 +17,11 @@ import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from polyarch.checked import CheckedFiles
 from polyarch.determinism import TAR_FORMAT, canonical_json, normalise_tarinfo, source_date_epoch
 from polyarch.errors import ImageError
 from polyarch.image.oci import Image, LayerLike
@@ -61,34 +63,58 @@ def write_docker_archive(
 
 
 def docker_archive_matches(
-    dest: Path, image: Image, *, repo_tags: Sequence[str], mtime: int | None = None
+    dest: Path,
+    image: Image,
+    *,
+    repo_tags: Sequence[str],
+    mtime: int | None = None,
+    checked: CheckedFiles | None = None,
 ) -> bool:
     """True if ``dest`` is byte for byte what ``write_docker_archive`` would write.
 
     Headers and small members are compared as bytes; a layer member is hashed
     and compared with the layer's digest (SHA-256 runs at GB/s where reading
-    the cache's copy as well would double the I/O). Nothing is written.
+    the cache's copy as well would double the I/O). Nothing is written. With
+    ``checked``, an archive found to match this very content before, and
+    unchanged since, is not read again.
     """
     members, when = _members(image, repo_tags, mtime)
+    memo = checked if checked is not None else CheckedFiles(None)
     try:
-        with dest.open("rb") as f:
-            offset = 0
-            for name in sorted(members):
-                content = members[name]
-                size = len(content) if isinstance(content, bytes) else content.size
-                header = _member_info(name, size, when).tobuf(TAR_FORMAT, _ENCODING, _ERRORS)
-                pad = -size % tarfile.BLOCKSIZE
-                if f.read(len(header)) != header or not _member_matches(f, content):
-                    return False
-                if f.read(pad) != bytes(pad):
-                    return False
-                offset += len(header) + size + pad
-            # tarfile's end: two zero blocks, then zeros up to a whole record.
-            end = 2 * tarfile.BLOCKSIZE
-            end += -(offset + end) % tarfile.RECORDSIZE
-            return f.read(end) == bytes(end) and f.read(1) == b""
+        return memo.check(
+            dest, _expected_digest(members, when), partial(_archive_matches, members, when)
+        )
     except OSError:
         return False
+
+
+def _expected_digest(members: dict[str, bytes | LayerLike], when: int) -> str:
+    """What names the archive's bytes: every header and small member, each layer's digest."""
+    expected = hashlib.sha256()
+    for name in sorted(members):
+        content = members[name]
+        size = len(content) if isinstance(content, bytes) else content.size
+        expected.update(_member_info(name, size, when).tobuf(TAR_FORMAT, _ENCODING, _ERRORS))
+        expected.update(content if isinstance(content, bytes) else content.digest.encode())
+    return "docker-archive:sha256:" + expected.hexdigest()
+
+
+def _archive_matches(members: dict[str, bytes | LayerLike], when: int, f: BinaryIO) -> bool:
+    offset = 0
+    for name in sorted(members):
+        content = members[name]
+        size = len(content) if isinstance(content, bytes) else content.size
+        header = _member_info(name, size, when).tobuf(TAR_FORMAT, _ENCODING, _ERRORS)
+        pad = -size % tarfile.BLOCKSIZE
+        if f.read(len(header)) != header or not _member_matches(f, content):
+            return False
+        if f.read(pad) != bytes(pad):
+            return False
+        offset += len(header) + size + pad
+    # tarfile's end: two zero blocks, then zeros up to a whole record.
+    end = 2 * tarfile.BLOCKSIZE
+    end += -(offset + end) % tarfile.RECORDSIZE
+    return f.read(end) == bytes(end) and f.read(1) == b""
 
 
 def _member_matches(f: BinaryIO, content: bytes | LayerLike) -> bool:

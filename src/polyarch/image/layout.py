@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
@@ -38,6 +38,9 @@ from polyarch.image.oci import (
     parse_json_object,
 )
 from polyarch.platforms import System
+
+if TYPE_CHECKING:
+    from polyarch.checked import CheckedFiles
 from polyarch.reference import DEFAULT_TAG, check_tag
 
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -174,12 +177,20 @@ def _layout_blobs(images: Sequence[Image], index: bytes) -> dict[Digest, bytes |
     return contents
 
 
-def layout_matches(dest: Path, images: Sequence[Image], index: bytes, *, tag: str) -> bool:
+def layout_matches(
+    dest: Path,
+    images: Sequence[Image],
+    index: bytes,
+    *,
+    tag: str,
+    checked: CheckedFiles | None = None,
+) -> bool:
     """True if ``dest`` holds exactly what ``write_oci_layout`` would write, byte for byte.
 
     Small files are compared as bytes, layer blobs hashed against their
-    digest; nothing else may be there. A changed, added or removed file, or a
-    blob sharing the cache's inode, makes it False.
+    digest (not again if ``checked`` knows them unchanged); nothing else may
+    be there. A changed, added or removed file, or a blob sharing the cache's
+    inode, makes it False.
     """
     expected: dict[str, bytes | LayerLike] = dict(
         _layout_index_files(media_types.OCI_INDEX, sha256_digest(index), len(index), tag)
@@ -195,7 +206,9 @@ def layout_matches(dest: Path, images: Sequence[Image], index: bytes, *, tag: st
     return present == expected.keys() and all(
         same_content(dest / name, content)
         if isinstance(content, bytes)
-        else has_digest(dest / name, content.digest, content.size, not_inode_of=content.blob)
+        else has_digest(
+            dest / name, content.digest, content.size, not_inode_of=content.blob, checked=checked
+        )
         for name, content in expected.items()
     )
 

@@ -124,6 +124,7 @@ def build_container(
         repo_tags=[f"{container.name}:{tag}"],
         mtime=epoch,
         evidence=evidence.files(images, sign_key),
+        checked=session.cache.checked,
     )
     return BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
 

@@ -16,6 +16,7 @@ import pysequoia
 import pytest
 from debrepo import TestKey
 from pgpkeys import SequoiaKey, clearsign_by, detach_sign_by, keyring_of
+from pysequoia.packet import PacketPile
 
 from polyarch.config import RepositoryConfig
 from polyarch.debian import sources
@@ -25,7 +26,12 @@ from polyarch.debian.keys import (
     PINNED_FINGERPRINTS,
     check_pinned_keyring,
 )
-from polyarch.debian.signature import load_keyring, verify_detached, verify_inrelease
+from polyarch.debian.signature import (
+    _key_expiry,
+    load_keyring,
+    verify_detached,
+    verify_inrelease,
+)
 from polyarch.debian.sources import Source, find_source
 from polyarch.errors import ConfigError, SignatureError
 
@@ -124,6 +130,18 @@ def test_an_expired_signature_beside_a_valid_one_is_accepted(
     assert verify_inrelease(both, signed, now=tomorrow) == RELEASE.decode()
 
 
+def test_an_armoured_keyring_refuses_an_expired_key_too(tmp_path: Path) -> None:
+    # Armoured keyrings take the other way to each key's packets (bytes of the certificate).
+    short = SequoiaKey(tmp_path, "short", validity_seconds=62)
+    armoured = tmp_path / "short.asc"
+    armoured.write_text(str(short.cert))
+    signed = short.clearsign(RELEASE)
+    assert verify_inrelease(source(armoured), signed) == RELEASE.decode()
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    with pytest.raises(SignatureError, match="signed only by expired or revoked keys"):
+        verify_inrelease(source(armoured), signed, now=tomorrow)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -203,6 +221,36 @@ def test_armoured_keyring_with_several_blocks_is_read(
         keys["archive"].cert.fingerprint,
         keys["release"].cert.fingerprint,
     }
+
+
+def test_a_keyring_is_read_once_while_its_file_is_unchanged(
+    keys: dict[str, SequoiaKey], tmp_path: Path
+) -> None:
+    path = keyring_of(tmp_path / "k.gpg", [keys["archive"]])
+    first = load_keyring(path)
+    assert load_keyring(path) is first
+    keyring_of(path, [keys["archive"], keys["release"]])  # rewritten: read again
+    assert {c.fingerprint for c in load_keyring(path).certs} == {
+        keys["archive"].cert.fingerprint,
+        keys["release"].cert.fingerprint,
+    }
+
+
+@pytest.mark.parametrize("path", [BUNDLED_KEYRING, HOST_KEYRING], ids=["shipped", "host"])
+def test_key_lifetimes_from_the_file_match_those_from_each_certificate(path: Path) -> None:
+    # A binary keyring's packets are read straight from the file (no serialisation, which
+    # verifies every self-signature): it must give what each certificate's own bytes give.
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    keyring = load_keyring(path)
+    assert all(p is not None for p in keyring.packets)
+    for cert, packets in zip(keyring.certs, keyring.packets, strict=True):
+        assert packets is not None
+        from_cert = tuple(PacketPile.from_bytes(bytes(cert)))
+        assert _key_expiry(cert, packets) == _key_expiry(cert, from_cert)
+        assert {p.fingerprint for p in packets if p.fingerprint} == {
+            p.fingerprint for p in from_cert if p.fingerprint
+        }
 
 
 def test_the_shipped_debian_keyring_is_the_pinned_one() -> None:

@@ -19,8 +19,10 @@ is stricter, and so is polyarch (docs/MACOS.md, "Signatures and keys"):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,30 +42,72 @@ _ALTERED = "the mirror or a proxy serves altered files; try another mirror"
 
 @dataclass(frozen=True, slots=True)
 class Keyring:
-    """The certificates of a keyring file, and when each of their keys stops being usable."""
+    """The certificates of a keyring file, and when each of their keys stops being usable.
+
+    Which keys a certificate holds is read when the file is loaded (packet
+    parsing, no cryptography); when a key expires, and whether its
+    certificate is revoked, is worked out the first time a signature by one
+    of its keys is judged (that verifies the certificate's self-signatures,
+    a few milliseconds each for Debian's 4096-bit keys), and then kept.
+    """
 
     path: Path
     certs: tuple[pysequoia.Cert, ...]
-    expiry: dict[str, datetime | None]
-    """Fingerprint of every primary key and subkey → when it expires (None: never)."""
-    revoked: frozenset[str]
-    """Fingerprints of the keys of revoked certificates."""
+    owners: dict[str, int]
+    """Fingerprint of every primary key and subkey → the position of its certificate."""
+    packets: tuple[tuple[Packet, ...] | None, ...]
+    """Each certificate's packets as the file has them (None: read from the certificate)."""
+    _lifetimes: dict[int, tuple[dict[str, datetime | None], bool]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def usable(self, fingerprint: str, now: datetime) -> bool:
         """The key is in the keyring, not revoked, and not expired at ``now``."""
-        if fingerprint not in self.expiry or fingerprint in self.revoked:
+        if fingerprint not in self.owners:
             return False
-        until = self.expiry[fingerprint]
-        return until is None or until > now
+        expiry, revoked = self._lifetime(self.owners[fingerprint])
+        until = expiry.get(fingerprint)
+        return not revoked and (until is None or until > now)
+
+    def _lifetime(self, position: int) -> tuple[dict[str, datetime | None], bool]:
+        with self._lock:
+            found = self._lifetimes.get(position)
+            if found is None:
+                cert = self.certs[position]
+                packets = self.packets[position]
+                if packets is None:
+                    packets = tuple(PacketPile.from_bytes(bytes(cert)))
+                found = _key_expiry(cert, packets), cert.is_revoked
+                self._lifetimes[position] = found
+            return found
+
+
+_KEYRINGS: dict[tuple[str, int, int, int, int, int], Keyring] = {}
+_KEYRINGS_LOCK = threading.Lock()
 
 
 def load_keyring(path: Path) -> Keyring:
-    """Read a binary or ASCII-armoured keyring (one or many certificates); ConfigError if unusable."""
+    """Read a binary or ASCII-armoured keyring (one or many certificates); ConfigError if unusable.
+
+    Read once per process while the file stays the same (same inode, size,
+    mtime and ctime): every source of a build shares the Debian keyring.
+    """
     hint = "point keyring in containers.toml at a .gpg or .asc keyring file"
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read keyring {path}: {exc.strerror}", hint=hint) from None
+    stamp = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _KEYRINGS_LOCK:
+        keyring = _KEYRINGS.get(stamp)
+        if keyring is None:
+            keyring = _read_keyring(path, data, hint)
+            _KEYRINGS[stamp] = keyring
+    return keyring
+
+
+def _read_keyring(path: Path, data: bytes, hint: str) -> Keyring:
     try:
         certs = tuple(pysequoia.Cert.split_bytes(data))
     except (RuntimeError, ValueError):
@@ -71,24 +115,55 @@ def load_keyring(path: Path) -> Keyring:
     if not certs:
         raise ConfigError(f"keyring {path} holds no OpenPGP certificate", hint=hint)
     check_pinned_keyring(path, [c.fingerprint for c in certs])
-    expiry: dict[str, datetime | None] = {}
-    revoked: set[str] = set()
-    for cert in certs:
-        keys = _key_expiry(cert)
-        expiry.update(keys)
-        if cert.is_revoked:
-            revoked.update(keys)
-    return Keyring(path, certs, expiry, frozenset(revoked))
+    packets = _packets_per_cert(data, certs)
+    owners: dict[str, int] = {}
+    for position, cert in enumerate(certs):
+        listed = packets[position]
+        if listed is None:
+            listed = tuple(PacketPile.from_bytes(bytes(cert)))
+        for packet in listed:
+            if packet.tag in (Tag.PublicKey, Tag.PublicSubkey) and packet.fingerprint:
+                owners.setdefault(packet.fingerprint, position)
+    return Keyring(path, certs, owners, packets)
 
 
-def _key_expiry(cert: pysequoia.Cert) -> dict[str, datetime | None]:
+def _packets_per_cert(
+    data: bytes, certs: Sequence[pysequoia.Cert]
+) -> tuple[tuple[Packet, ...] | None, ...]:
+    """Each certificate's packets straight from a binary keyring, when it lists them plainly.
+
+    Serialising a certificate (``bytes(cert)``) verifies its self-signatures,
+    ~6 ms per Debian key; a binary keyring (what Debian ships) already holds
+    the packets in certificate order. An armoured keyring, or one whose
+    certificates Sequoia merged or reordered, is read certificate by
+    certificate instead (None).
+    """
+    unknown: tuple[None, ...] = (None,) * len(certs)
+    if data.lstrip()[:5] == b"-----":
+        return unknown
+    try:
+        pile = list(PacketPile.from_bytes(data))
+    except (RuntimeError, ValueError):
+        return unknown
+    groups: list[list[Packet]] = []
+    for packet in pile:
+        if packet.tag == Tag.PublicKey:
+            groups.append([])
+        if groups:
+            groups[-1].append(packet)
+    if [g[0].fingerprint for g in groups] != [c.fingerprint for c in certs]:
+        return unknown
+    return tuple(tuple(g) for g in groups)
+
+
+def _key_expiry(cert: pysequoia.Cert, packets: Iterable[Packet]) -> dict[str, datetime | None]:
     """Each key of ``cert`` → its expiry, from its newest self-signature; capped by the primary's."""
     primary = cert.fingerprint
     out: dict[str, datetime | None] = {}
     newest: dict[str, datetime] = {}
     current: str | None = None
     created: datetime | None = None
-    for packet in PacketPile.from_bytes(bytes(cert)):
+    for packet in packets:
         if packet.tag in (Tag.PublicKey, Tag.PublicSubkey):
             current, created = packet.fingerprint, packet.key_created
             if current is not None:
@@ -172,9 +247,9 @@ def _known(issuer: str | None, keyring: Keyring) -> str | None:
     """The fingerprint of the keyring's key that ``issuer`` (fingerprint or key ID) names."""
     if issuer is None:
         return None
-    if issuer in keyring.expiry:
+    if issuer in keyring.owners:
         return issuer
-    return next((fpr for fpr in keyring.expiry if fpr.endswith(issuer) and len(issuer) == 16), None)
+    return next((fpr for fpr in keyring.owners if fpr.endswith(issuer) and len(issuer) == 16), None)
 
 
 def _judge(

@@ -8,15 +8,18 @@ reached at all becomes a ``MirrorError`` naming the URL.
 
 from __future__ import annotations
 
+import os
 import ssl
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
+from typing import Any
 
 import httpx
 
+from polyarch import __version__
 from polyarch.errors import MirrorError
 from polyarch.retry import MIRROR_POLICY, RetryPolicy, is_transient, retry_after
 
@@ -29,10 +32,54 @@ POLICY: RetryPolicy = MIRROR_POLICY
 
 def user_agent() -> str:
     """``polyarch/VERSION``: how polyarch names itself to mirrors and registries."""
-    try:
-        return f"polyarch/{_dist_version('polyarch')}"
-    except PackageNotFoundError:
-        return "polyarch"
+    return f"polyarch/{__version__}"
+
+
+class TrustOnHandshake(ssl.SSLContext):
+    """httpx's ``verify=True`` context, whose CA bundle is read at the first TLS handshake.
+
+    httpx makes its context when a client is made, and reading the CA bundle
+    is most of the cost (~20 ms); a build against a plain-HTTP mirror never
+    shakes hands, so it never pays. The bundle is httpx's choice
+    (``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else certifi's), and every
+    handshake waits for it: nothing is ever verified against an empty store.
+    """
+
+    def __new__(cls) -> TrustOnHandshake:
+        context = super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+        # What ssl.create_default_context sets besides the CA bundle.
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = True
+        keylog = os.environ.get("SSLKEYLOGFILE")
+        if keylog and not sys.flags.ignore_environment:
+            context.keylog_filename = keylog
+        return context
+
+    def __init__(self) -> None:
+        self._loaded = False
+        self._load_lock = threading.Lock()
+
+    def _load_trust(self) -> None:
+        with self._load_lock:
+            if self._loaded:
+                return
+            if os.environ.get("SSL_CERT_FILE"):
+                self.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
+            elif os.environ.get("SSL_CERT_DIR"):
+                self.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
+            else:
+                import certifi
+
+                self.load_verify_locations(cafile=certifi.where())
+            self._loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._load_trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._load_trust()
+        return super().wrap_bio(*args, **kwargs)
 
 
 def new_client(
@@ -42,12 +89,15 @@ def new_client(
     transport: httpx.BaseTransport | None = None,
     follow_redirects: bool = True,
 ) -> httpx.Client:
-    """An ``httpx.Client`` that names itself polyarch (safe to share between threads)."""
+    """An ``httpx.Client`` that names itself polyarch (safe to share between threads).
+
+    ``verify=True`` is httpx's default trust, read only once TLS is used (``TrustOnHandshake``).
+    """
     return httpx.Client(
         follow_redirects=follow_redirects,
         timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
         headers={"User-Agent": user_agent()},
-        verify=verify,
+        verify=TrustOnHandshake() if verify is True else verify,
         transport=transport,
     )
 

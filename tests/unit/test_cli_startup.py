@@ -72,3 +72,13 @@ def test_a_command_still_gets_what_it_needs(tmp_path: object) -> None:
     )
     assert result.returncode == 3, result.stderr
     assert result.stderr.startswith("polyarch: error:")
+
+
+def test_the_version_polyarch_names_itself_by_is_the_installed_one() -> None:
+    # user_agent() and --version read __version__ (importlib.metadata costs start-up).
+    from importlib.metadata import version
+
+    from polyarch.http import user_agent
+
+    assert __version__ == version("polyarch")
+    assert user_agent() == f"polyarch/{version('polyarch')}"

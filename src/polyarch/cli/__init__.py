@@ -52,6 +52,10 @@ COMMAND_MODULES = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``polyarch`` console script; returns the exit code."""
+    # httpx imports its own command line (click, pygments, rich) whenever click is
+    # installed, which costs a warm build a fifth of its time; this process never
+    # runs it, and without the module httpx falls back as when click is missing.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     parser = make_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from debian import deb822
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from polyarch.config import RepositoryConfig
-from polyarch.debian.sources import DEFAULT_KEYRING, find_source
+from polyarch.debian.sources import (
+    DEFAULT_KEYRING,
+    _deb822_entries,
+    deb822_paragraphs,
+    find_source,
+)
 from polyarch.errors import ConfigError, MirrorError
 
 MIRROR = "http://mirror.example.invalid/debian"
@@ -167,3 +177,83 @@ def test_debian_archive_keyring_is_the_default(tmp_path: Path) -> None:
 def test_url_that_is_not_http_is_refused(keyring: Path) -> None:
     with pytest.raises(ConfigError, match="not an http"):
         find_source(cfg(keyring, url="ftp://mirror.example.invalid/debian"))
+
+
+_field_name = st.sampled_from(["Types", "URIs", "uris", "Suites", "Components", "Signed-By", "X-Y"])
+_value = st.text(alphabet="abc:/. -", max_size=12)
+_line = st.one_of(
+    st.tuples(_field_name, st.sampled_from([":", ": "]), _value).map("".join),
+    _value.map(lambda v: " " + v.strip() if v.strip() else " ."),  # continuation
+    st.sampled_from(["", "   ", "# a comment", "#Types: deb"]),
+)
+
+
+def _orphan_continuation(text: str) -> bool:
+    """A continuation line with no field before it in its paragraph (comments aside)."""
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if line[:1] in (" ", "\t") and line.strip() and not previous.strip():
+            return True
+        previous = line
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line, max_size=12).map("\n".join))
+def test_deb822_paragraphs_are_read_as_python_debian_reads_them(text: str) -> None:
+    # python-debian drops the rest of a file after a paragraph that starts with a
+    # continuation line; apt reads on (judged by apt itself below), and so does polyarch.
+    assume(not _orphan_continuation(text))
+    reference = [
+        {k.lower(): v for k, v in para.items()}
+        for para in deb822.Deb822.iter_paragraphs(text.splitlines(True), use_apt_pkg=False)
+    ]
+    assert [p for p in deb822_paragraphs(text) if p] == [p for p in reference if p]
+
+
+_APT_SOURCES = """\
+ stray continuation line
+# Types: deb
+#URIs: http://commented.example.invalid/debian
+
+Types: deb deb-src
+URIs: http://a.example.invalid/debian
+  http://b.example.invalid/debian
+Suites: bookworm
+ bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://off.example.invalid/debian
+Suites: trixie
+Components: main
+Enabled: no
+
+types: deb
+uris: http://lower.example.invalid/debian
+suites: sid
+components: main contrib
+"""
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get is the judge (Debian hosts)")
+def test_deb822_sources_are_read_as_apt_reads_them(tmp_path: Path) -> None:
+    parts = tmp_path / "sources.list.d"
+    parts.mkdir()
+    (parts / "x.sources").write_text(_APT_SOURCES)
+    state = {"Dir::Cache": tmp_path / "cache", "Dir::State::lists": tmp_path / "lists"}
+    for d in state.values():
+        (d / "partial").mkdir(parents=True)
+    options = {"Dir::Etc::sourcelist": "/dev/null", "Dir::Etc::sourceparts": parts, **state}
+    argv = ["apt-get", *(f"-o{k}={v}" for k, v in options.items()), "update", "--print-uris"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    by_apt = set(re.findall(r"'(\S+)/dists/(\S+)/InRelease'", out))
+    ours = {
+        (e.uri.rstrip("/"), suite)
+        for e in _deb822_entries(parts / "x.sources")
+        for suite in e.suites
+    }
+    assert ours == by_apt
+    assert ("http://lower.example.invalid/debian", "sid") in ours  # the file was read to its end

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from debian import deb822
-
 from polyarch.config import Config, RepositoryConfig
 from polyarch.config_rules import MAIN_SOURCE
 from polyarch.config_sources import SourceSpec
@@ -78,21 +76,48 @@ def _one_line_entries(path: Path) -> Iterator[_AptEntry]:
         yield _AptEntry(uri, (suite,), tuple((comps or "").split()), signed_by)
 
 
+def deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
+    """The paragraphs of a deb822 file (apt's ``*.sources``): field names lowercased,
+    continuation lines joined by newlines, ``#`` comment lines skipped.
+
+    By hand rather than with python-debian, whose import alone cost every
+    build ~15 ms (tests hold the two to agreement).
+    """
+    fields: dict[str, str] = {}
+    key: str | None = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if fields:
+                yield fields
+            fields, key = {}, None
+        elif line[0] in " \t":
+            if key is not None:
+                fields[key] += "\n" + line.rstrip()
+        else:
+            name, colon, value = line.partition(":")
+            key = name.strip().lower() if colon and name.strip() else None
+            if key is not None:
+                fields[key] = value.strip()
+    if fields:
+        yield fields
+
+
 def _deb822_entries(path: Path) -> Iterator[_AptEntry]:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for para in deb822.Deb822.iter_paragraphs(f, use_apt_pkg=False):
-            if "deb" not in para.get("Types", "").split():
-                continue
-            if para.get("Enabled", "yes").strip().lower() == "no":
-                continue
-            signed_by = para.get("Signed-By", "").strip() or None
-            for uri in para.get("URIs", "").split():
-                yield _AptEntry(
-                    uri,
-                    tuple(para.get("Suites", "").split()),
-                    tuple(para.get("Components", "").split()),
-                    signed_by,
-                )
+    for para in deb822_paragraphs(path.read_text(encoding="utf-8", errors="replace")):
+        if "deb" not in para.get("types", "").split():
+            continue
+        if para.get("enabled", "yes").strip().lower() == "no":
+            continue
+        signed_by = para.get("signed-by", "").strip() or None
+        for uri in para.get("uris", "").split():
+            yield _AptEntry(
+                uri,
+                tuple(para.get("suites", "").split()),
+                tuple(para.get("components", "").split()),
+                signed_by,
+            )
 
 
 def _apt_entries(apt_dir: Path) -> list[_AptEntry]:

@@ -13,13 +13,10 @@ listed identically by two sources is one version, read from the first.
 
 from __future__ import annotations
 
-import difflib
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from debian.deb822 import PkgRelation
 
 from polyarch.config_rules import MAIN_SOURCE
 from polyarch.debian.index import PackageIndex
@@ -50,27 +47,55 @@ def clause_text(clause: Clause) -> str:
     return " | ".join(str(alt) for alt in clause)
 
 
+# One alternative of a relationship field (Debian Policy 7.1): a package name, an
+# optional architecture qualifier, an optional version relation, an optional list
+# of architectures (``!`` negates one) and build profiles, which binary packages do
+# not use and which are ignored here.
+_ALTERNATIVE = re.compile(
+    r"""
+    (?P<name> [a-zA-Z0-9][a-zA-Z0-9.+-]* )
+    (?: : (?P<archqual> [a-zA-Z0-9][a-zA-Z0-9-]* ) )?
+    (?: \s* \( \s* (?P<op> [<=>]+ ) \s* (?P<version> [a-zA-Z0-9.+~:-]+ ) \s* \) )?
+    (?: \s* \[ (?P<arches> [\s!\w-]+ ) \] )?
+    (?: \s* < .+ > )?
+    \s*
+    """,
+    re.VERBOSE,
+)
+
+
 @functools.lru_cache(maxsize=32768)
-def _parse_relation_field(text: str) -> tuple[Clause, ...]:
-    # Thousands of packages share identical field strings ("libc6 (>= 2.34)"),
-    # so parsing per distinct string keeps python-debian's parser off the hot path.
+def parse_relation_field(text: str) -> tuple[Clause, ...]:
+    """A Depends-like field: clauses (comma-separated) of alternatives (``|``-separated).
+
+    Thousands of packages share identical field strings ("libc6 (>= 2.34)"),
+    so each distinct string is parsed once. An alternative that is not well
+    formed becomes one whose name is its whole text, which no package has
+    (as python-debian's parser does; tests hold the two to agreement).
+    """
     clauses: list[Clause] = []
-    for group in PkgRelation.parse_relations(text):
+    for clause in text.strip().split(","):
         alternatives: list[Alternative] = []
-        for rel in group:
-            version: Any = rel.get("version")
-            arches: Any = rel.get("arch") or ()
+        for raw in clause.split("|"):
+            item = raw.strip()
+            match = _ALTERNATIVE.fullmatch(item)
+            if match is None:
+                alternatives.append(Alternative(name=item))
+                continue
+            arches = match["arches"]
             alternatives.append(
                 Alternative(
-                    name=rel["name"],
-                    archqual=rel.get("archqual"),
-                    op=version[0] if version else None,
-                    version=version[1] if version else None,
-                    arches=tuple((bool(a.enabled), str(a.arch)) for a in arches),
+                    name=match["name"],
+                    archqual=match["archqual"],
+                    op=match["op"],
+                    version=match["version"],
+                    arches=tuple(
+                        (False, arch[1:]) if arch.startswith("!") else (True, arch)
+                        for arch in (arches.split() if arches else ())
+                    ),
                 )
             )
-        if alternatives:
-            clauses.append(tuple(alternatives))
+        clauses.append(tuple(alternatives))
     return tuple(clauses)
 
 
@@ -140,6 +165,8 @@ class PackageUniverse:
 
     def near_names(self, name: str) -> list[str]:
         """Up to three known package names that look like ``name`` (for typos)."""
+        import difflib  # only for a name that is not there: the error message
+
         known = sorted(n for n in self._index.names() if self.has(n))
         return difflib.get_close_matches(name, known, n=3, cutoff=0.6)
 
@@ -242,7 +269,7 @@ class PackageUniverse:
                 clause
                 for clause in (
                     tuple(alt for alt in group if self._for_this_arch(alt))
-                    for group in _parse_relation_field(text)
+                    for group in parse_relation_field(text)
                 )
                 if clause
             )

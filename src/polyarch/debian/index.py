@@ -15,7 +15,6 @@ the run goes on with the fresh records (``_Part.heal``).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +25,8 @@ from polyarch.debian.index_file import (
     FORMAT,
     DamagedIndex,
     IndexFile,
+    Strings,
+    StringTable,
     Tables,
     read_index_file,
     u32_array,
@@ -51,17 +52,12 @@ def _build_tables(records: Sequence[PackageRecord]) -> Tables:
                 provided.append((virtual, position, version or ""))
     provided.sort(key=lambda entry: entry[0])  # stable: index order, then field order
     return Tables(
-        names=[names[i] for i in order],
+        names=Strings.of([names[i] for i in order]),
         name_records=u32_bytes(order),
-        virtuals=[v for v, _, _ in provided],
+        virtuals=Strings.of([v for v, _, _ in provided]),
         virtual_records=u32_bytes(p for _, p, _ in provided),
-        virtual_versions=[version for _, _, version in provided],
+        virtual_versions=Strings.of([version for _, _, version in provided]),
     )
-
-
-def _span(keys: list[str], key: str) -> range:
-    start = bisect.bisect_left(keys, key)
-    return range(start, bisect.bisect_right(keys, key, start))
 
 
 Healer = Callable[[str], list[PackageRecord]]
@@ -81,11 +77,11 @@ class _Part:
         heal: Healer | None = None,
     ) -> None:
         self.count = count
-        self.names = tables.names
+        self.names = StringTable(tables.names)
         self.name_records = u32_array(tables.name_records)
-        self.virtuals = tables.virtuals
+        self.virtuals = StringTable(tables.virtuals)
         self.virtual_records = u32_array(tables.virtual_records)
-        self.virtual_versions = tables.virtual_versions
+        self.virtual_versions = StringTable(tables.virtual_versions)
         self._records = records
         self._file = file
         self._heal = heal
@@ -158,22 +154,24 @@ class PackageIndex(Sequence[PackageRecord]):
     def named(self, name: str) -> list[PackageRecord]:
         """The records of the real package ``name``, in index order."""
         return [
-            part.record(part.name_records[i])
-            for part in self._parts
-            for i in _span(part.names, name)
+            part.record(part.name_records[i]) for part in self._parts for i in part.names.span(name)
         ]
 
     def provided(self, virtual: str) -> list[tuple[PackageRecord, str | None]]:
         """``(record, provided version or None)`` of each Provides of ``virtual``, in index order."""
         return [
-            (part.record(part.virtual_records[i]), part.virtual_versions[i] or None)
+            (part.record(part.virtual_records[i]), part.virtual_versions.text(i) or None)
             for part in self._parts
-            for i in _span(part.virtuals, virtual)
+            for i in part.virtuals.span(virtual)
         ]
 
     def names(self) -> set[str]:
         """Every real and virtual package name of the index."""
-        return {name for part in self._parts for name in itertools.chain(part.names, part.virtuals)}
+        return {
+            name
+            for part in self._parts
+            for name in itertools.chain(part.names.all(), part.virtuals.all())
+        }
 
     def __len__(self) -> int:
         return sum(part.count for part in self._parts)

@@ -14,6 +14,7 @@ everything, and that every record could come from a Packages index
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import mmap
@@ -23,13 +24,13 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
 import msgspec
 
 from polyarch.debian.packages import PackageRecord
 
-FORMAT = "lazy-2"
+FORMAT = "lazy-3"
 """Written into every parsed index's cache key with the record layout (``index.cache_key``)."""
 
 # Record positions are stored as little-endian u32 arrays: ``array.frombytes``
@@ -56,20 +57,83 @@ def u32_array(data: bytes) -> array[int]:
     return packed
 
 
+class Strings(msgspec.Struct, frozen=True, array_like=True):
+    """Strings as one UTF-8 blob and where each ends: read without a Python object per string.
+
+    A warm run looks up a few hundred of an index's 63,000 names; decoding
+    them all into a list cost more than everything else the lookups do.
+    """
+
+    blob: bytes
+    ends: bytes
+    """u32 per string: where it ends in ``blob`` (it starts where the previous one ends)."""
+
+    @classmethod
+    def of(cls, strings: Sequence[str]) -> Strings:
+        encoded = [s.encode() for s in strings]
+        return cls(b"".join(encoded), u32_bytes(itertools.accumulate(map(len, encoded))))
+
+
 class Tables(msgspec.Struct, frozen=True, array_like=True):
     """Sorted lookup tables of one index."""
 
-    names: list[str]
+    names: Strings
     """The package name of every record, sorted; equal names stay in index order."""
     name_records: bytes
     """u32 per entry of ``names``: that record's position in the index."""
-    virtuals: list[str]
+    virtuals: Strings
     """One entry per item of every Provides field, sorted by virtual name;
     equal names stay in index order, then field order."""
     virtual_records: bytes
     """u32 per entry of ``virtuals``: the providing record's position."""
-    virtual_versions: list[str]
+    virtual_versions: Strings
     """Per entry of ``virtuals``: the provided version, or "" if unversioned."""
+
+
+class StringTable(Sequence[bytes]):
+    """``Strings`` opened for lookups: item ``i`` is its UTF-8 bytes (a slice, no copy).
+
+    UTF-8 sorts bytewise in code-point order, so a list sorted as ``str`` is
+    sorted as bytes too and ``span`` can bisect it.
+    """
+
+    def __init__(self, strings: Strings) -> None:
+        self._blob = memoryview(strings.blob)
+        self._ends = u32_array(strings.ends)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return bytes(self._blob[self._ends[i - 1] if i else 0 : self._ends[i]])
+
+    def text(self, i: int) -> str:
+        return self[i].decode()
+
+    def span(self, key: str) -> range:
+        """The positions of the entries equal to ``key``."""
+        wanted = key.encode()
+        start = bisect.bisect_left(self, wanted)
+        return range(start, bisect.bisect_right(self, wanted, start))
+
+    def all(self) -> list[str]:
+        """Every entry, decoded (for whole-index questions only: it makes them all)."""
+        return [self.text(i) for i in range(len(self))]
+
+    def well_formed(self) -> bool:
+        """The ends rise and the last one ends the blob (a crafted table could say otherwise)."""
+        ends = self._ends
+        return (ends[-1] if ends else 0) == len(self._blob) and all(
+            a <= b for a, b in zip(itertools.chain((0,), ends), ends, strict=False)
+        )
 
 
 class _Header(msgspec.Struct, frozen=True, array_like=True):
@@ -185,11 +249,12 @@ def read_index_file(path: Path, opened: BinaryIO) -> IndexFile | str:
         return f"its header cannot be decoded ({exc})"
     blob = view[start + length :]
     count, tables = header.count, header.tables
+    names, virtuals = tables.names.ends, tables.virtuals.ends
     if not (
-        len(ends) == count == len(tables.names) == len(tables.name_records) // 4
+        len(ends) == count == len(names) // 4 == len(tables.name_records) // 4
         and len(header.record_digests) == count * RECORD_DIGEST
-        and len(tables.virtuals) == len(tables.virtual_versions)
-        and len(tables.virtuals) == len(tables.virtual_records) // 4
+        and len(virtuals) == len(tables.virtual_versions.ends)
+        and len(virtuals) // 4 == len(tables.virtual_records) // 4
         and bytes(blob[: array_header_length(count)]) == _array_header(count)
         and (ends[-1] if count else array_header_length(count)) == len(blob)
     ):
@@ -222,9 +287,15 @@ def check_index_file(path: Path, opened: BinaryIO) -> str:
     except DamagedIndex as exc:
         return str(exc)
     tables, count = found.tables, found.count
+    strings = [StringTable(t) for t in (tables.names, tables.virtuals, tables.virtual_versions)]
+    if not all(t.well_formed() for t in strings):
+        return "its tables are not well formed"
     positions = [*u32_array(tables.name_records), *u32_array(tables.virtual_records)]
     if any(p >= count for p in positions):
         return "its tables name records it does not have"
-    if [records[p].name for p in u32_array(tables.name_records)] != tables.names:
+    names = strings[0].all()
+    if [records[p].name for p in u32_array(tables.name_records)] != names or names != sorted(names):
         return "its name table does not match its records"
+    if strings[1].all() != sorted(strings[1].all()):
+        return "its table of provided names is not sorted"
     return next((p for p in map(record_problem, records) if p), "")

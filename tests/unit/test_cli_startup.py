@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from cacheproject import make_project
+from conftest import RepoFactory
 
 from polyarch import __version__
 
@@ -82,3 +86,30 @@ def test_the_version_polyarch_names_itself_by_is_the_installed_one() -> None:
 
     assert __version__ == version("polyarch")
     assert user_agent() == f"polyarch/{version('polyarch')}"
+
+
+# What a warm build (outputs already there, nothing to write) needs not: the lock's
+# modules (no --locked), rich (stderr is a pipe), python-debian (parsed by hand),
+# httpx's own command line (click, pygments, rich).
+Cli = Callable[..., tuple[int, str, str]]
+NOT_IN_A_WARM_BUILD = (
+    "rich",
+    "debian",
+    "click",
+    "polyarch.lock",
+    "polyarch.lock_diff",
+    "polyarch.lock_check",
+)
+
+
+def test_a_warm_build_imports_only_what_it_uses(
+    tmp_path: Path, make_repo: RepoFactory, cli: Cli
+) -> None:
+    project = make_project(tmp_path, make_repo)[2]
+    argv = ["-f", str(project), "--cache-dir", str(tmp_path / "cache"), "build", "fd"]
+    argv += ["--out", str(tmp_path / "out")]
+    code, _out, err = cli(*argv)
+    assert code == 0, err
+    modules, stdout = _modules_after(["-q", *argv])
+    assert "fd" in stdout  # it did build (the table), and nothing heavy came with it
+    assert sorted(m for m in NOT_IN_A_WARM_BUILD if m in modules) == []

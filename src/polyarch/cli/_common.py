@@ -160,11 +160,12 @@ def cache_of(args: argparse.Namespace, progress: ConsoleProgress | None = None) 
 
 def session_of(args: argparse.Namespace, progress: ConsoleProgress) -> Session:
     """The session, with containers.lock loaded for --locked/--offline."""
-    from polyarch.lock import lock_path, read_lock
     from polyarch.workflows.resolve import Session
 
     session = Session(config=load(args), cache=cache_of(args, progress), progress=progress)
     if getattr(args, "locked", False) or getattr(args, "offline", False):
+        from polyarch.lock import lock_path, read_lock
+
         session.lock = read_lock(lock_path(session.config))
         session.offline = bool(getattr(args, "offline", False))
     return session

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from polyarch import lock as lockfile
 from polyarch.attest.facts import PackageFacts, gather_facts
 from polyarch.attest.inventory import (
     ArchiveSource,
@@ -151,7 +150,9 @@ class BuildEvidence:
                 )
             )
         if self.session.lock is not None:
-            lock = lockfile.lock_path(self.session.config)
+            from polyarch.lock import lock_path
+
+            lock = lock_path(self.session.config)
             lock_sha256 = sha256_digest(lock.read_bytes()).removeprefix("sha256:")
             found.append(ResolvedDependency(f"file:{lock.name}", lock_sha256, lock.name))
         return found

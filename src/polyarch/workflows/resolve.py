@@ -8,11 +8,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from polyarch import lock as lockfile
-from polyarch import lock_diff
 from polyarch.cache import Cache
 from polyarch.config import Config, Container
 from polyarch.debian.archive import Archive
@@ -31,9 +30,14 @@ from polyarch.errors import (
     PolyarchError,
     ResolveError,
 )
-from polyarch.lock_check import package_index, package_line
 from polyarch.platforms import System
 from polyarch.progress import NULL_PROGRESS, Progress
+
+# The lock's modules load only for --locked/--offline builds and `polyarch lock`:
+# a plain build never reads containers.lock (issue 13: warm start-up).
+if TYPE_CHECKING:
+    from polyarch import lock as lockfile
+    from polyarch import lock_diff
 
 
 @dataclass
@@ -119,6 +123,8 @@ def resolve_container(
     but not others gets an error naming the systems that lack it.
     """
     if session.lock is not None:
+        from polyarch import lock as lockfile
+
         return lockfile.locked_resolutions(
             session.lock, session.config, container, systems, session.sources
         )
@@ -236,6 +242,8 @@ def _anchor(session: Session, resolutions: dict[System, Resolution], record: Pac
     """What vouches for ``record``'s size and SHA256: its index, or its line of containers.lock."""
     if session.lock is None:
         return "its index"
+    from polyarch import lock as lockfile
+
     for system, resolution in resolutions.items():
         line = _lock_line(session, resolution.container, system, record.sha256)
         if line:
@@ -244,6 +252,9 @@ def _anchor(session: Session, resolutions: dict[System, Resolution], record: Pac
 
 
 def _lock_line(session: Session, container: str, system: System, sha256: str) -> str | None:
+    from polyarch import lock as lockfile
+    from polyarch.lock_check import package_index, package_line
+
     assert session.lock is not None
     entry = session.lock.containers.get(container)
     locked = entry.systems if entry is not None else {}
@@ -286,6 +297,9 @@ def lock_containers(
     reads nothing from the network. Entries of containers no longer in the
     config are dropped. The caller writes the result (``write_lock``).
     """
+    from polyarch import lock as lockfile
+    from polyarch import lock_diff
+
     old = lockfile.previous_entries(lockfile.lock_path(session.config))
     new: dict[str, lockfile.LockedContainer] = {}
     updates: list[lock_diff.LockUpdate] = []
@@ -308,6 +322,8 @@ def lock_containers(
 
 
 def _lock_entry(session: Session, container: Container) -> lockfile.LockedContainer:
+    from polyarch import lock as lockfile
+
     resolutions = resolve_fresh(session, container, container.systems)
     systems: dict[str, lockfile.LockedSystem] = {
         s.name: lockfile.locked_system(r) for s, r in resolutions.items()

@@ -26,6 +26,7 @@ from polyarch.errors import UsageError
 from polyarch.schemas import BUILD as BUILD_SCHEMA
 
 if TYPE_CHECKING:
+    from polyarch.registry.client import RegistryAccess
     from polyarch.ui import ConsoleProgress
     from polyarch.workflows.build import BuildResult
     from polyarch.workflows.push_images import PushedImage
@@ -56,10 +57,7 @@ def register(commands: Commands) -> None:
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    from polyarch.cache import REGISTRY_RECORDS_DIR
-    from polyarch.registry.client import RegistryAccess
     from polyarch.workflows.build import build_container
-    from polyarch.workflows.push_images import push_build
 
     sign_key = sign_key_of(args)
     if not args.push and (args.username or args.password_stdin or args.no_evidence):
@@ -69,7 +67,11 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     # Every container's systems and push target before any work: a mistake fails in a second.
     work = [(c, systems_of(args, c)) for c in containers_of(args, session.config)]
     targets = _targets(args, progress, [c.name for c, _ in work]) if args.push else {}
-    access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+    access: RegistryAccess | None = None
+    if args.push:  # the registry's code loads for --push only: a warm build never needs it
+        from polyarch.registry.client import RegistryAccess
+
+        access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
     done: list[tuple[BuildResult, list[PushedImage]]] = []
     try:
         for container, systems in work:
@@ -83,6 +85,10 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
             )
             pushed: list[PushedImage] = []
             if args.push:
+                from polyarch.cache import REGISTRY_RECORDS_DIR
+                from polyarch.workflows.push_images import push_build
+
+                assert access is not None
                 pushed = push_build(
                     result,
                     targets[container.name],

@@ -20,7 +20,7 @@ the real archive. Rows:
   are measured the same way: time.sleep and a pure Python loop. Stages: xz and zstd decoding
   (lzma, backports.zstd), libdeflate compression, zlib compression, sha256,
   tarfile parsing of a .deb's data (pure Python), and parsing a Packages index
-  (python-debian, msgspec).
+  (polyarch's own parser, debian/packages.py, and msgspec).
 """
 
 from __future__ import annotations

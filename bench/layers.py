@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from polyarch.cache import Cache, Kind
 from polyarch.image.docker_archive import write_docker_archive
-from polyarch.image.layout import image_from_layout, read_oci_layout
+from polyarch.image.layout_reader import image_from_layout, read_oci_layout
 from polyarch.image.merged import merge_layers
 from polyarch.image.oci import Image
 from polyarch.platforms import System, native_system, parse_system

@@ -109,45 +109,9 @@ def write_build_outputs(
     (large ones hashed, unless ``checked`` knows them unchanged since they were).
     """
     # Imported here, not at the top: the CLI reads DEFAULT_OUT while it starts.
-    from concurrent.futures import ThreadPoolExecutor
-    from functools import partial
-
-    from polyarch.files import replace_directory, same_content
-    from polyarch.image.docker_archive import docker_archive_matches, write_docker_archive
-    from polyarch.image.layout import layout_matches, write_oci_layout
-
-    def unchanged() -> bool:
-        root = outputs.root
-        try:
-            names = {p.name for p in root.iterdir()}
-            sbom = {p.name for p in (root / SBOM_DIR).iterdir()} if evidence else set()
-        except OSError:
-            return False
-        expected = {LAYOUT_DIR, *(archive_name(image.system) for image in images)}
-        if names != (expected | {SBOM_DIR} if evidence else expected):
-            return False
-        if evidence and not (
-            sbom == evidence.keys()
-            and all(same_content(root / SBOM_DIR / n, data) for n, data in evidence.items())
-        ):
-            return False
-        checks = [
-            partial(layout_matches, root / LAYOUT_DIR, images, index, tag=tag, checked=checked)
-        ]
-        checks += [
-            partial(
-                docker_archive_matches,
-                root / archive_name(image.system),
-                image,
-                repo_tags=repo_tags,
-                mtime=mtime,
-                checked=checked,
-            )
-            for image in images
-        ]
-        # Mostly SHA-256 of the layer blobs, which releases the GIL: the files side by side.
-        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
-            return all(pool.map(lambda check: check(), checks))
+    from polyarch.files import replace_directory
+    from polyarch.image.docker_archive import write_docker_archive
+    from polyarch.image.layout import write_oci_layout
 
     def fill(staging: Path) -> None:
         write_oci_layout(staging / LAYOUT_DIR, images, index, tag=tag)
@@ -160,6 +124,65 @@ def write_build_outputs(
             for name, data in sorted(evidence.items()):
                 (staging / SBOM_DIR / name).write_bytes(data)
 
-    if unchanged():
+    if _unchanged(
+        outputs.root,
+        images,
+        index,
+        tag=tag,
+        repo_tags=repo_tags,
+        mtime=mtime,
+        evidence=evidence,
+        checked=checked,
+    ):
         return outputs.root
     return replace_directory(outputs.root, fill)
+
+
+def _unchanged(
+    root: Path,
+    images: Sequence[Image],
+    index: bytes,
+    *,
+    tag: str,
+    repo_tags: Sequence[str],
+    mtime: int | None,
+    evidence: Mapping[str, bytes] | None,
+    checked: CheckedFiles | None,
+) -> bool:
+    """Whether ``root`` already holds exactly the outputs ``write_build_outputs`` would write."""
+    # Imported here, as in write_build_outputs.
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    from polyarch.files import same_content
+    from polyarch.image.docker_archive import docker_archive_matches
+    from polyarch.image.layout import layout_matches
+
+    try:
+        names = {p.name for p in root.iterdir()}
+        sbom = {p.name for p in (root / SBOM_DIR).iterdir()} if evidence else set()
+    except OSError:
+        return False
+    expected = {LAYOUT_DIR, *(archive_name(image.system) for image in images)}
+    if names != (expected | {SBOM_DIR} if evidence else expected):
+        return False
+    if evidence and not (
+        sbom == evidence.keys()
+        and all(same_content(root / SBOM_DIR / n, data) for n, data in evidence.items())
+    ):
+        return False
+    checks = [partial(layout_matches, root / LAYOUT_DIR, images, index, tag=tag, checked=checked)]
+    checks += [
+        partial(
+            docker_archive_matches,
+            root / archive_name(image.system),
+            image,
+            repo_tags=repo_tags,
+            mtime=mtime,
+            checked=checked,
+        )
+        for image in images
+    ]
+    # Mostly SHA-256 of the layer blobs, which releases the GIL: the files side by side.
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        return all(pool.map(lambda check: check(), checks))

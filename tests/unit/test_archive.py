@@ -24,7 +24,8 @@ from polyarch.engine import Engine
 from polyarch.errors import ImageError
 from polyarch.files import replace_directory
 from polyarch.image.docker_archive import write_docker_archive
-from polyarch.image.layout import BLOB_MODE, read_oci_layout, write_oci_layout
+from polyarch.image.layout import BLOB_MODE, write_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.image.oci import (
     Image,
     build_image,

@@ -21,7 +21,7 @@ from conftest import base_packages, write_project
 from debrepo import TestKey, TestRepo, raw_deb, serve
 
 from polyarch.errors import PackageError
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 
 if sys.version_info >= (3, 14):
     from compression import zstd

@@ -25,6 +25,7 @@ from polyarch.errors import UsageError
 from polyarch.outputs import Outputs
 
 if TYPE_CHECKING:
+    from polyarch.config import Container
     from polyarch.ui import ConsoleProgress
     from polyarch.workflows.publish import (
         IndexLayout,
@@ -96,10 +97,8 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         container_index,
         image_files_dest,
         image_files_index,
-        publish_tags,
         publish_version,
     )
-    from polyarch.workflows.targets import push_targets
 
     image_files = [Path(f) for f in args.image_file]
     _check_usage(args, image_files)
@@ -108,22 +107,7 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress) if args.name else None
     container = session.config.container(args.name) if session else None
     version = publish_version(args.version)
-    targets: list[Target] = []
-    tags: list[str] = []
-    if args.push or args.dry_run:
-        # Before building: a missing $VAR or a bad --to fails in a second, not after a build.
-        targets = push_targets(
-            container,
-            to=args.to.replace("{name}", container.name) if args.to and container else args.to,
-            username=args.username,
-            password_stdin=password_of(args),
-            progress=progress,
-        )
-        explicit = [*(container.tags if container else ()), *args.tag]
-        from polyarch.registry.tags import ALL_AUTO_TAGS
-
-        auto = container.options.auto_tags if container else ALL_AUTO_TAGS
-        tags = publish_tags(explicit, version=args.version, branch=args.branch, auto=auto)
+    targets, tags = _targets_and_tags(args, container, progress)
     if args.dry_run:
         print_plan(targets, tags, args.json)
         return 0
@@ -147,6 +131,29 @@ def cmd_manifest(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         print_index(index)
     _push_everywhere(args, progress, index, targets, tags, jobs)
     return 0
+
+
+def _targets_and_tags(
+    args: argparse.Namespace, container: Container | None, progress: ConsoleProgress
+) -> tuple[list[Target], list[str]]:
+    """Where ``manifest --push``/``--dry-run`` pushes, and the tags: worked out before
+    building, so a missing $VAR or a bad --to fails in a second, not after a build."""
+    if not (args.push or args.dry_run):
+        return [], []
+    from polyarch.registry.tags import ALL_AUTO_TAGS
+    from polyarch.workflows.publish import publish_tags
+    from polyarch.workflows.targets import push_targets
+
+    targets = push_targets(
+        container,
+        to=args.to.replace("{name}", container.name) if args.to and container else args.to,
+        username=args.username,
+        password_stdin=password_of(args),
+        progress=progress,
+    )
+    explicit = [*(container.tags if container else ()), *args.tag]
+    auto = container.options.auto_tags if container else ALL_AUTO_TAGS
+    return targets, publish_tags(explicit, version=args.version, branch=args.branch, auto=auto)
 
 
 def _check_usage(args: argparse.Namespace, image_files: Sequence[Path]) -> None:

@@ -27,14 +27,8 @@ from polyarch.determinism import Digest, canonical_json, gzip_bytes, sha256_dige
 from polyarch.errors import ImageError
 from polyarch.files import atomic_copy, replace_directory
 from polyarch.image.docker_archive import MANIFEST_NAME, parse_archive_manifest
-from polyarch.image.layout import (
-    LayoutManifest,
-    OciLayout,
-    blob_path,
-    put_blob,
-    read_oci_layout,
-    write_layout_index,
-)
+from polyarch.image.layout import put_blob, write_layout_index
+from polyarch.image.layout_reader import LayoutManifest, OciLayout, blob_path, read_oci_layout
 from polyarch.image.oci import Platform
 
 _GZIP_MAGIC = b"\x1f\x8b"

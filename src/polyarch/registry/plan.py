@@ -17,7 +17,7 @@ from typing import Literal
 from polyarch import media_types
 from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import ImageError
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.image.oci import ANNOTATION_REF_NAME
 from polyarch.platforms import System
 from polyarch.reference import DEFAULT_TAG

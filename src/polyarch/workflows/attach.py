@@ -22,7 +22,7 @@ from polyarch.attest.names import (
 )
 from polyarch.determinism import rfc3339, source_date_epoch
 from polyarch.errors import EvidenceError
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.outputs import evidence_name
 from polyarch.platforms import System
 from polyarch.reference import DEFAULT_TAG

@@ -81,24 +81,7 @@ def build_container(
     epoch = source_date_epoch() if epoch is None else epoch
     stats = LayerStats()
 
-    def pipeline(system: System) -> tuple[Resolution, list[Layer], DebReader]:
-        resolution = resolve_container(session, container, (system,))[system]
-        own = {system: resolution}
-        read = DebReader(session, own, max_unpacked=container.max_unpacked_bytes)
-        built = build_system_layers(session, container, own, epoch=epoch, stats=stats, reader=read)
-        return resolution, built[system], read
-
-    # Each system from index to layers in its own thread: one system's index parsing
-    # (pure Python, holding the GIL) overlaps the other's .deb decoding and
-    # compression (lzma, libdeflate and hashlib release it), so both cores work.
-    ordered = sorted(systems, key=SYSTEMS.index)
-    with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
-        done = dict(zip(ordered, pool.map(pipeline, ordered), strict=True))
-    resolutions = {s: done[s][0] for s in systems}
-    layers = {s: done[s][1] for s in ordered}
-    reader = DebReader(session, resolutions, max_unpacked=container.max_unpacked_bytes)
-    for _, _, read in done.values():
-        reader.debs.update(read.debs)  # what the systems fetched, for the evidence
+    resolutions, layers, reader = _systems_layers(session, container, systems, epoch, stats)
     evidence = BuildEvidence(session, container, resolutions, reader, epoch=epoch)
     if container.sbom_in_image:
         for system, resolution in resolutions.items():
@@ -163,6 +146,36 @@ class DebReader:
         contents = read_deb(self.debs[sha256], self.names[sha256], max_unpacked=self.max_unpacked)
         remember_facts(self.session.cache, sha256, contents)
         return contents
+
+
+def _systems_layers(
+    session: Session,
+    container: Container,
+    systems: Sequence[System],
+    epoch: int,
+    stats: LayerStats,
+) -> tuple[dict[System, Resolution], dict[System, list[Layer]], DebReader]:
+    """Each system resolved and its layers built; one reader holding every .deb they read."""
+
+    def pipeline(system: System) -> tuple[Resolution, list[Layer], DebReader]:
+        resolution = resolve_container(session, container, (system,))[system]
+        own = {system: resolution}
+        read = DebReader(session, own, max_unpacked=container.max_unpacked_bytes)
+        built = build_system_layers(session, container, own, epoch=epoch, stats=stats, reader=read)
+        return resolution, built[system], read
+
+    # Each system from index to layers in its own thread: one system's index parsing
+    # (pure Python, holding the GIL) overlaps the other's .deb decoding and
+    # compression (lzma, libdeflate and hashlib release it), so both cores work.
+    ordered = sorted(systems, key=SYSTEMS.index)
+    with ThreadPoolExecutor(max_workers=len(ordered) or 1) as pool:
+        done = dict(zip(ordered, pool.map(pipeline, ordered), strict=True))
+    resolutions = {s: done[s][0] for s in systems}
+    layers = {s: done[s][1] for s in ordered}
+    reader = DebReader(session, resolutions, max_unpacked=container.max_unpacked_bytes)
+    for _, _, read in done.values():
+        reader.debs.update(read.debs)  # what the systems fetched, for the evidence
+    return resolutions, layers, reader
 
 
 def layer_plans(

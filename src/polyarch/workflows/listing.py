@@ -19,7 +19,7 @@ from polyarch import lock as lockfile
 from polyarch.config import Container
 from polyarch.determinism import Digest
 from polyarch.errors import ImageError
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.outputs import Outputs
 from polyarch.platforms import SYSTEMS
 from polyarch.reference import DEFAULT_TAG

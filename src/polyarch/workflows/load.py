@@ -14,7 +14,7 @@ from polyarch.config import Container
 from polyarch.engine import Engine
 from polyarch.errors import ImageError
 from polyarch.image.docker_archive import embedded_tags, image_id_of, write_docker_archive
-from polyarch.image.layout import image_from_layout, read_oci_layout
+from polyarch.image.layout_reader import image_from_layout, read_oci_layout
 from polyarch.image.merged import merge_layers
 from polyarch.outputs import Outputs
 from polyarch.platforms import System

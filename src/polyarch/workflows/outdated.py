@@ -20,7 +20,7 @@ from polyarch import lock as lockfile
 from polyarch.config import Container
 from polyarch.errors import ImageError, LockError
 from polyarch.image.filesystem import STATUS_DIR
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.lock_diff import Held, PackageChange, held, package_changes
 from polyarch.outputs import Outputs
 from polyarch.platforms import System

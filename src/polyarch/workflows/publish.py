@@ -31,7 +31,8 @@ from polyarch.debian.copyright import debian_licenses
 from polyarch.determinism import Digest, rfc3339, source_date_epoch
 from polyarch.errors import ImageError, PolyarchError, UsageError
 from polyarch.image.imports import index_from_image_files
-from polyarch.image.layout import annotate_layout, read_oci_layout
+from polyarch.image.layout import annotate_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.image.oci import (
     ANNOTATION_CREATED,
     ANNOTATION_DESCRIPTION,

@@ -19,7 +19,7 @@ from polyarch.attest.names import EVIDENCE_KINDS, EvidenceKind
 from polyarch.attest.verify import Evidence, Found, judge_image
 from polyarch.errors import EvidenceError
 from polyarch.files import atomic_write
-from polyarch.image.layout import read_oci_layout
+from polyarch.image.layout_reader import read_oci_layout
 from polyarch.outputs import evidence_name
 from polyarch.reference import DEFAULT_TAG
 from polyarch.workflows.evidence import signed_statements

@@ -23,7 +23,7 @@ from polyarch.attest.status import InstalledPackage, StatusError, installed_pack
 from polyarch.attest.verify import Evidence, Found, ImageVerdict, judge_image
 from polyarch.determinism import Digest
 from polyarch.errors import EvidenceError, ImageError, IntegrityError, RegistryError, UsageError
-from polyarch.image.layout import OciLayout, read_oci_layout
+from polyarch.image.layout_reader import OciLayout, read_oci_layout
 from polyarch.image.oci import Descriptor, parse_descriptor
 from polyarch.outputs import LAYOUT_DIR, SBOM_DIR, evidence_name
 from polyarch.reference import DEFAULT_TAG, parse_reference

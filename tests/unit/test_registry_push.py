@@ -424,3 +424,37 @@ def test_bearer_token_with_a_wrong_password_is_an_auth_error(
             credentials=Credentials("pusher", "nope-" + PASSWORD),
         )
     assert PASSWORD not in str(caught.value)
+
+
+def test_many_pushers_of_the_same_blobs_at_the_same_moment_all_succeed(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """Shards of a distributed build push shared blobs at once. docker-registry 2.8 then
+    refuses some manifests (DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN) for blobs it told every
+    pusher it had: 9 of 15 such rounds failed before pushes asked again for what a refused
+    manifest names. Every tag must push, and skopeo must copy it with its digests checked."""
+    for round_ in range(4):
+        layout = make_layout(
+            tmp_path / f"layout-{round_}", shared_size=2_000_000, own_size=300_000,
+            seed=f"round {round_}".encode(),
+        )  # fmt: skip
+        failures: list[str] = []
+
+        def push_tag(i: int, layout: SampleLayout = layout, failures: list[str] = failures) -> None:
+            try:
+                push(layout, f"{registry.host}/same:t{i}", tmp_path / f"pusher-{i}", jobs=4)
+            except RegistryError as error:
+                failures.append(str(error))
+
+        pushers = [threading.Thread(target=push_tag, args=(i,)) for i in range(6)]
+        for thread in pushers:
+            thread.start()
+        for thread in pushers:
+            thread.join()
+        assert not failures, failures[0]
+        for i in range(6):
+            copied = skopeo(
+                "copy", "--all", "--src-tls-verify=false",
+                f"docker://{registry.host}/same:t{i}", f"oci:{tmp_path / 'copy'}:r{round_}t{i}",
+            )  # fmt: skip
+            assert copied.returncode == 0, copied.stderr

@@ -90,6 +90,15 @@ def registry_message(response: httpx.Response) -> str:
     return text or f"HTTP {response.status_code} {response.reason_phrase}".strip()
 
 
+def error_codes(response: httpx.Response) -> set[str]:
+    """The ``code`` of each error in a registry's error body (distribution spec)."""
+    try:
+        errors = response.json().get("errors") or []
+        return {str(e.get("code")) for e in errors if isinstance(e, dict)}
+    except (ValueError, AttributeError):
+        return set()
+
+
 class RegistryClient:
     """A connection to one registry (``host[:port]``), shared by parallel uploads.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from polyarch.registry.client import (
     RegistryAccess,
     RegistryClient,
     RetryableError,
+    error_codes,
     registry_message,
 )
 from polyarch.registry.plan import Blob, Format, Manifest, PushPlan, convert_plan, read_layout
@@ -96,10 +98,18 @@ class _Pusher:
     # -- blobs ------------------------------------------------------------------
 
     def push_blob(self, blob: Blob) -> None:
+        self._push_blob(blob, recheck=False)
+
+    def recheck_blob(self, blob: Blob) -> None:
+        """Push ``blob`` again if the repository lacks it now (counted only then)."""
+        self._push_blob(blob, recheck=True)
+
+    def _push_blob(self, blob: Blob, *, recheck: bool) -> None:
         client = self.client
         head = client.request("HEAD", f"/v2/{self.repo}/blobs/{blob.digest}", scopes=(self.scope,))
         if head.status_code == 200:
-            self.count(skipped=1, blob=blob)
+            if not recheck:
+                self.count(skipped=1, blob=blob)
             return
         if head.status_code != 404:
             raise RegistryError(
@@ -289,7 +299,8 @@ class _Pusher:
             content=manifest.data,
         )
         if response.status_code not in (200, 201):
-            raise RegistryError(
+            error = _BlobsUnknown if error_codes(response) & _BLOBS_UNKNOWN else RegistryError
+            raise error(
                 f"{self.client.registry} refused manifest {manifest.digest} as {self.repo}:{reference}: "
                 f"{registry_message(response)}",
                 hint="the registry may not accept this media type; try --format docker",
@@ -421,10 +432,41 @@ def _send(pusher: _Pusher, plan: PushPlan, tags: Sequence[str], jobs: int) -> No
     else:
         _parallel(pusher.push_blob, plan.blobs, jobs)
         for manifest in plan.manifests[:-1]:
-            pusher.put_manifest(manifest, manifest.digest)
+            _put_manifest(pusher, plan, manifest, manifest.digest, jobs)
         tags = tags or [plan.root.digest]
     for tag in tags:
-        pusher.put_manifest(plan.root, tag)
+        _put_manifest(pusher, plan, plan.root, tag, jobs)
+
+
+_BLOBS_UNKNOWN = {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"}
+"""What a registry answers a manifest whose blobs it does not (yet) hold."""
+MANIFEST_ATTEMPTS = 4
+
+
+class _BlobsUnknown(RegistryError):
+    """The registry refused a manifest for blobs it says it lacks."""
+
+
+def _put_manifest(
+    pusher: _Pusher, plan: PushPlan, manifest: Manifest, reference: str, jobs: int
+) -> None:
+    """PUT ``manifest``; if the registry says it lacks blobs, push what it lacks and try again.
+
+    Pushes of the same blob from several machines at the same moment (the shards of a
+    distributed build share base layers and the evidence's empty config) race inside
+    docker-registry 2.8: a blob every pusher was told is there can be unreadable for a
+    moment, and the manifest is refused with DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN.
+    Each blob is asked for again (HEAD; uploaded only if missing) before the next try.
+    """
+    for attempt in range(MANIFEST_ATTEMPTS):
+        try:
+            pusher.put_manifest(manifest, reference)
+            return
+        except _BlobsUnknown:
+            if attempt == MANIFEST_ATTEMPTS - 1:
+                raise
+        time.sleep(0.2 * 2**attempt)
+        _parallel(pusher.recheck_blob, plan.blobs, jobs)
 
 
 def _parallel(fn: Callable[[Blob], None], blobs: Sequence[Blob], jobs: int) -> None:

@@ -142,3 +142,19 @@ def test_pae_and_envelopes_follow_the_dsse_spec(tmp_path: Path) -> None:
     assert check_signatures(forged, [public]).reason.startswith("its signature does not verify")
     with pytest.raises(ValueError, match="base64"):
         parse_envelope(b'{"payload": "%%%", "payloadType": "x", "signatures": [{"sig": "AA=="}]}')
+
+
+def test_one_reading_of_control_data_for_the_identity_check_and_the_sbom() -> None:
+    """A field given twice keeps its first value wherever control data is read, so a
+    hostile package cannot pass the identity check as one package and enter the SBOM and
+    status.d as another; continuation lines are joined."""
+    from polyarch.attest import facts, status
+    from polyarch.debian import identity
+
+    control = "Package: curl\nVersion: 1\nPackage: evil\nDescription: a\n tool\n .\n"
+    assert identity.control_fields(control) == {
+        "package": "curl",
+        "version": "1",
+        "description": "a\ntool\n.",
+    }
+    assert facts.control_fields is identity.control_fields is status.control_fields

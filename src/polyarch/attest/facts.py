@@ -24,6 +24,7 @@ import msgspec
 from polyarch.cache import Cache, Kind
 from polyarch.debian.copyright import declared_license
 from polyarch.debian.deb import DebContents, DebEntry
+from polyarch.debian.identity import control_fields
 from polyarch.image.filesystem import DOC_DIR, merged_usr_path
 
 FACTS_FORMAT = 1
@@ -55,22 +56,6 @@ class PackageFacts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """``/usr/share/doc/NAME`` is a link to this sibling (whose copyright file applies)."""
     os_release: dict[str, str] | None = None
     """The package ships ``/etc/os-release``: its identifying keys."""
-
-
-def control_fields(control: str) -> dict[str, str]:
-    """The fields of one control stanza (names lower-cased, continuation lines joined)."""
-    fields: dict[str, str] = {}
-    key = ""
-    for line in control.splitlines():
-        if line[:1] in (" ", "\t"):
-            if key:
-                fields[key] += "\n" + line.strip()
-            continue
-        name, sep, value = line.partition(":")
-        if sep:
-            key = name.strip().lower()
-            fields[key] = value.strip()
-    return fields
 
 
 def facts_of(contents: DebContents) -> PackageFacts:

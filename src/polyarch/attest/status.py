@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, cast
 
-from polyarch.attest.facts import control_fields
+from polyarch.debian.identity import control_fields
 
 STATUS_DIR = "var/lib/dpkg/status.d"
 _ANCESTORS = ("var", "var/lib", "var/lib/dpkg", STATUS_DIR)

@@ -60,14 +60,22 @@ class Claim(Protocol):
 
 
 def control_fields(control: str) -> dict[str, str]:
-    """The single-line fields of a control stanza (continuation lines are skipped)."""
+    """The fields of one control stanza: names lower-cased, continuation lines joined
+    (stripped) by newlines. A field given twice keeps its first value: one rule for the
+    identity check, the SBOM facts and status.d, so a package cannot show each a
+    different name or version."""
     fields: dict[str, str] = {}
+    key: str | None = None
     for line in control.splitlines():
-        if not line or line[0] in " \t":
+        if line[:1] in (" ", "\t"):
+            if key is not None:
+                fields[key] += "\n" + line.strip()
             continue
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip().lower(), value.strip())
+        name, sep, value = line.partition(":")
+        name = name.strip().lower()
+        key = name if sep and name not in fields else None
+        if key is not None:
+            fields[key] = value.strip()
     return fields
 
 

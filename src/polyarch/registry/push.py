@@ -440,7 +440,6 @@ def _send(pusher: _Pusher, plan: PushPlan, tags: Sequence[str], jobs: int) -> No
 
 _BLOBS_UNKNOWN = {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"}
 """What a registry answers a manifest whose blobs it does not (yet) hold."""
-MANIFEST_ATTEMPTS = 4
 
 
 class _BlobsUnknown(RegistryError):
@@ -456,16 +455,22 @@ def _put_manifest(
     distributed build share base layers and the evidence's empty config) race inside
     docker-registry 2.8: a blob every pusher was told is there can be unreadable for a
     moment, and the manifest is refused with DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN.
-    Each blob is asked for again (HEAD; uploaded only if missing) before the next try.
+    Each blob is asked for again (HEAD; uploaded only if missing) before the next try,
+    paced by the client's retry policy.
     """
-    for attempt in range(MANIFEST_ATTEMPTS):
+    policy = pusher.client.policy
+    for attempt in range(policy.attempts):
         try:
             pusher.put_manifest(manifest, reference)
             return
-        except _BlobsUnknown:
-            if attempt == MANIFEST_ATTEMPTS - 1:
-                raise
-        time.sleep(0.2 * 2**attempt)
+        except _BlobsUnknown as error:
+            if attempt == policy.attempts - 1:
+                raise RegistryError(
+                    error.message,
+                    hint="another push of the same image may still be running, or the "
+                    "registry lost blobs: push again",
+                ) from error
+        time.sleep(policy.delay(attempt))
         _parallel(pusher.recheck_blob, plan.blobs, jobs)
 
 

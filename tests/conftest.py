@@ -24,6 +24,7 @@ from hypothesis import settings
 from registry_server import REGISTRY, RunningRegistry, run_registry
 
 from polyarch import cmd
+from polyarch.engine import Engine
 
 __all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
 
@@ -148,6 +149,25 @@ def make_repo(tmp_path: Path, test_key: TestKey) -> Iterator[RepoFactory]:
 
 ONE_SOURCE = "[sources.updates]\nenable = false\n\n[sources.security]\nenable = false\n\n"
 """The served test repository alone: bookworm's default -updates and -security switched off."""
+
+
+def doctor_on_docker(
+    cli: Callable[..., tuple[int, str, str]],
+    make_repo: RepoFactory,
+    tmp_path: Path,
+    docker: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """``polyarch doctor --engine docker`` on a project of a signed test repository: its
+    output as one line of words (table borders and wrapping gone); it must exit 0."""
+    repo, url = make_repo()
+    project = write_project(tmp_path / "p", url, repo.key.keyring, "")
+    monkeypatch.setenv("DOCKER_HOST", docker.env["DOCKER_HOST"])
+    code, out, err = cli(
+        "-f", project, "--cache-dir", tmp_path / "c", "doctor", "--engine", "docker"
+    )
+    assert code == 0, err
+    return " ".join(" ".join(out.split()).replace("│", "").split())
 
 
 def write_project(

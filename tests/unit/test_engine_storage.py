@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RepoFactory, write_project
+from conftest import RepoFactory, doctor_on_docker
 
 from polyarch.engine import Engine
 from polyarch.workflows.doctor import VFS_COST, storage_cost
@@ -42,13 +42,7 @@ def test_doctor_says_how_the_engine_stores_layers_and_what_vfs_costs(
     cli: Callable[..., tuple[int, str, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo, url = make_repo()
-    project = write_project(tmp_path / "p", url, repo.key.keyring, "")
-    monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
-    code, out, _ = cli("-f", project, "--cache-dir", tmp_path / "c", "doctor", "--engine", "docker")
-    assert code == 0
-    flat = " ".join(out.split()).replace("│", "")
-    flat = " ".join(flat.split())
+    flat = doctor_on_docker(cli, make_repo, tmp_path, docker_engine, monkeypatch)
     driver = docker_engine.host().storage_driver
     assert "how the engine stores layers" in flat and driver in flat
     # scripts/setup-host starts dockerd on vfs; on an overlay host doctor says there is no copy.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RepoFactory, write_project
+from conftest import RepoFactory, doctor_on_docker
 
 from polyarch.engine import Engine, EngineHost
 from polyarch.kernel import Kernel, emulation_advice, locate_kernel
@@ -119,12 +119,7 @@ def test_doctor_shows_which_kernel_it_asked_and_why(
     cli: Callable[..., tuple[int, str, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _repo, url = make_repo()
-    project = write_project(tmp_path / "p", url, _repo.key.keyring, "")
-    monkeypatch.setenv("DOCKER_HOST", docker_engine.env["DOCKER_HOST"])
-    code, out, _ = cli("-f", project, "--cache-dir", tmp_path / "c", "doctor", "--engine", "docker")
-    assert code == 0
-    flat = " ".join(out.split())
+    flat = doctor_on_docker(cli, make_repo, tmp_path, docker_engine, monkeypatch)
     assert "which kernel runs the containers" in flat
     assert "docker runs containers on this host's kernel" in flat
     assert "signature good" in flat

@@ -5,9 +5,7 @@ distributed build in the order docs/SCALE.md gives."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,20 +13,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import write_project
+from workflow_judges import BIN, schema_check, tool
 
 from polyarch.workflows.ci_github import ACTIONS, WORKFLOW_PATH
 
 Cli = Callable[..., tuple[int, str, str]]
-BIN = Path(sys.executable).parent
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS = '[containers.fd]\npackage = "fd-find"\ncommand = "fdfind"\n'
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is missing: pip install -e '.[test]'")
-    return found
 
 
 def git_repository(path: Path) -> Path:
@@ -53,13 +44,7 @@ def project(tmp_path: Path) -> Path:
 def test_the_workflow_is_valid_by_githubs_workflow_schema(cli: Cli, project: Path) -> None:
     path, _ = written(cli, project)
     assert path == project.parent / WORKFLOW_PATH
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = schema_check(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok -- validation done" in result.stdout
 
@@ -97,13 +82,7 @@ def test_the_checks_catch_a_broken_workflow(cli: Cli, project: Path, tmp_path: P
     assert found.returncode != 0 and "template-injection" in found.stdout + found.stderr
     broken = tmp_path / "broken.yml"
     broken.write_text(text.replace("runs-on: ubuntu-24.04\n", "runs_on: ubuntu-24.04\n", 1))
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = schema_check(broken)
     assert result.returncode == 1 and "'runs-on' is a required property" in result.stdout
 
 

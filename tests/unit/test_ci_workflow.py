@@ -3,34 +3,18 @@ zizmor's findings, and running the tiers on the runners the project promises."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from workflow_judges import BIN, schema_check, tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CI = REPO_ROOT / ".github" / "workflows" / "ci.yml"
-BIN = Path(sys.executable).parent
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is missing: pip install -e '.[test]'")
-    return found
 
 
 def test_ci_workflow_is_valid_by_githubs_workflow_schema() -> None:
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(CI)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = schema_check(CI)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok -- validation done" in result.stdout
 
@@ -38,13 +22,7 @@ def test_ci_workflow_is_valid_by_githubs_workflow_schema() -> None:
 def test_the_schema_check_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / "ci.yml"
     broken.write_text(CI.read_text().replace("runs-on: ubuntu-24.04\n", "runs_on: ubuntu-24.04\n"))
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = schema_check(broken)
     assert result.returncode == 1
     assert "'runs-on' is a required property" in result.stdout
 

@@ -266,11 +266,16 @@ def build_with_update(
     """
     import hashlib
 
-    import polyarch.workflows.resolve as resolve_module
+    import polyarch.debian.resolver as resolve_module
+    import polyarch.workflows.build as build_module
+    import polyarch.workflows.stamp as stamp_module
     from polyarch.cli import main
 
     cache = Cache(cache_dir)
     original = resolve_module.resolve
+    # The update is invisible to the build's fingerprint: no stamp answers it, none is written.
+    stamp_module.unchanged_build = lambda *args, **kwargs: None  # type: ignore[assignment]
+    build_module.build_inputs = lambda *args, **kwargs: None  # type: ignore[assignment]
     updated: dict[str, Any] = {}
 
     def swap(record: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable
@@ -171,6 +172,8 @@ class Config:
     containers: tuple[Container, ...]
     sources: tuple[config_sources.SourceSpec, ...] = ()
     """The enabled package sources, the main one ([repository]) first."""
+    digest: str = ""
+    """SHA-256 of the text this was read from (what a build stamp fingerprints)."""
 
     @property
     def directory(self) -> Path:
@@ -262,7 +265,8 @@ def parse_config(text: str, path: Path) -> Config:
         )
         options = config_image.image_options(src, where, spec, defaults)
         containers.append(_apply_defaults(name, spec, defaults, registries, roots, options))
-    return Config(path, file.repository, tuple(containers), sources)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return Config(path, file.repository, tuple(containers), sources, digest)
 
 
 def _pick(value: _T | None, default: _T | None, fallback: _T) -> _T:

@@ -22,7 +22,6 @@ import msgspec
 
 from polyarch.config_rules import InvalidValue, absolute_path, command, labels
 from polyarch.config_rules import user as user_syntax
-from polyarch.image.filesystem import MERGED_DIRS
 from polyarch.registry.tags import AutoTags
 
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -359,6 +358,9 @@ def _in_image(path: str, key: str) -> None:
     """A normalised absolute path that stays in the image's own tree (merged /usr)."""
     absolute_path(path, key)
     first = PurePosixPath(path).parts[1:2]
+    # Here, not at the top: reading containers.toml need not load the .deb reader.
+    from polyarch.image.filesystem import MERGED_DIRS
+
     if first and first[0] in MERGED_DIRS:
         raise InvalidValue(
             f"{path} is under /{first[0]}, a link to /usr/{first[0]} in every image",

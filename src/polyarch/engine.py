@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +159,8 @@ class Engine:
         """
         # A name of our own, so a run that times out can be removed: killing the
         # client alone would leave the container running in the daemon.
+        import uuid  # here: the CLI imports this module to list the engines
+
         name = f"polyarch-run-{uuid.uuid4().hex[:12]}"
         # --pull=never: a missing image is an error here, never a download.
         argv = ["run", "--rm", "--pull=never", "--network=none", f"--name={name}"]

@@ -28,8 +28,8 @@ from polyarch.schemas import BUILD as BUILD_SCHEMA
 if TYPE_CHECKING:
     from polyarch.registry.client import RegistryAccess
     from polyarch.ui import ConsoleProgress
-    from polyarch.workflows.build import BuildResult
     from polyarch.workflows.push_images import PushedImage
+    from polyarch.workflows.stamp import BuildSummary
     from polyarch.workflows.targets import Target
 
 
@@ -57,7 +57,7 @@ def register(commands: Commands) -> None:
 
 
 def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
-    from polyarch.workflows.build import build_container
+    from polyarch.reference import check_tag
 
     sign_key = sign_key_of(args)
     if not args.push and (args.username or args.password_stdin or args.no_evidence):
@@ -72,9 +72,26 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         from polyarch.registry.client import RegistryAccess
 
         access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
-    done: list[tuple[BuildResult, list[PushedImage]]] = []
+    check_tag(args.tag)
+    done: list[tuple[BuildSummary, list[PushedImage]]] = []
     try:
         for container, systems in work:
+            summary = None
+            if not args.push and sign_key is None:
+                # A warm build that would change nothing: answered from its stamp, without
+                # loading the code that resolves and builds (workflows/stamp.py).
+                from polyarch.workflows.stamp import unchanged_build
+
+                summary = unchanged_build(
+                    session, container, systems, out_dir=Path(args.out), tag=args.tag
+                )
+            if summary is not None:
+                done.append((summary, []))
+                if not args.json:
+                    print_build(summary)
+                continue
+            from polyarch.workflows.build import build_container
+
             result = build_container(
                 session,
                 container,
@@ -98,9 +115,9 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
                     evidence=not args.no_evidence,
                     progress=progress,
                 )
-            done.append((result, pushed))
+            done.append((result.summary(), pushed))
             if not args.json:
-                print_build(result)
+                print_build(result.summary())
                 print_pushed(pushed)
     finally:
         if args.json:
@@ -127,7 +144,7 @@ def _targets(
     }
 
 
-def print_build(result: BuildResult) -> None:
+def print_build(result: BuildSummary) -> None:
     """The table every building command ends with."""
     from polyarch.ui import human_size, print_table
 
@@ -136,22 +153,22 @@ def print_build(result: BuildResult) -> None:
             "index",
             result.index_digest,
             "",
-            human_size(sum(b.image.size for b in result.systems)),
-            human_size(sum(b.image.uncompressed_size for b in result.systems)),
+            human_size(sum(i.size for i in result.images)),
+            human_size(sum(i.uncompressed for i in result.images)),
         ]
     ]
-    for b in result.systems:
+    for i in result.images:
         rows.append(
             [
-                b.system.name,
-                b.image.manifest_digest,
-                str(len(b.image.layers)),
-                human_size(b.image.size),
-                human_size(b.image.uncompressed_size),
+                i.system,
+                i.digest,
+                str(i.layers),
+                human_size(i.size),
+                human_size(i.uncompressed),
             ]
         )
     print_table(
-        f"{result.container.name} {result.systems[0].version} → {result.path}",
+        f"{result.container} {result.version} → {result.path}",
         ["system", "digest", "layers", "compressed", "uncompressed"],
         rows,
     )
@@ -179,29 +196,31 @@ def print_pushed(pushed: Sequence[PushedImage]) -> None:
         )
 
 
-def build_json(done: Sequence[tuple[BuildResult, Sequence[PushedImage]]]) -> dict[str, Any]:
+def build_json(done: Sequence[tuple[BuildSummary, Sequence[PushedImage]]]) -> dict[str, Any]:
     """The ``--json`` object (schema ``polyarch.build/v1``, docs/JSON.md)."""
+    from polyarch.platforms import parse_system
+
     containers = []
     for result, pushed in done:
-        by_system = {p.system: p for p in pushed}
+        by_system: dict[str, PushedImage] = {p.system.name: p for p in pushed}
         images = []
-        for b in result.systems:
-            p = by_system.get(b.system)
+        for i in result.images:
+            p = by_system.get(i.system)
             images.append(
                 {
-                    "system": b.system.name,
-                    "platform": b.system.oci_platform,
-                    "digest": b.image.manifest_digest,
-                    "size": b.image.size,
-                    "layers": len(b.image.layers),
-                    "version": b.version,
+                    "system": i.system,
+                    "platform": parse_system(i.system).oci_platform,
+                    "digest": i.digest,
+                    "size": i.size,
+                    "layers": i.layers,
+                    "version": i.version,
                     "push": _push_json(p) if p is not None else None,
                 }
             )
         containers.append(
             {
-                "container": result.container.name,
-                "path": str(result.path),
+                "container": result.container,
+                "path": result.path,
                 "index": result.index_digest,
                 "images": images,
             }

@@ -166,7 +166,7 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
         started = time.monotonic()
         result = build_container(session, container, systems, out_dir=out, tag=args.tag)
         build_seconds = time.monotonic() - started
-        print_build(result)
+        print_build(result.summary())
         if len(systems) == 1 and not args.multiarch:
             # container-all: the one system asked for becomes NAME:TAG, native or not.
             ensure_runnable(kernel, systems[0])
@@ -210,7 +210,7 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
     started = time.monotonic()
     result = build_container(session, container, container.systems, out_dir=out, tag=args.tag)
     build_seconds = time.monotonic() - started
-    print_build(result)
+    print_build(result.summary())
     native = _kernel(engine, progress).native
     reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
     entrypoint = image_entrypoint(out, container, native)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -27,10 +27,12 @@ from polyarch.cache import Cache
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Release, Repository
 from polyarch.debian.sources import Source, SourceRelease
-from polyarch.debian.universe import SourceIndex
 from polyarch.determinism import rfc3339
 from polyarch.errors import LockError
 from polyarch.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from polyarch.debian.universe import SourceIndex
 
 _T = TypeVar("_T")
 
@@ -58,6 +60,7 @@ class Archive:
         ]
         self.repositories = (main, *others)
         self._indexes: dict[str, tuple[SourceIndex, ...]] = {}
+        self._releases: tuple[Release, ...] | None = None
 
     @property
     def main(self) -> Repository:
@@ -98,7 +101,9 @@ class Archive:
 
     def releases(self) -> tuple[Release, ...]:
         """Every source's verified Release, fetched side by side; the first failure is raised."""
-        return tuple(_parallel([r.release for r in self.repositories]))
+        if self._releases is None:  # asked for often (``readable``, ``used``): threads once
+            self._releases = tuple(_parallel([r.release for r in self.repositories]))
+        return self._releases
 
     def readable(self, arch: str) -> tuple[Repository, ...]:
         """The repositories that carry ``arch``: always the main one, the others if listed."""
@@ -107,6 +112,8 @@ class Archive:
 
     def source_indexes(self, arch: str) -> tuple[SourceIndex, ...]:
         """Each source's index for ``arch`` with its priority, downloaded side by side."""
+        from polyarch.debian.universe import SourceIndex  # a stamped warm build reads none
+
         if arch not in self._indexes:
             repositories = self.readable(arch)
             indexes = _parallel([functools.partial(r.index, arch) for r in repositories])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import overload
 
@@ -33,10 +34,10 @@ from polyarch.debian.index_file import (
     u32_bytes,
     write_index_file,
 )
-from polyarch.debian.packages import PackageRecord, parse_packages, parse_provides
+from polyarch.debian.packages import PackageRecord, decompress, parse_packages, parse_provides
 from polyarch.errors import CacheError
 
-__all__ = ["PackageIndex", "cache_key", "load_index"]
+__all__ = ["PackageIndex", "cache_key", "load_index", "parse_worker"]
 
 
 # -- the lookup tables ---------------------------------------------------------
@@ -258,3 +259,17 @@ def load_index(
         cache.evict(Kind.INDEXES, key, found)
     records, tables = parse()
     return PackageIndex([_Part(tables, len(records), records=records)])
+
+
+def parse_worker(argv: list[str]) -> None:
+    """Parse the verified index on stdin into the cache (argv: ROOT SHA256 PATH COMPONENT).
+
+    The body of the process ``Repository`` parses a large index in, so that
+    both systems' indexes parse at once; it lives here, not in ``repository``,
+    so the process does not import the HTTP client it never uses.
+    """
+    root, sha256, path, component = argv
+    cache = Cache(root)
+    data = sys.stdin.buffer.read()
+    with cache.lock(Kind.INDEXES, sha256):
+        load_index(cache, sha256, lambda: decompress(data, path), component=component)

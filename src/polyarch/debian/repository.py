@@ -50,9 +50,7 @@ fresh ``python -c``, so nothing of the calling program is imported again, as
 multiprocessing would) writes the parsed form to the cache, where this
 process then finds it.
 """
-_WORKER = (
-    "import sys; from polyarch.debian.repository import parse_worker; parse_worker(sys.argv[1:])"
-)
+_WORKER = "import sys; from polyarch.debian.index import parse_worker; parse_worker(sys.argv[1:])"
 # An archive's clock may run a little ahead of ours; more than this is refused.
 MAX_CLOCK_SKEW = timedelta(days=1)
 # Preferred index compressions, best first; only those the Release lists are tried.
@@ -438,12 +436,3 @@ class Repository:
     def url_of(self, record: PackageRecord) -> str:
         """Where the .deb of ``record`` is downloaded from."""
         return f"{self.source.url}/{record.filename.lstrip('/')}"
-
-
-def parse_worker(argv: list[str]) -> None:
-    """``_WORKER``'s body: parse the verified index on stdin into the cache (ROOT SHA256 PATH COMPONENT)."""
-    root, sha256, path, component = argv
-    cache = Cache(root)
-    data = sys.stdin.buffer.read()
-    with cache.lock(Kind.INDEXES, sha256):
-        load_index(cache, sha256, lambda: decompress(data, path), component=component)

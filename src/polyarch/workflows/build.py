@@ -33,6 +33,7 @@ from polyarch.reference import DEFAULT_TAG, check_tag
 from polyarch.workflows.evidence import BuildEvidence, SystemImage
 from polyarch.workflows.resolve import Session, claim_refused, download, resolve_container
 from polyarch.workflows.sharing import project_users
+from polyarch.workflows.stamp import BuildSummary, StampedImage, build_inputs, remember_build
 
 if TYPE_CHECKING:
     from polyarch.attest.keys import SigningKey
@@ -61,6 +62,25 @@ class BuildResult:
         """``OUT/NAME``: ``oci/`` and one ``SYSTEM.tar`` per built system."""
         return self.outputs.root
 
+    def summary(self) -> BuildSummary:
+        """What the CLI reports of this build (and a warm build answers from its stamp)."""
+        return BuildSummary(
+            container=self.container.name,
+            path=str(self.path),
+            index_digest=self.index_digest,
+            images=tuple(
+                StampedImage(
+                    system=b.system.name,
+                    digest=b.image.manifest_digest,
+                    layers=len(b.image.layers),
+                    size=b.image.size,
+                    uncompressed=b.image.uncompressed_size,
+                    version=b.version,
+                )
+                for b in self.systems
+            ),
+        )
+
 
 def build_container(
     session: Session,
@@ -80,6 +100,9 @@ def build_container(
     check_tag(tag)  # refused before any work, not after the layers are built
     epoch = source_date_epoch() if epoch is None else epoch
     stats = LayerStats()
+    inputs = None
+    if sign_key is None:
+        inputs = build_inputs(session, container, systems, out_dir=out_dir, tag=tag, epoch=epoch)
 
     resolutions, layers, reader = _systems_layers(session, container, systems, epoch, stats)
     evidence = BuildEvidence(session, container, resolutions, reader, epoch=epoch)
@@ -109,7 +132,10 @@ def build_container(
         evidence=evidence.files(images, sign_key),
         checked=session.cache.checked,
     )
-    return BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
+    result = BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
+    if inputs is not None:
+        remember_build(session.cache, outputs.root, inputs, result.summary())
+    return result
 
 
 class DebReader:

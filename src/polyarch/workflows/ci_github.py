@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 from polyarch import __version__, vcs
@@ -68,6 +67,8 @@ def workflow_text(config_dir: Path, options: WorkflowOptions) -> str:
         "PREFIX": "" if workdir == "." else f"{workdir}/",
         **{name: f"{repo}@{sha} # {release}" for name, (repo, sha, release) in ACTIONS.items()},
     }
+    from importlib.resources import files  # here: the CLI imports this module for defaults
+
     template = (files("polyarch") / "data" / "github-workflow.yml").read_text()
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 

@@ -15,13 +15,9 @@ import httpx
 from polyarch.cache import Cache
 from polyarch.config import Config, Container
 from polyarch.debian.archive import Archive
-from polyarch.debian.fetch import cached_deb, fetch_debs
-from polyarch.debian.identity import Claim
 from polyarch.debian.packages import PackageRecord
 from polyarch.debian.repository import Repository
-from polyarch.debian.resolver import Resolution, resolve
 from polyarch.debian.sources import Source, find_sources
-from polyarch.debian.universe import PackageUniverse
 from polyarch.errors import (
     CacheError,
     IntegrityError,
@@ -38,6 +34,9 @@ from polyarch.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     from polyarch import lock as lockfile
     from polyarch import lock_diff
+    from polyarch.debian.identity import Claim
+    from polyarch.debian.resolver import Resolution
+    from polyarch.debian.universe import PackageUniverse
 
 
 @dataclass
@@ -96,6 +95,9 @@ class Session:
             self._archive.close()
 
     def universe(self, system: System) -> PackageUniverse:
+        # Here, as resolve and fetch below: a warm build answered by its stamp needs none.
+        from polyarch.debian.universe import PackageUniverse
+
         arch = system.debian_arch
         if arch not in self._universes:
             self._universes[arch] = PackageUniverse(self.archive.source_indexes(arch), arch)
@@ -140,6 +142,8 @@ def resolve_fresh(
     session: Session, container: Container, systems: Sequence[System]
 ) -> dict[System, Resolution]:
     """The closures resolved from the sources as they are now, whatever the lock says."""
+    from polyarch.debian.resolver import resolve
+
     results: dict[System, Resolution] = {}
     for system in systems:
         universe = session.universe(system)
@@ -196,6 +200,8 @@ def download(
     ``only`` limits it to those sha256s. Offline, a package the cache lacks
     is not fetched: a ``CacheError`` lists every missing one.
     """
+    from polyarch.debian.fetch import cached_deb, fetch_debs
+
     records = {p.record.sha256: p.record for r in resolutions.values() for p in r.packages}
     source_of = {p.record.sha256: p.source for r in resolutions.values() for p in r.packages}
     wanted = sorted(records if only is None else set(only) & records.keys())

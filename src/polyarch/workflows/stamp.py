@@ -1,0 +1,303 @@
+"""A warm build that would change nothing does nothing: the build stamp.
+
+A build's outputs are a function of its inputs: polyarch's own code, the
+containers.toml it read, each source (mirror, suite, keyring) and the signed
+Release it verified, the container, systems, tag, epoch and output
+directory. ``build_container`` ends by writing a stamp for ``OUT/NAME``: a
+fingerprint of those inputs, the SHA-256 of every file it left there, and
+the summary the CLI prints.
+
+``unchanged_build`` is the warm path. It still fetches and verifies every
+source's InRelease (that is how it knows nothing upstream moved: a new
+security fix changes a Release), then compares the fingerprint, then checks
+that ``OUT/NAME`` holds exactly the stamped files with the stamped content.
+Content is checked as everywhere else (``checked.CheckedFiles``): a file
+unchanged since this machine last hashed it, by the kernel's ctime, is not
+hashed again; any other file is. Only when all of that holds does it answer
+with the stamped summary, without resolving, planning layers, assembling
+images or deriving evidence, and without importing the code that does.
+
+Like ``checked/``, stamps live in the cache (``CACHE/stamps/``) but describe
+this machine's files: they are never pushed or pulled, and a stamp copied to
+another machine matches no file there. A missing, unreadable or malformed
+stamp only means the full build runs (and writes a new one). Builds that
+read containers.lock (``--locked``, ``--offline``) or sign are not stamped:
+their inputs include files this fingerprint does not read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+
+from polyarch import __version__
+from polyarch.cache import Cache
+from polyarch.checked import CheckedFiles
+from polyarch.config import Container
+from polyarch.determinism import COMPRESSOR, DIGEST_PATTERN, source_date_epoch
+from polyarch.outputs import Outputs
+from polyarch.platforms import System
+from polyarch.workflows.resolve import Session
+
+STAMPS_DIR = "stamps"
+"""Below the cache root: one stamp per output directory; not a kind of entry."""
+_FORMAT = 1
+_HEX = frozenset("0123456789abcdef")
+_CHUNK = 1 << 20
+
+
+class StampedImage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One system image of a build, as the CLI reports it."""
+
+    system: str
+    digest: str
+    layers: int
+    size: int
+    uncompressed: int
+    version: str
+
+
+class BuildSummary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a build reports: where its outputs are, the index and each system image."""
+
+    container: str
+    path: str
+    index_digest: str
+    images: tuple[StampedImage, ...]
+
+    @property
+    def version(self) -> str:
+        """The container's own package version (on the first system)."""
+        return self.images[0].version
+
+
+class _Stamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: int
+    root: str
+    inputs: str
+    files: dict[str, str]
+    """Path below ``root`` (``/``-separated) → SHA-256 hex of its content."""
+    summary: BuildSummary
+
+
+def build_inputs(
+    session: Session,
+    container: Container,
+    systems: Sequence[System],
+    *,
+    out_dir: Path,
+    tag: str,
+    epoch: int,
+) -> str | None:
+    """The fingerprint of everything a build's outputs depend on; None if not stamped.
+
+    Reads every source's verified Release (fetched afresh: the network is asked).
+    """
+    if session.lock is not None or session.offline:
+        return None
+    releases = session.archive.releases()
+    digest = hashlib.sha256()
+
+    def feed(*parts: object) -> None:
+        for part in parts:
+            digest.update(repr(part).encode("utf-8", "surrogateescape") + b"\0")
+
+    feed(_FORMAT, __version__, _code_fingerprint(), sys.version, COMPRESSOR)
+    feed(str(session.config.path.resolve()), session.config.digest)
+    for source, release in zip(session.sources, releases, strict=True):
+        feed(source, _file_sha256(source.keyring), release.file_name, release.file_sha256)
+    feed(container.name, tuple(s.name for s in systems), tag, epoch)
+    feed(str(out_dir.resolve()))
+    feed(sorted((k, v) for k, v in os.environ.items() if k.startswith("POLYARCH_")))
+    return digest.hexdigest()
+
+
+def unchanged_build(
+    session: Session,
+    container: Container,
+    systems: Sequence[System],
+    *,
+    out_dir: Path,
+    tag: str,
+    epoch: int | None = None,
+) -> BuildSummary | None:
+    """The summary of the last build of these inputs, if ``OUT/NAME`` still holds its outputs.
+
+    None when anything differs: then ``build_container`` must run.
+    """
+    epoch = source_date_epoch() if epoch is None else epoch
+    inputs = build_inputs(session, container, systems, out_dir=out_dir, tag=tag, epoch=epoch)
+    if inputs is None:
+        return None
+    root = Outputs(out_dir, container.name).root
+    stamp = _read(session.cache, root)
+    if stamp is None or stamp.inputs != inputs:
+        return None
+    if not _holds(root, stamp.files, session.cache.checked):
+        return None
+    return stamp.summary
+
+
+def remember_build(cache: Cache, root: Path, inputs: str, summary: BuildSummary) -> None:
+    """Stamp ``root`` (just written or found unchanged) as the outputs of ``inputs``.
+
+    Best effort: a stamp that cannot be written only means the next build checks in full.
+    """
+    previous = _read(cache, root)
+    known = previous.files if previous is not None else {}
+    try:
+        files = _digests(root, known, cache.checked)
+    except OSError:
+        return
+    if files is None:
+        return
+    stamp = _Stamp(_FORMAT, str(root.resolve()), inputs, files, summary)
+    path = _stamp_path(cache, root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".stamp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(msgspec.json.encode(stamp))
+            os.replace(temp, path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+    except OSError:
+        return
+
+
+def _stamp_path(cache: Cache, root: Path) -> Path:
+    name = str(root.resolve()).encode("utf-8", "surrogateescape")
+    return cache.root / STAMPS_DIR / hashlib.sha256(name).hexdigest()
+
+
+def _read(cache: Cache, root: Path) -> _Stamp | None:
+    try:
+        fd = os.open(_stamp_path(cache, root), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            stamp = msgspec.json.decode(f.read(1 << 20), type=_Stamp)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if stamp.format != _FORMAT or stamp.root != str(root.resolve()):
+        return None
+    if not all(_sha256_hex(d) for d in stamp.files.values()):
+        return None
+    summary = stamp.summary
+    if not all(DIGEST_PATTERN.fullmatch(d) for d in (summary.index_digest,)) or not all(
+        DIGEST_PATTERN.fullmatch(i.digest) for i in summary.images
+    ):
+        return None
+    return stamp
+
+
+def _listing(root: Path) -> dict[str, Path] | None:
+    """Every regular file below ``root`` by relative path; None if anything else is there."""
+    found: dict[str, Path] = {}
+    pending = [(root, "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                rel = prefix + entry.name
+                if stat.S_ISDIR(mode):
+                    pending.append((Path(entry.path), rel + "/"))
+                elif stat.S_ISREG(mode):
+                    found[rel] = Path(entry.path)
+                else:
+                    return None  # a symlink or device: not what a build writes
+    return found
+
+
+def _holds(root: Path, files: Mapping[str, str], checked: CheckedFiles) -> bool:
+    """Whether ``root`` holds exactly ``files``, each with its stamped content."""
+    try:
+        listing = _listing(root)
+    except OSError:
+        return False
+    if listing is None or listing.keys() != files.keys():
+        return False
+
+    def matches(rel: str) -> bool:
+        return checked.check(listing[rel], f"sha256:{files[rel]}", _has_sha256(files[rel]))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashing releases the GIL
+        return all(pool.map(matches, sorted(files)))
+
+
+def _digests(root: Path, known: Mapping[str, str], checked: CheckedFiles) -> dict[str, str] | None:
+    """SHA-256 of every file below ``root``; ``known`` digests are tried first (via the memo)."""
+    listing = _listing(root)
+    if listing is None:
+        return None
+
+    def digest_of(rel: str) -> str | None:
+        path = listing[rel]
+        guess = known.get(rel) or _blob_name(rel)
+        if guess and checked.check(path, f"sha256:{guess}", _has_sha256(guess)):
+            return guess
+        return _file_sha256(path)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests = dict(zip(sorted(listing), pool.map(digest_of, sorted(listing)), strict=True))
+    if not all(digests.values()):
+        return None
+    return {rel: d for rel, d in digests.items() if d is not None}
+
+
+def _blob_name(rel: str) -> str | None:
+    """The digest an OCI layout blob's path claims (``oci/blobs/sha256/HEX``)."""
+    head, _, name = rel.rpartition("/")
+    return name if head.endswith("blobs/sha256") and _sha256_hex(name) else None
+
+
+def _sha256_hex(text: str) -> bool:
+    return len(text) == 64 and set(text) <= _HEX
+
+
+def _has_sha256(expected: str) -> functools.partial[bool]:
+    return functools.partial(_stream_is, expected)
+
+
+def _stream_is(expected: str, f: io.BufferedReader) -> bool:
+    return hashlib.file_digest(f, "sha256").hexdigest() == expected
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    """Name, size and mtime of every file of this polyarch: a changed checkout builds in full."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    pending = [package]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name == "__pycache__":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(Path(entry.path))
+                else:
+                    digest.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()

@@ -237,3 +237,17 @@ def test_the_stamped_answer_loads_no_code_that_builds(project: Project) -> None:
 
     assert "polyarch.workflows.build" in run()  # the first build builds
     assert run() == []
+
+
+def test_the_stamped_answer_names_the_outputs_as_this_build_was_asked(
+    cli: Cli, project: Project, full_builds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(cli, project, "--json")
+    monkeypatch.chdir(project.out.parent)
+    code, out, err = cli(
+        "-f", project.config.name, "--cache-dir", project.cache,
+        "build", "hello", "--all-systems", "--out", project.out.name, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert full_builds == ["hello"]  # the same directory, named another way: stamped
+    assert json.loads(out)["containers"][0]["path"] == str(Path(project.out.name) / "hello")

@@ -145,7 +145,8 @@ def unchanged_build(
         return None
     if not _holds(root, stamp.files, session.cache.checked):
         return None
-    return stamp.summary
+    # The same directory, perhaps named another way (another working directory): as asked.
+    return msgspec.structs.replace(stamp.summary, path=str(root))
 
 
 def remember_build(cache: Cache, root: Path, inputs: str, summary: BuildSummary) -> None:

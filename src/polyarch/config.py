@@ -172,8 +172,7 @@ class Config:
     containers: tuple[Container, ...]
     sources: tuple[config_sources.SourceSpec, ...] = ()
     """The enabled package sources, the main one ([repository]) first."""
-    digest: str = ""
-    """SHA-256 of the text this was read from (what a build stamp fingerprints)."""
+    digest: str = ""  # SHA-256 of the text read: what a build stamp fingerprints
 
     @property
     def directory(self) -> Path:

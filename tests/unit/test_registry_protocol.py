@@ -16,8 +16,9 @@ import pytest
 from registry_server import make_layout
 
 from polyarch.errors import RegistryError
-from polyarch.registry.client import RegistryAccess, parse_challenge
+from polyarch.registry.client import RegistryAccess
 from polyarch.registry.push import push_layout
+from polyarch.registry.responses import parse_challenge
 from polyarch.retry import RetryPolicy
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,18 @@ from polyarch.errors import UsageError
 from polyarch.schemas import BUILD as BUILD_SCHEMA
 
 if TYPE_CHECKING:
-    from polyarch.registry.client import RegistryAccess
+    from polyarch.attest.keys import SigningKey
+    from polyarch.config import Container
+    from polyarch.platforms import System
     from polyarch.ui import ConsoleProgress
+    from polyarch.workflows.build import BuildResult
     from polyarch.workflows.push_images import PushedImage
+    from polyarch.workflows.resolve import Session
     from polyarch.workflows.stamp import BuildSummary
     from polyarch.workflows.targets import Target
+
+    Pusher = Callable[[BuildResult], list[PushedImage]]
+    """Pushes one build by digest (``--push``)."""
 
 
 def register(commands: Commands) -> None:
@@ -66,63 +73,74 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     session = session_of(args, progress)
     # Every container's systems and push target before any work: a mistake fails in a second.
     work = [(c, systems_of(args, c)) for c in containers_of(args, session.config)]
-    targets = _targets(args, progress, [c.name for c, _ in work]) if args.push else {}
-    access: RegistryAccess | None = None
-    if args.push:  # the registry's code loads for --push only: a warm build never needs it
-        from polyarch.registry.client import RegistryAccess
-
-        access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+    push = _pusher(args, progress, session, [c.name for c, _ in work], jobs) if args.push else None
     check_tag(args.tag)
     done: list[tuple[BuildSummary, list[PushedImage]]] = []
     try:
         for container, systems in work:
-            summary = None
-            if not args.push and sign_key is None:
-                # A warm build that would change nothing: answered from its stamp, without
-                # loading the code that resolves and builds (workflows/stamp.py).
-                from polyarch.workflows.stamp import unchanged_build
-
-                summary = unchanged_build(
-                    session, container, systems, out_dir=Path(args.out), tag=args.tag
-                )
-            if summary is not None:
-                done.append((summary, []))
-                if not args.json:
-                    print_build(summary)
-                continue
-            from polyarch.workflows.build import build_container
-
-            result = build_container(
-                session,
-                container,
-                systems,
-                out_dir=Path(args.out),
-                tag=args.tag,
-                sign_key=sign_key,
-            )
-            pushed: list[PushedImage] = []
-            if args.push:
-                from polyarch.cache import REGISTRY_RECORDS_DIR
-                from polyarch.workflows.push_images import push_build
-
-                assert access is not None
-                pushed = push_build(
-                    result,
-                    targets[container.name],
-                    access=access,
-                    jobs=jobs,
-                    record_dir=session.cache.root / REGISTRY_RECORDS_DIR,
-                    evidence=not args.no_evidence,
-                    progress=progress,
-                )
-            done.append((result.summary(), pushed))
+            summary, pushed = _build_one(args, session, container, systems, sign_key, push)
+            done.append((summary, pushed))
             if not args.json:
-                print_build(result.summary())
+                print_build(summary)
                 print_pushed(pushed)
     finally:
         if args.json:
             print(json.dumps(build_json(done), indent=2, sort_keys=True))
     return 0
+
+
+def _build_one(
+    args: argparse.Namespace,
+    session: Session,
+    container: Container,
+    systems: Sequence[System],
+    sign_key: SigningKey | None,
+    push: Pusher | None,
+) -> tuple[BuildSummary, list[PushedImage]]:
+    out = Path(args.out)
+    if push is None and sign_key is None:
+        # A warm build that would change nothing: answered from its stamp, without
+        # loading the code that resolves and builds (workflows/stamp.py).
+        from polyarch.workflows.stamp import unchanged_build
+
+        summary = unchanged_build(session, container, systems, out_dir=out, tag=args.tag)
+        if summary is not None:
+            return summary, []
+    from polyarch.workflows.build import build_container
+
+    result = build_container(
+        session, container, systems, out_dir=out, tag=args.tag, sign_key=sign_key
+    )
+    return result.summary(), push(result) if push is not None else []
+
+
+def _pusher(
+    args: argparse.Namespace,
+    progress: ConsoleProgress,
+    session: Session,
+    names: Sequence[str],
+    jobs: int,
+) -> Pusher:
+    """What pushes each build by digest (the registry's code loads for --push only)."""
+    from polyarch.cache import REGISTRY_RECORDS_DIR
+    from polyarch.registry.client import RegistryAccess
+    from polyarch.workflows.push_images import push_build
+
+    targets = _targets(args, progress, names)
+    access = RegistryAccess(insecure=args.insecure, ca_bundle=ca_bundle_of(args))
+
+    def push(result: BuildResult) -> list[PushedImage]:
+        return push_build(
+            result,
+            targets[result.container.name],
+            access=access,
+            jobs=jobs,
+            record_dir=session.cache.root / REGISTRY_RECORDS_DIR,
+            evidence=not args.no_evidence,
+            progress=progress,
+        )
+
+    return push
 
 
 def _targets(

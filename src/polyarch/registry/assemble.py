@@ -21,7 +21,7 @@ import httpx
 
 from polyarch.determinism import DIGEST_PATTERN, Digest, sha256_digest
 from polyarch.errors import RegistryError
-from polyarch.registry.client import RegistryClient, registry_message
+from polyarch.registry.client import RegistryClient
 from polyarch.registry.pull import Puller
 from polyarch.registry.referrers import (
     KIND_ANNOTATION,
@@ -30,6 +30,7 @@ from polyarch.registry.referrers import (
     index_entry,
     list_referrers,
 )
+from polyarch.registry.responses import registry_message
 
 EVIDENCE_TAG_KINDS = ("spdx", "cdx", "provenance", "dsse")
 """The kinds ``workflows.attach`` tags its artifacts with (``sha256-<hex>.<kind>``)."""

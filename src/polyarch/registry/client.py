@@ -9,7 +9,6 @@ No message built here contains a secret: errors name the user, never the passwor
 from __future__ import annotations
 
 import base64
-import re
 import ssl
 import threading
 import time
@@ -24,11 +23,10 @@ from polyarch.errors import RegistryAuthError, RegistryError
 from polyarch.http import new_client
 from polyarch.reference import Reference, is_loopback
 from polyarch.registry.credentials import Credentials
+from polyarch.registry.responses import Challenge, parse_challenge, registry_message
 from polyarch.retry import REGISTRY_POLICY, RetryPolicy, is_transient, retry_after, summarise
 
 T = TypeVar("T")
-
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 REQUEST_TIMEOUT = 30.0
@@ -59,44 +57,6 @@ class GaveUp(RegistryError):
             f"{what}: {summarise(seen)} (gave up after {len(seen)} attempts over {elapsed:.1f} s)",
             hint=hint,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """A parsed ``WWW-Authenticate`` header."""
-
-    scheme: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-
-def parse_challenge(header: str) -> Challenge:
-    """``Bearer realm="…",service="…",scope="…"`` → Challenge("bearer", {…})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-        for m in _CHALLENGE_PARAM.finditer(rest)
-    }
-    return Challenge(scheme.lower(), params)
-
-
-def registry_message(response: httpx.Response) -> str:
-    """The registry's own words for an error response, short."""
-    try:
-        errors = response.json().get("errors") or []
-        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors]
-        text = "; ".join(p for p in parts if p)
-    except (ValueError, AttributeError):
-        text = ""
-    return text or f"HTTP {response.status_code} {response.reason_phrase}".strip()
-
-
-def error_codes(response: httpx.Response) -> set[str]:
-    """The ``code`` of each error in a registry's error body (distribution spec)."""
-    try:
-        errors = response.json().get("errors") or []
-        return {str(e.get("code")) for e in errors if isinstance(e, dict)}
-    except (ValueError, AttributeError):
-        return set()
 
 
 class RegistryClient:

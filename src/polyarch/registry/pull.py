@@ -17,7 +17,8 @@ from polyarch import media_types
 from polyarch.determinism import Digest, sha256_digest
 from polyarch.errors import IntegrityError, RegistryError
 from polyarch.http import new_client
-from polyarch.registry.client import RegistryClient, registry_message
+from polyarch.registry.client import RegistryClient
+from polyarch.registry.responses import registry_message
 
 MANIFEST_ACCEPT = ", ".join(
     [

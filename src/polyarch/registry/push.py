@@ -12,7 +12,6 @@ answers with a different digest than the bytes we hashed is an error.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,22 +21,20 @@ from pathlib import Path
 import httpx
 
 from polyarch.determinism import Digest
-from polyarch.errors import ImageError, RegistryAuthError, RegistryError, UsageError
+from polyarch.errors import RegistryAuthError, RegistryError, UsageError
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.reference import DEFAULT_TAG, TAG_HINT, Reference, is_valid_tag, parse_reference
 from polyarch.registry.client import (
     ANONYMOUS,
     RegistryAccess,
     RegistryClient,
-    RetryableError,
-    error_codes,
-    registry_message,
 )
 from polyarch.registry.plan import Blob, Format, Manifest, PushPlan, convert_plan, read_layout
 from polyarch.registry.records import BlobRecord, default_record_dir, record_path
+from polyarch.registry.responses import error_codes, registry_message
+from polyarch.registry.upload import BlobUpload, check_digest
 
 MIB = 1 << 20
-_OCTET = {"Content-Type": "application/octet-stream"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +85,8 @@ class _Pusher:
         self.record = record
         self.mount_from = list(mount_from)
         self.progress = progress
-        self.chunk_size = chunk_size
-        self.chunked_above = chunked_above
         self.scope = f"repository:{self.repo}:pull,push"
+        self.upload = BlobUpload(client, self.repo, self.scope, chunk_size, chunked_above)
         self.counts = _Counts()
         self.task = 0
         self._lock = threading.Lock()
@@ -135,7 +131,7 @@ class _Pusher:
             if response.status_code == 202 and response.headers.get("location"):
                 session = response.headers["location"]
                 break
-        self._upload(blob, session)
+        self.upload.send(blob, session)
         self.count(uploaded=1, blob=blob)
 
     def _mount_candidates(self, blob: Blob) -> list[str]:
@@ -150,111 +146,6 @@ class _Pusher:
             self.counts.bytes += blob.size if uploaded else 0
             self.counts.present.append(blob.digest)
         self.progress.advance(self.task, blob.size)
-
-    def _start_session(self) -> tuple[str, int]:
-        response = self.client.request(
-            "POST", f"/v2/{self.repo}/blobs/uploads/", scopes=(self.scope,), retry=False
-        )
-        location = response.headers.get("location")
-        if response.status_code != 202 or not location:
-            raise RegistryError(
-                f"{self.client.registry} refused to start an upload to {self.repo}: {registry_message(response)}",
-                hint="check that the repository name is allowed and you may push to it",
-            )
-        try:
-            min_length = int(response.headers.get("oci-chunk-min-length", "0"))
-        except ValueError:
-            min_length = 0
-        return location, min_length
-
-    def _upload(self, blob: Blob, session: str | None) -> None:
-        def attempt() -> None:
-            nonlocal session
-            # A retried upload restarts with a new session: the old one may hold partial bytes.
-            if session is not None:
-                location, min_length = session, 0
-                session = None
-            else:
-                location, min_length = self._start_session()
-            if blob.size > self.chunked_above:
-                self._upload_chunked(blob, location, min_length)
-                return
-            data = _read_verified(blob)
-            response = self.client.request(
-                "PUT",
-                _with_digest(location, blob.digest),
-                scopes=(self.scope,),
-                headers=_OCTET,
-                content=data,
-                retry=False,
-            )
-            if response.status_code == 413:
-                # Something between us and the registry limits request bodies: send chunks.
-                self._upload_chunked(blob, self._start_session()[0], min_length)
-                return
-            self._finish(response, blob)
-
-        self.client.retrying(attempt)
-
-    def _upload_chunked(self, blob: Blob, location: str, min_length: int) -> None:
-        size = max(self.chunk_size, min_length)
-        hasher = hashlib.sha256()
-        offset = 0
-        with blob.path.open("rb") as f:
-            while offset < blob.size:
-                chunk = f.read(size)
-                if not chunk:
-                    break
-                hasher.update(chunk)
-                end = offset + len(chunk) - 1
-                response = self.client.request(
-                    "PATCH",
-                    location,
-                    scopes=(self.scope,),
-                    retry=False,
-                    headers={**_OCTET, "Content-Range": f"{offset}-{end}"},
-                    content=chunk,
-                )
-                if response.status_code == 416 or response.status_code == 404:
-                    raise RetryableError(
-                        f"upload of {blob.digest} lost its place: {registry_message(response)}"
-                    )
-                if response.status_code != 202:
-                    raise RegistryError(
-                        f"{self.client.registry} refused a chunk of {blob.digest}: {registry_message(response)}"
-                    )
-                reported = response.headers.get("range", "")
-                if reported and not reported.endswith(f"-{end}"):
-                    raise RetryableError(
-                        f"registry reports range {reported} after sending up to {end}"
-                    )
-                location = response.headers.get("location") or location
-                offset = end + 1
-        if offset != blob.size or "sha256:" + hasher.hexdigest() != blob.digest:
-            self.client.request("DELETE", location, scopes=(self.scope,), retry=False)
-            raise ImageError(
-                f"blob {blob.digest} at {blob.path} is corrupt", hint="rebuild the image"
-            )
-        response = self.client.request(
-            "PUT",
-            _with_digest(location, blob.digest),
-            scopes=(self.scope,),
-            headers={**_OCTET, "Content-Length": "0"},
-            content=b"",
-            retry=False,
-        )
-        self._finish(response, blob)
-
-    def _finish(self, response: httpx.Response, blob: Blob) -> None:
-        if response.status_code == 404:
-            raise RetryableError(
-                f"upload session of {blob.digest} vanished: {registry_message(response)}"
-            )
-        if response.status_code != 201:
-            raise RegistryError(
-                f"{self.client.registry} refused blob {blob.digest}: {registry_message(response)}"
-            )
-        self._check_digest(response, blob.digest, "blob")
 
     def result(self, plan: PushPlan, tags: tuple[str, ...]) -> PushResult:
         counts = self.counts
@@ -309,29 +200,7 @@ class _Pusher:
         self.counts.manifests += 1
 
     def _check_digest(self, response: httpx.Response, expected: str, what: str) -> None:
-        got = response.headers.get("docker-content-digest")
-        if got and got != expected:
-            raise RegistryError(
-                f"{self.client.registry} stored {what} {expected} as {got}",
-                hint="the registry changed the bytes; do not trust this push",
-            )
-
-
-def _read_verified(blob: Blob) -> bytes:
-    try:
-        data = blob.path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(
-            f"blob {blob.digest} vanished from {blob.path}", hint="rebuild the image"
-        ) from None
-    if len(data) != blob.size or "sha256:" + hashlib.sha256(data).hexdigest() != blob.digest:
-        raise ImageError(f"blob {blob.digest} at {blob.path} is corrupt", hint="rebuild the image")
-    return data
-
-
-def _with_digest(location: str, digest: str) -> httpx.URL:
-    # Location may already carry query parameters (upload state); keep them.
-    return httpx.URL(location).copy_merge_params({"digest": digest})
+        check_digest(self.client, response, expected, what)
 
 
 def push_layout(

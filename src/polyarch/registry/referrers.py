@@ -31,9 +31,10 @@ from polyarch.determinism import Digest, canonical_json, sha256_digest
 from polyarch.errors import IntegrityError, RegistryError
 from polyarch.image.layout import put_blob, write_layout_index
 from polyarch.reference import Reference
-from polyarch.registry.client import ANONYMOUS, RegistryAccess, RegistryClient, registry_message
+from polyarch.registry.client import ANONYMOUS, RegistryAccess, RegistryClient
 from polyarch.registry.pull import MANIFEST_ACCEPT, Puller
 from polyarch.registry.push import push_layout
+from polyarch.registry.responses import registry_message
 
 EMPTY_CONFIG = b"{}"
 EMPTY_DESCRIPTOR = {

@@ -1,11 +1,9 @@
 """containers.toml → frozen, validated values.
 
-TOML is parsed with tomllib, then converted with msgspec into structs that refuse
-unknown keys and wrong types; then each value is held to the rule of its key (package
-names, paths, tags, repositories, ...), so nothing invalid gets past loading. msgspec
-reports a failing key as a path (``$.containers.fd.pakage``); ``tomlkeys.line_of``
-maps keys back to a line, so every refusal reads ``FILE:LINE: dotted.key: what is
-wrong (what to do)`` (exit 3).
+TOML is parsed with tomllib, converted with msgspec into structs that refuse unknown
+keys and wrong types, then each value is held to the rule of its key. msgspec reports a
+failing key as a path (``$.containers.fd.pakage``); ``tomlkeys.line_of`` maps it back to
+a line, so every refusal reads ``FILE:LINE: dotted.key: what is wrong (what to do)``.
 """
 
 from __future__ import annotations

@@ -251,3 +251,22 @@ def test_the_stamped_answer_names_the_outputs_as_this_build_was_asked(
     assert code == 0, err
     assert full_builds == ["hello"]  # the same directory, named another way: stamped
     assert json.loads(out)["containers"][0]["path"] == str(Path(project.out.name) / "hello")
+
+
+def test_cache_prune_removes_a_crashed_writers_stamp_and_with_older_than_old_stamps(
+    cli: Cli, project: Project, full_builds: list[str]
+) -> None:
+    build(cli, project)
+    [stamp] = project.stamps()
+    leftover = stamp.parent / ".stamp-crashed"
+    leftover.write_bytes(b"{")
+    long_ago = 1_000_000_000
+    os.utime(leftover, (long_ago, long_ago))
+    prune = ("-f", project.config, "--cache-dir", project.cache, "cache", "prune")
+    assert cli(*prune)[0] == 0
+    assert not leftover.exists() and project.stamps() == [stamp]
+    os.utime(stamp, (long_ago, long_ago))
+    assert cli(*prune, "--older-than", "30d")[0] == 0
+    assert project.stamps() == []
+    build(cli, project)
+    assert full_builds == ["hello", "hello"]

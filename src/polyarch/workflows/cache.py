@@ -21,6 +21,7 @@ from polyarch.image.layer_record import decode_layer_record
 from polyarch.progress import NULL_PROGRESS, Progress
 from polyarch.workflows.cache_check import EntryChecker, other_format
 from polyarch.workflows.cache_transfer import STAGING_PREFIX
+from polyarch.workflows.stamp import prune_stamps
 
 TEMP_GRACE = 600.0
 """Seconds a writer's temporary file may go unmodified before prune deems it left by a crash."""
@@ -200,6 +201,7 @@ def prune_cache(
                 size += st.st_size
         removed[kind] = KindInfo(kind, count, size)
     _remove_orphan_locks(cache, now)
+    prune_stamps(cache, now=now, grace=TEMP_GRACE, older_than=older_than)
     return PruneReport(removed, temp_count, temp_bytes)
 
 

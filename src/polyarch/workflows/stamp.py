@@ -178,6 +178,21 @@ def remember_build(cache: Cache, root: Path, inputs: str, summary: BuildSummary)
         return
 
 
+def prune_stamps(cache: Cache, *, now: float, grace: float, older_than: float | None) -> None:
+    """Remove a crashed writer's temporary stamp (untouched for ``grace`` seconds), and
+    with ``older_than`` stamps unused that long (their outputs are then checked in full)."""
+    for path in (cache.root / STAMPS_DIR).glob("*"):
+        try:
+            st = path.lstat()
+            age = now - max(st.st_atime, st.st_mtime)
+            if (age > grace and path.name.startswith(".")) or (
+                older_than is not None and age > older_than
+            ):
+                path.unlink()
+        except OSError:
+            continue
+
+
 def _stamp_path(cache: Cache, root: Path) -> Path:
     name = str(root.resolve()).encode("utf-8", "surrogateescape")
     return cache.root / STAMPS_DIR / hashlib.sha256(name).hexdigest()

@@ -78,7 +78,7 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     done: list[tuple[BuildSummary, list[PushedImage]]] = []
     try:
         for container, systems in work:
-            summary, pushed = _build_one(args, session, container, systems, sign_key, push)
+            summary, pushed = build_one(args, session, container, systems, sign_key, push)
             done.append((summary, pushed))
             if not args.json:
                 print_build(summary)
@@ -89,7 +89,7 @@ def cmd_build(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     return 0
 
 
-def _build_one(
+def build_one(
     args: argparse.Namespace,
     session: Session,
     container: Container,
@@ -97,6 +97,8 @@ def _build_one(
     sign_key: SigningKey | None,
     push: Pusher | None,
 ) -> tuple[BuildSummary, list[PushedImage]]:
+    """Build one container as ``args`` say (``--out``, ``--tag``): from its stamp when it
+    is unchanged and nothing is signed or pushed, else in full (then pushed if asked)."""
     out = Path(args.out)
     if push is None and sign_key is None:
         # A warm build that would change nothing: answered from its stamp, without

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from polyarch.engine import Engine
     from polyarch.kernel import Kernel
     from polyarch.ui import ConsoleProgress
-    from polyarch.workflows.build import BuildResult
     from polyarch.workflows.smoke_test import (
         TestReport,
     )
+    from polyarch.workflows.stamp import BuildSummary
 
 
 def register(commands: Commands) -> None:
@@ -140,8 +140,8 @@ def cmd_test(args: argparse.Namespace, progress: ConsoleProgress) -> int:
 
 
 def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
+    from polyarch.cli.build import build_one
     from polyarch.reference import check_tag
-    from polyarch.workflows.build import build_container
     from polyarch.workflows.load import load_image
     from polyarch.workflows.smoke_test import (
         ensure_runnable,
@@ -164,9 +164,9 @@ def cmd_all(args: argparse.Namespace, progress: ConsoleProgress) -> int:
     out = Path(args.out)
     for container, systems in plan:
         started = time.monotonic()
-        result = build_container(session, container, systems, out_dir=out, tag=args.tag)
+        result, _ = build_one(args, session, container, systems, None, None)
         build_seconds = time.monotonic() - started
-        print_build(result.summary())
+        print_build(result)
         if len(systems) == 1 and not args.multiarch:
             # container-all: the one system asked for becomes NAME:TAG, native or not.
             ensure_runnable(kernel, systems[0])
@@ -208,9 +208,11 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
     engine = _engine(args, progress)
     out = Path(args.out)
     started = time.monotonic()
-    result = build_container(session, container, container.systems, out_dir=out, tag=args.tag)
+    result = build_container(
+        session, container, container.systems, out_dir=out, tag=args.tag
+    ).summary()
     build_seconds = time.monotonic() - started
-    print_build(result.summary())
+    print_build(result)
     native = _kernel(engine, progress).native
     reference = load_from_layout(engine, container, native, out_dir=out, tag=args.tag)
     entrypoint = image_entrypoint(out, container, native)
@@ -225,17 +227,17 @@ def cmd_manifest_test(args: argparse.Namespace, progress: ConsoleProgress) -> in
 def _print_reports(
     container: Container,
     reports: Sequence[TestReport],
-    result: BuildResult | None,
+    result: BuildSummary | None,
     build_seconds: float | None = None,
 ) -> None:
 
     from polyarch.ui import print_table
 
-    digests = {b.system: b.image.manifest_digest for b in result.systems} if result else {}
+    digests = {i.system: i.digest for i in result.images} if result else {}
     rows = [
         [
             r.system.name,
-            digests.get(r.system, ""),
+            digests.get(r.system.name, ""),
             r.reference,
             "passed" if r.passed else "FAILED",
             f"{r.seconds:.1f}s",

@@ -35,7 +35,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
@@ -76,6 +76,8 @@ KEY_PATTERN = re.compile(r"[0-9a-f]{64}(?:-[0-9a-f]{8})?")
 REGISTRY_RECORDS_DIR = "registry-blobs"
 """Where each registry is known to hold which blob (mount hints); not a kind of entry."""
 LOCKS_DIR = "locks"
+OUTPUTS_LOCKS = "outputs"
+"""Below ``LOCKS_DIR``: one lock per output directory (``Cache.outputs_lock``)."""
 """Holds the lock files of ``Cache.lock``; not a kind of entry."""
 TMP_SUFFIX = ".tmp"
 TOUCH_INTERVAL = 3600.0
@@ -185,13 +187,22 @@ class Cache:
             f"cache: removed {kind} entry {key[:16]}… ({reason}); it is fetched or rebuilt"
         )
 
-    @contextmanager
-    def lock(self, kind: Kind, key: str) -> Iterator[None]:
+    def lock(self, kind: Kind, key: str) -> AbstractContextManager[None]:
         """Hold the producer lock of one entry (blocks while another process holds it)."""
         self.path(kind, key)  # refuses what is not a key
+        return self._hold(self.root / LOCKS_DIR / kind / f"{key}.lock")
+
+    def outputs_lock(self, key: str) -> AbstractContextManager[None]:
+        """Hold the lock of one output directory (``key``: its path's SHA-256), so that
+        builds into it take turns writing it and stamping what they wrote."""
+        if not KEY_PATTERN.fullmatch(key):
+            raise ValueError(f"not a key: {key!r}")
+        return self._hold(self.root / LOCKS_DIR / OUTPUTS_LOCKS / f"{key}.lock")
+
+    @contextmanager
+    def _hold(self, path: Path) -> Iterator[None]:
         import filelock  # imported when needed: the CLI's start-up stays short
 
-        path = self.root / LOCKS_DIR / kind / f"{key}.lock"
         try:
             self._real_dirs(self.root / LOCKS_DIR, path.parent)
             lock = filelock.FileLock(path, thread_local=False)

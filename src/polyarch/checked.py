@@ -75,8 +75,12 @@ class CheckedFiles:
         """
         began = time.time_ns()
         try:
-            fd = os.open(
-                path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(  # non-blocking: a FIFO put in a file's place is refused, not waited on
+                path,
+                os.O_RDONLY
+                | os.O_NONBLOCK
+                | getattr(os, "O_NOFOLLOW", 0)
+                | getattr(os, "O_CLOEXEC", 0),
             )
         except OSError:
             return False
@@ -110,8 +114,11 @@ class CheckedFiles:
         if record is None:
             return None
         try:
-            fd = os.open(record, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # Non-blocking, and regular files only: a FIFO in its place must not hang a build.
+            fd = os.open(record, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
             with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
                 data = json.loads(f.read(4096))
             if data["format"] != _FORMAT or data["path"] != name:
                 return None

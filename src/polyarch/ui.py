@@ -125,8 +125,19 @@ class ConsoleProgress:
             print(message, file=self.stream, flush=True)
 
 
+def printable(text: str) -> str:
+    """``text`` as any stream can print it: a file name's undecodable bytes shown as ``\\xff``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table on stdout: rich's on a terminal, plain aligned text (never wrapped) elsewhere."""
+    title = printable(title) if title is not None else None
+    rows = [[printable(cell) for cell in row] for row in rows]
     if not is_terminal(sys.stdout):
         sys.stdout.write(plain_table(title, columns, rows))
         sys.stdout.flush()

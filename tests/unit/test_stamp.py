@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -270,3 +271,145 @@ def test_cache_prune_removes_a_crashed_writers_stamp_and_with_older_than_old_sta
     assert project.stamps() == []
     build(cli, project)
     assert full_builds == ["hello", "hello"]
+
+
+# -- what a hostile review found (each failed before its fix) ----------------------------
+
+
+@pytest.mark.parametrize("change", ["edit", "make executable", "remove"])
+def test_a_changed_host_file_builds_in_full(
+    cli: Cli, project: Project, full_builds: list[str], change: str
+) -> None:
+    conf = project.config.parent / "hello.conf"
+    conf.write_text("v1\n")
+    project.config.write_text(
+        project.config.read_text()
+        + '\n[containers.hello.files]\n"/etc/hello.conf" = "hello.conf"\n'
+    )
+    build(cli, project)
+    build(cli, project)
+    assert full_builds == ["hello"]
+    before = files_of(project.result)
+    if change == "edit":
+        conf.write_text("v2\n")
+    elif change == "make executable":
+        conf.chmod(0o755)
+    else:
+        conf.unlink()
+        code, _, err = cli(
+            "-f", project.config, "--cache-dir", project.cache,
+            "build", "hello", "--all-systems", "--out", project.out,
+        )  # fmt: skip
+        assert code == 16 and "cannot read" in err  # as a full build says it
+        return
+    build(cli, project)
+    assert full_builds == ["hello", "hello"]
+    assert files_of(project.result) != before
+
+
+def test_a_build_waits_while_another_writes_the_same_outputs(
+    cli: Cli, project: Project, full_builds: list[str]
+) -> None:
+    from polyarch.cache import Cache
+    from polyarch.workflows.stamp import outputs_lock
+
+    build(cli, project)
+    done = threading.Event()
+
+    def second() -> None:
+        _edit_config(project)  # a full build, which must write under the lock
+        build(cli, project)
+        done.set()
+
+    with outputs_lock(Cache(project.cache), project.result) as held:
+        assert held
+        writer = threading.Thread(target=second)
+        writer.start()
+        assert not done.wait(3)  # it built everything but waits to write and stamp
+    writer.join(60)
+    assert done.is_set() and full_builds == ["hello", "hello"]
+
+
+def test_outputs_that_cannot_be_stamped_are_still_built(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/out-\xff"))
+    code, _, err = cli(
+        "-f", project.config, "--cache-dir", project.cache,
+        "build", "hello", "--all-systems", "--out", odd,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (odd / "hello" / "oci" / "index.json").is_file() and project.stamps() == []
+
+
+def test_an_output_directory_in_a_link_loop_gets_the_full_builds_error(
+    cli: Cli, project: Project, tmp_path: Path
+) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, _, err = cli(
+        "-f", project.config, "--cache-dir", project.cache,
+        "build", "hello", "--all-systems", "--out", loop,
+    )  # fmt: skip
+    assert code == 60 and "Traceback" not in err and err.startswith("polyarch: error:")
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"images": []},
+        {"container": "evil"},
+        {"index_digest": "sha256:" + "0" * 64},
+        {"size": -1},
+    ],
+    ids=["no images", "another container", "an index not on disk", "a negative size"],
+)
+def test_a_stamp_whose_summary_lies_is_not_believed(
+    cli: Cli, project: Project, full_builds: list[str], lie: dict[str, object]
+) -> None:
+    build(cli, project)
+    [stamp] = project.stamps()
+    data = json.loads(stamp.read_bytes())
+    if "size" in lie:
+        data["summary"]["images"][0]["size"] = lie["size"]
+    else:
+        data["summary"].update(lie)
+    stamp.write_text(json.dumps(data))
+    table = build(cli, project)
+    assert full_builds == ["hello", "hello"] and "evil" not in table
+
+
+def test_a_fifo_where_a_stamp_belongs_does_not_hang_the_build(
+    cli: Cli, project: Project, full_builds: list[str]
+) -> None:
+    build(cli, project)
+    [stamp] = project.stamps()
+    stamp.unlink()
+    os.mkfifo(stamp)
+    build(cli, project)  # a hang would stop the test run here
+    assert full_builds == ["hello", "hello"]
+
+
+def test_an_empty_directory_left_in_the_outputs_is_removed(
+    cli: Cli, project: Project, full_builds: list[str]
+) -> None:
+    build(cli, project)
+    (project.result / "junk").mkdir()
+    build(cli, project)
+    assert full_builds == ["hello", "hello"] and not (project.result / "junk").exists()
+
+
+def test_what_does_not_change_the_outputs_does_not_unstamp_them(
+    cli: Cli, project: Project, full_builds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def build_systems(systems: str) -> None:
+        code, _, err = cli(
+            "-f", project.config, "--cache-dir", project.cache,
+            "build", "hello", "--system", systems, "--out", project.out,
+        )  # fmt: skip
+        assert code == 0, err
+
+    build_systems("x86_64-linux,aarch64-linux")
+    monkeypatch.setenv("POLYARCH_ENGINE", "podman")  # read by engine commands, not builds
+    build_systems("aarch64-linux,x86_64-linux")
+    assert full_builds == ["hello"]

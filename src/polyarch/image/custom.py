@@ -190,7 +190,7 @@ def container_layer(
             {
                 "format": CONTAINER_LAYER_FORMAT,
                 "epoch": epoch,
-                "entries": [_describe(e) for e in entries],
+                "entries": [describe_entry(e) for e in entries],
                 "timezone": [options.timezone, tzdata[0] if tzdata else None],
             }
         )
@@ -203,6 +203,7 @@ def container_layer(
     return store_layer(cache, key, layer_tree([entries]), epoch, (CONTAINER_LAYER_NAME,))
 
 
-def _describe(entry: DebEntry) -> list[object]:
+def describe_entry(entry: DebEntry) -> list[object]:
+    """What the layer's cache key (and a build stamp) records of one entry."""
     content = hashlib.sha256(entry.data).hexdigest() if entry.kind == "file" else entry.target
     return [entry.path, entry.kind, entry.mode, entry.uid, entry.gid, content]

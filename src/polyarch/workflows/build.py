@@ -33,7 +33,13 @@ from polyarch.reference import DEFAULT_TAG, check_tag
 from polyarch.workflows.evidence import BuildEvidence, SystemImage
 from polyarch.workflows.resolve import Session, claim_refused, download, resolve_container
 from polyarch.workflows.sharing import project_users
-from polyarch.workflows.stamp import BuildSummary, StampedImage, build_inputs, remember_build
+from polyarch.workflows.stamp import (
+    BuildSummary,
+    StampedImage,
+    build_inputs,
+    outputs_lock,
+    remember_build,
+)
 
 if TYPE_CHECKING:
     from polyarch.attest.keys import SigningKey
@@ -122,19 +128,22 @@ def build_container(
         SystemImage(b.system, b.image.manifest_digest, b.version, b.resolution) for b in builds
     ]
     outputs = Outputs(out_dir, container.name)
-    write_build_outputs(
-        outputs,
-        [b.image for b in builds],
-        index,
-        tag=tag,
-        repo_tags=[f"{container.name}:{tag}"],
-        mtime=epoch,
-        evidence=evidence.files(images, sign_key),
-        checked=session.cache.checked,
-    )
+    files = evidence.files(images, sign_key)
     result = BuildResult(container, outputs, index, sha256_digest(index), tuple(builds), stats)
-    if inputs is not None:
-        remember_build(session.cache, outputs.root, inputs, result.summary())
+    # One writer of OUT/NAME at a time, so that the stamp describes what this build wrote.
+    with outputs_lock(session.cache, outputs.root) as held:
+        write_build_outputs(
+            outputs,
+            [b.image for b in builds],
+            index,
+            tag=tag,
+            repo_tags=[f"{container.name}:{tag}"],
+            mtime=epoch,
+            evidence=files,
+            checked=session.cache.checked,
+        )
+        if inputs is not None and held:
+            remember_build(session.cache, outputs.root, inputs, result.summary())
     return result
 
 

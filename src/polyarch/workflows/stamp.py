@@ -17,6 +17,11 @@ hashed again; any other file is. Only when all of that holds does it answer
 with the stamped summary, without resolving, planning layers, assembling
 images or deriving evidence, and without importing the code that does.
 
+Files a container copies from the host (``files``) are read and fingerprinted
+too, as the container's own layer keys them. Writing ``OUT/NAME`` and stamping
+it happen under one lock per output directory, so two builds into the same
+directory cannot stamp each other's files.
+
 Like ``checked/``, stamps live in the cache (``CACHE/stamps/``) but describe
 this machine's files: they are never pushed or pulled, and a stamp copied to
 another machine matches no file there. A missing, unreadable or malformed
@@ -27,6 +32,7 @@ their inputs include files this fingerprint does not read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -34,7 +40,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,8 +51,9 @@ from polyarch.cache import Cache
 from polyarch.checked import CheckedFiles
 from polyarch.config import Container
 from polyarch.determinism import COMPRESSOR, DIGEST_PATTERN, source_date_epoch
+from polyarch.errors import HostError
 from polyarch.outputs import Outputs
-from polyarch.platforms import System
+from polyarch.platforms import SYSTEMS, System
 from polyarch.workflows.resolve import Session
 
 STAMPS_DIR = "stamps"
@@ -103,7 +110,8 @@ def build_inputs(
 
     Reads every source's verified Release (fetched afresh: the network is asked).
     """
-    if session.lock is not None or session.offline:
+    out = _resolved(out_dir)
+    if session.lock is not None or session.offline or out is None:
         return None
     releases = session.archive.releases()
     digest = hashlib.sha256()
@@ -116,10 +124,24 @@ def build_inputs(
     feed(str(session.config.path.resolve()), session.config.digest)
     for source, release in zip(session.sources, releases, strict=True):
         feed(source, _file_sha256(source.keyring), release.file_name, release.file_sha256)
-    feed(container.name, tuple(s.name for s in systems), tag, epoch)
-    feed(str(out_dir.resolve()))
-    feed(sorted((k, v) for k, v in os.environ.items() if k.startswith("POLYARCH_")))
+    feed(container.name, tuple(s.name for s in _ordered(systems)), tag, epoch)
+    feed(out, _host_files(session, container))
     return digest.hexdigest()
+
+
+def _ordered(systems: Sequence[System]) -> list[System]:
+    """In system-table order, as a build writes them whatever order they were asked in."""
+    return sorted(systems, key=SYSTEMS.index)
+
+
+def _host_files(session: Session, container: Container) -> list[list[object]]:
+    """What the container copies from the host, as its own layer's cache key describes it."""
+    if not container.options.files:
+        return []
+    from polyarch.image.custom import describe_entry, host_file_entries
+
+    entries = host_file_entries(container.options.files, session.config.directory, container.name)
+    return [describe_entry(e) for e in entries]
 
 
 def unchanged_build(
@@ -141,7 +163,7 @@ def unchanged_build(
         return None
     root = Outputs(out_dir, container.name).root
     stamp = _read(session.cache, root)
-    if stamp is None or stamp.inputs != inputs:
+    if stamp is None or stamp.inputs != inputs or not _tells(stamp, container, systems):
         return None
     if not _holds(root, stamp.files, session.cache.checked):
         return None
@@ -156,20 +178,20 @@ def remember_build(cache: Cache, root: Path, inputs: str, summary: BuildSummary)
     """
     previous = _read(cache, root)
     known = previous.files if previous is not None else {}
+    resolved, path = _resolved(root), _stamp_path(cache, root)
     try:
         files = _digests(root, known, cache.checked)
-    except OSError:
+        if files is None or resolved is None or path is None:
+            return
+        data = msgspec.json.encode(_Stamp(_FORMAT, resolved, inputs, files, summary))
+    except (OSError, ValueError):  # ValueError: a path that is not UTF-8 cannot be stamped
         return
-    if files is None:
-        return
-    stamp = _Stamp(_FORMAT, str(root.resolve()), inputs, files, summary)
-    path = _stamp_path(cache, root)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".stamp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.json.encode(stamp))
+                f.write(data)
             os.replace(temp, path)
         except BaseException:
             os.unlink(temp)
@@ -193,38 +215,87 @@ def prune_stamps(cache: Cache, *, now: float, grace: float, older_than: float | 
             continue
 
 
-def _stamp_path(cache: Cache, root: Path) -> Path:
-    name = str(root.resolve()).encode("utf-8", "surrogateescape")
-    return cache.root / STAMPS_DIR / hashlib.sha256(name).hexdigest()
+def _resolved(path: Path) -> str | None:
+    """``path`` made absolute with its links followed; None if that fails (a link loop)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def _stamp_path(cache: Cache, root: Path) -> Path | None:
+    name = _resolved(root)
+    if name is None:
+        return None
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return cache.root / STAMPS_DIR / digest
+
+
+@contextlib.contextmanager
+def outputs_lock(cache: Cache, root: Path) -> Iterator[bool]:
+    """Hold the lock writers of ``root`` take turns under (writing it, then stamping what
+    they wrote); yields whether it is held. A cache that cannot be written holds none, and
+    a build then stamps nothing: no stamp it wrote could describe another build's files."""
+    name = _resolved(root)
+    if name is None:  # a link loop: the build reports it, and stamps nothing
+        yield False
+        return
+    key = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(cache.outputs_lock(key))
+        except HostError:
+            held = False
+        else:
+            held = True
+        yield held
 
 
 def _read(cache: Cache, root: Path) -> _Stamp | None:
+    path = _stamp_path(cache, root)
+    if path is None:
+        return None
     try:
-        fd = os.open(_stamp_path(cache, root), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # Non-blocking: a FIFO put where a stamp belongs must not hang the build.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             stamp = msgspec.json.decode(f.read(1 << 20), type=_Stamp)
     except (OSError, msgspec.ValidationError, msgspec.DecodeError):
         return None
-    if stamp.format != _FORMAT or stamp.root != str(root.resolve()):
+    if stamp.format != _FORMAT or stamp.root != _resolved(root):
         return None
     if not all(_sha256_hex(d) for d in stamp.files.values()):
-        return None
-    summary = stamp.summary
-    if not all(DIGEST_PATTERN.fullmatch(d) for d in (summary.index_digest,)) or not all(
-        DIGEST_PATTERN.fullmatch(i.digest) for i in summary.images
-    ):
         return None
     return stamp
 
 
+def _tells(stamp: _Stamp, container: Container, systems: Sequence[System]) -> bool:
+    """Whether the stamp's summary is about this build and its stamped files: what it reports
+    is then what is on disk (a crafted summary is not printed as if true)."""
+    summary, files = stamp.summary, stamp.files
+    blobs = {f"sha256:{d}" for rel, d in files.items() if _blob_name(rel) == d}
+    digests = [summary.index_digest, *(i.digest for i in summary.images)]
+    return (
+        summary.container == container.name
+        and [i.system for i in summary.images] == [s.name for s in _ordered(systems)]
+        and all(DIGEST_PATTERN.fullmatch(d) and d in blobs for d in digests)
+        and all(min(i.layers, i.size, i.uncompressed) >= 0 for i in summary.images)
+    )
+
+
 def _listing(root: Path) -> dict[str, Path] | None:
-    """Every regular file below ``root`` by relative path; None if anything else is there."""
+    """Every regular file below ``root`` by relative path; None if anything else is there
+    (a symlink, a device, or a directory that leads to no file: a build writes none)."""
     found: dict[str, Path] = {}
     pending = [(root, "")]
     while pending:
         directory, prefix = pending.pop()
+        empty = True
         with os.scandir(directory) as entries:
             for entry in entries:
+                empty = False
                 mode = entry.stat(follow_symlinks=False).st_mode
                 rel = prefix + entry.name
                 if stat.S_ISDIR(mode):
@@ -232,7 +303,9 @@ def _listing(root: Path) -> dict[str, Path] | None:
                 elif stat.S_ISREG(mode):
                     found[rel] = Path(entry.path)
                 else:
-                    return None  # a symlink or device: not what a build writes
+                    return None
+        if empty and prefix:
+            return None
     return found
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
 import pytest
 
-from polyarch.cache import Cache
+from polyarch.cache import Cache, Kind
 from polyarch.config import RepositoryConfig
+from polyarch.debian import scan
 from polyarch.debian.fetch import fetch_debs
+from polyarch.debian.index import cache_key
+from polyarch.debian.index_file import check_index_file
 from polyarch.debian.keys import BUNDLED_KEYRING
+from polyarch.debian.packages import decompress, parse_packages
 from polyarch.debian.repository import Repository
 from polyarch.debian.sources import DEFAULT_KEYRING, find_source
 
@@ -39,6 +44,24 @@ def test_host_archive_is_verified_and_both_indexes_load(cache_dir: Path) -> None
             assert libc6[0].architecture == arch
             assert libc6[0].multi_arch == "same"
             assert list(repository.index_hashes(arch)) == [f"main/binary-{arch}/Packages.gz"]
+
+
+def test_the_cached_real_indexes_are_exactly_what_parsing_them_gives(cache_dir: Path) -> None:
+    # The cache reads only Package and Provides of each stanza (the quick way, on
+    # Debian's indexes) and parses a record when it is used: against the parser, whole.
+    source = find_source(RepositoryConfig(suite="bookworm"))
+    with Repository(source, Cache(cache_dir)) as repository:
+        for arch in ("amd64", "arm64"):
+            [(path, sha256)] = repository.index_hashes(arch).items()
+            compressed = repository.client.get(f"{source.url}/dists/{source.suite}/{path}").content
+            assert hashlib.sha256(compressed).hexdigest() == sha256
+            data = decompress(compressed, path)
+            assert scan._quick(data)
+            assert list(repository.index(arch)) == parse_packages(data, "main")
+            entry = Cache(cache_dir).get(Kind.INDEXES, cache_key(sha256))
+            assert entry is not None
+            with entry.open("rb") as f:
+                assert check_index_file(entry, f) == ""  # the tables are the records'
 
 
 def test_warm_index_load_is_fast(cache_dir: Path) -> None:

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from polyarch.cache import Cache, Kind
 from polyarch.debian.index import PackageIndex, cache_key, load_index
+from polyarch.debian.index_file import build_tables, check_index_file, write_index_file
 from polyarch.debian.packages import PackageRecord, parse_packages
+from polyarch.debian.scan import scan_packages
 from polyarch.errors import CacheError, IntegrityError
 
 SHA = "ab" * 32
@@ -272,18 +274,29 @@ def test_truncated_cached_index_is_rebuilt(tmp_path: Path) -> None:
     assert path.stat().st_size > 0
 
 
-@pytest.mark.parametrize("where", ["record", "header"])
+_DAMAGE = {
+    # One flipped byte in the field that names the .deb: before, a build failed
+    # blaming the mirror for serving a file that "does not match its index".
+    "record": RECORDS[-1].sha256.encode(),
+    # The header (tables) comes before the records: the first "gawk" is in the names
+    # table, the first "gawk-doc-shim" in the table of provided names.
+    "names table": b"gawk",
+    "provided table": b"gawk-doc-shim",
+    # The empty line that ends a record: a warm run never reads it, cache verify does.
+    "separator": b"\n\nPackage: lib39",
+}
+
+
+@pytest.mark.parametrize("where", list(_DAMAGE))
 def test_a_damaged_cached_index_is_evicted_with_a_warning_and_parsed_again(
     tmp_path: Path, where: str
 ) -> None:
-    # One flipped byte in the field that names the .deb: before, a build failed
-    # blaming the mirror for serving a file that "does not match its index".
     _, _, path = _cached_twice(tmp_path)
     data = bytearray(path.read_bytes())
-    target = RECORDS[-1].sha256.encode() if where == "record" else b"gawk"
-    at = data.find(target)  # the header (names table) comes before the records
-    data[at] ^= 0x01
+    data[data.find(_DAMAGE[where])] ^= 0x01
     path.write_bytes(bytes(data))
+    with path.open("rb") as f:
+        assert check_index_file(path, f)  # cache verify and pull see it
     cache = Cache(tmp_path)
     loads: list[int] = []
 
@@ -315,3 +328,23 @@ def test_a_damaged_index_that_cannot_be_parsed_again_is_a_cache_error(tmp_path: 
     assert index.named("gawk")[0].name == "gawk"  # untouched records still load
     with pytest.raises(CacheError, match="damaged"):
         index.named("lib39")
+
+
+@pytest.mark.parametrize("forgery", ["none", "name", "provided"])
+def test_cache_verify_refuses_tables_that_do_not_match_the_records(
+    tmp_path: Path, forgery: str
+) -> None:
+    # Every checksum recomputed: only the records, parsed, can say the tables lie.
+    scanned = scan_packages(TEXT)
+    names, provides = list(scanned.names), list(scanned.provides)
+    if forgery == "name":
+        names[0] = "bash"  # mawk's record, looked up as bash
+    elif forgery == "provided":
+        provides[1] = "awk"  # zlib1g, as a provider of awk
+    path = tmp_path / "index"
+    with path.open("wb") as f:
+        tables = build_tables(names, provides)
+        write_index_file(f, path, scanned.records, scanned.ends, tables, "main")
+    with path.open("rb") as f:
+        problem = check_index_file(path, f)
+    assert problem == ("" if forgery == "none" else "its tables do not match its records")

@@ -431,7 +431,7 @@ def test_a_large_index_is_parsed_in_a_worker_process_or_else_here(
         def not_here(*_: object) -> None:
             raise AssertionError("parsed in this process, not in the worker")
 
-        monkeypatch.setattr(index_module, "parse_packages", not_here)
+        monkeypatch.setattr(index_module, "scan_packages", not_here)
     with repository(url, test_key, tmp_path / "there") as r:
         assert list(r.index("amd64")) == expected
     assert len(calls) == 1 and calls[0][1] == "-c"

@@ -1,12 +1,15 @@
-"""Parsed Packages indexes, cached in a form a warm run uses without decoding it.
+"""Packages indexes, cached in a form a run uses without parsing all of it.
 
-The parsed index is cached under the SHA256 of the compressed index (the hash
-the signed Release names), in a file (``index_file``) that holds lookup tables
-(package names and provided virtual names, sorted, each with its record's
-position) and checksums. A warm run maps the file, decodes only the header
-(~10 ms), and decodes (and checks) a record only when the resolver asks for
-its name: resolving a closure touches a few hundred of the 63,000 records.
-Iterating a ``PackageIndex`` still decodes everything in one call.
+The index is cached under the SHA256 of the compressed index (the hash the
+signed Release names), in a file (``index_file``) that holds its stanzas,
+lookup tables (package names and provided virtual names, sorted, each with
+its record's position) and checksums. Caching it parses no record: the tables
+are read straight from each stanza's Package and Provides lines
+(``scan_packages``). A run maps the file, decodes only the header (~10 ms),
+and parses (and checks) a record only when the resolver asks for its name:
+resolving a closure touches a few hundred of the 63,000 records. Iterating a
+``PackageIndex`` parses everything; a stanza the parser refuses raises its
+``IntegrityError`` when it is used.
 
 A record that fails its check is damage on disk (or a poisoned cache): the
 entry is evicted with a warning, the index is downloaded and parsed again, and
@@ -26,43 +29,22 @@ from polyarch.debian.index_file import (
     FORMAT,
     DamagedIndex,
     IndexFile,
-    Strings,
     StringTable,
     Tables,
+    build_tables,
     read_index_file,
     u32_array,
-    u32_bytes,
     write_index_file,
 )
-from polyarch.debian.packages import PackageRecord, decompress, parse_packages, parse_provides
+from polyarch.debian.packages import PackageRecord, decompress
+from polyarch.debian.scan import scan_packages
 from polyarch.errors import CacheError
 
 __all__ = ["PackageIndex", "cache_key", "load_index", "parse_worker"]
 
 
-# -- the lookup tables ---------------------------------------------------------
-
-
-def _build_tables(records: Sequence[PackageRecord]) -> Tables:
-    names = [r.name for r in records]
-    order = sorted(range(len(names)), key=names.__getitem__)  # stable: index order kept
-    provided: list[tuple[str, int, str]] = []
-    for position, record in enumerate(records):
-        if record.provides:
-            for virtual, version in parse_provides(record.provides):
-                provided.append((virtual, position, version or ""))
-    provided.sort(key=lambda entry: entry[0])  # stable: index order, then field order
-    return Tables(
-        names=Strings.of([names[i] for i in order]),
-        name_records=u32_bytes(order),
-        virtuals=Strings.of([v for v, _, _ in provided]),
-        virtual_records=u32_bytes(p for _, p, _ in provided),
-        virtual_versions=Strings.of([version for _, _, version in provided]),
-    )
-
-
-Healer = Callable[[str], list[PackageRecord]]
-"""Evicts a damaged cache file (the argument says why) and returns the index parsed afresh."""
+Healer = Callable[[str], IndexFile]
+"""Evicts a damaged cache file (the argument says why) and returns the index read afresh."""
 
 
 class _Part:
@@ -97,7 +79,7 @@ class _Part:
             try:
                 found = self._file.record(position)
             except DamagedIndex as exc:
-                return self._healed(str(exc))[position]
+                found = self._healed(str(exc)).record(position)
             self._decoded[position] = found
         return found
 
@@ -107,7 +89,7 @@ class _Part:
             try:
                 decoded = self._file.records()
             except DamagedIndex as exc:
-                return self._healed(str(exc))
+                decoded = self._healed(str(exc)).records()
             # Records handed out one by one stay the same objects.
             for position, record in self._decoded.items():
                 decoded[position] = record
@@ -115,18 +97,16 @@ class _Part:
             self._decoded = {}
         return self._records
 
-    def _healed(self, reason: str) -> list[PackageRecord]:
-        """The records parsed afresh; the tables (checked with the header) stay valid."""
+    def _healed(self, reason: str) -> IndexFile:
+        """The index read afresh; the tables (checked with the header) stay valid."""
         where = self._file.path if self._file is not None else "?"
         fresh = self._heal(reason) if self._heal is not None else None
-        if fresh is None or len(fresh) != self.count:
+        if fresh is None or fresh.count != self.count:
             raise CacheError(
                 f"the cached parsed index {where} is damaged ({reason}); it has been removed",
                 hint="run the command again to rebuild it",
             )
-        for position, record in self._decoded.items():
-            fresh[position] = record
-        self._records, self._file, self._decoded = fresh, None, {}
+        self._file, self._heal = fresh, None
         return fresh
 
 
@@ -145,7 +125,8 @@ class PackageIndex(Sequence[PackageRecord]):
     def from_records(cls, records: Iterable[PackageRecord]) -> PackageIndex:
         """An index over records already in memory."""
         listed = list(records)
-        return cls([_Part(_build_tables(listed), len(listed), records=listed)])
+        tables = build_tables([r.name for r in listed], [r.provides for r in listed])
+        return cls([_Part(tables, len(listed), records=listed)])
 
     @classmethod
     def concat(cls, indexes: Iterable[PackageIndex]) -> PackageIndex:
@@ -211,8 +192,8 @@ class PackageIndex(Sequence[PackageRecord]):
 
 # -- the cache -----------------------------------------------------------------
 
-# The cache key carries the file format and the record layout: msgpack of an
-# array_like struct would decode into the wrong fields if PackageRecord changed.
+# The cache key carries the file format and the record layout: records parsed
+# from a cached stanza must be those this version's ``PackageRecord`` would hold.
 _FORMAT = FORMAT + ":" + ",".join(PackageRecord.__struct_fields__)
 _LAYOUT = hashlib.sha256(_FORMAT.encode()).hexdigest()[:8]
 
@@ -231,24 +212,25 @@ def load_index(
 ) -> PackageIndex:
     """The records of the index whose compressed file has ``sha256_hex``.
 
-    From the cache when it holds the parsed form (mapped, decoded and checked
+    From the cache when it holds the index (mapped; records checked and parsed
     on demand); otherwise ``raw_loader()`` is called for the uncompressed,
-    already verified index bytes, which are parsed and cached. A damaged cache
-    entry, found now or when a record is decoded later, is evicted with a
-    warning and rebuilt.
+    already verified index bytes, which are cut into stanzas and cached. A
+    damaged cache entry, found now or when a record is used later, is evicted
+    with a warning and rebuilt. A stanza the parser refuses raises its
+    ``IntegrityError`` when its record is used.
     """
     key = cache_key(sha256_hex)
 
-    def parse() -> tuple[list[PackageRecord], Tables]:
-        records = parse_packages(raw_loader(), component)
-        tables = _build_tables(records)
+    def parse() -> IndexFile:
+        scanned = scan_packages(raw_loader())
+        tables = build_tables(scanned.names, scanned.provides)
         with cache.writer(Kind.INDEXES, key) as f:
-            write_index_file(f, records, tables)
-        return records, tables
+            path = cache.path(Kind.INDEXES, key)
+            return write_index_file(f, path, scanned.records, scanned.ends, tables, component)
 
-    def heal(reason: str) -> list[PackageRecord]:
+    def heal(reason: str) -> IndexFile:
         cache.evict(Kind.INDEXES, key, reason)
-        return parse()[0]
+        return parse()
 
     opened = cache.open(Kind.INDEXES, key)
     if opened is not None:
@@ -257,8 +239,8 @@ def load_index(
         if not isinstance(found, str):
             return PackageIndex([_Part(found.tables, found.count, file=found, heal=heal)])
         cache.evict(Kind.INDEXES, key, found)
-    records, tables = parse()
-    return PackageIndex([_Part(tables, len(records), records=records)])
+    fresh = parse()
+    return PackageIndex([_Part(fresh.tables, fresh.count, file=fresh)])
 
 
 def parse_worker(argv: list[str]) -> None:

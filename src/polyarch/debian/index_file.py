@@ -1,14 +1,24 @@
-"""The file a parsed Packages index is cached in, and every check made when it is read back.
+"""The file a Packages index is cached in, and every check made when it is read back.
 
-    u64 LE length of the header | SHA256 of the header | header (msgpack) | records (msgpack array)
+    u64 LE length of the header | SHA256 of the header | header (msgpack) | records
 
-The header holds lookup tables (``Tables``), where each record ends, an
-8-byte SHA256 prefix per record and the SHA256 of all records. The file is
-keyed by the signed index's hash, not by its own bytes, so it checks itself:
-opening it verifies the header (a few MB), decoding a record verifies that
-record, decoding all of them verifies all of them. A warm run that decodes a
-few hundred of 63,000 records hashes only those. ``check_cached_index`` checks
-everything, and that every record could come from a Packages index
+The records are the index's own bytes from its first stanza on, cut before
+each stanza (``scan``): a record is one stanza and the empty line after it.
+The header holds lookup tables (``Tables``), where each record ends, an 8-byte
+SHA256 prefix per record, and the SHA256 of the records' SHA256s (in order),
+which checks them all. Writing the file parses no record: the tables need only
+each stanza's Package and Provides (``scan_packages``), so a cold run pays for
+parsing only the records it uses.
+
+The file is keyed by the signed index's hash, not by its own bytes, so it
+checks itself: opening it verifies the header (a few MB), using a record
+verifies that record, then parses it (``parse_stanza``); using all of them
+verifies and parses all of them. A warm run that uses a few hundred of 63,000
+records hashes and parses only those. A stanza the parser refuses (no
+Version, a malformed SHA256: a broken index, signed or not) raises its
+``IntegrityError`` when that record is used, not when the index is cached.
+``check_index_file`` checks everything: every record parses and could come
+from a Packages index, and the tables are exactly those of the records
 (``cache verify``, ``cache pull``).
 """
 
@@ -22,15 +32,15 @@ import re
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, overload
 
 import msgspec
 
-from polyarch.debian.packages import PackageRecord
+from polyarch.debian.packages import PackageRecord, parse_provides, parse_stanza
+from polyarch.errors import IntegrityError
 
-FORMAT = "lazy-3"
+FORMAT = "lazy-4"
 """Written into every parsed index's cache key with the record layout (``index.cache_key``)."""
 
 # Record positions are stored as little-endian u32 arrays: ``array.frombytes``
@@ -90,6 +100,24 @@ class Tables(msgspec.Struct, frozen=True, array_like=True):
     """Per entry of ``virtuals``: the provided version, or "" if unversioned."""
 
 
+def build_tables(names: Sequence[str], provides: Sequence[str]) -> Tables:
+    """The lookup tables of records with these names and Provides fields, in index order."""
+    order = sorted(range(len(names)), key=names.__getitem__)  # stable: index order kept
+    provided: list[tuple[str, int, str]] = []
+    for position, field in enumerate(provides):
+        if field:
+            for virtual, version in parse_provides(field):
+                provided.append((virtual, position, version or ""))
+    provided.sort(key=lambda entry: entry[0])  # stable: index order, then field order
+    return Tables(
+        names=Strings.of([names[i] for i in order]),
+        name_records=u32_bytes(order),
+        virtuals=Strings.of([v for v, _, _ in provided]),
+        virtual_records=u32_bytes(p for _, p, _ in provided),
+        virtual_versions=Strings.of([version for _, _, version in provided]),
+    )
+
+
 class StringTable(Sequence[bytes]):
     """``Strings`` opened for lookups: item ``i`` is its UTF-8 bytes (a slice, no copy).
 
@@ -128,106 +156,99 @@ class StringTable(Sequence[bytes]):
         """Every entry, decoded (for whole-index questions only: it makes them all)."""
         return [self.text(i) for i in range(len(self))]
 
-    def well_formed(self) -> bool:
-        """The ends rise and the last one ends the blob (a crafted table could say otherwise)."""
-        ends = self._ends
-        return (ends[-1] if ends else 0) == len(self._blob) and all(
-            a <= b for a, b in zip(itertools.chain((0,), ends), ends, strict=False)
-        )
-
 
 class _Header(msgspec.Struct, frozen=True, array_like=True):
     count: int
+    component: str
+    """The component the records belong to (``PackageRecord.component``)."""
     record_ends: bytes
-    """u32 per record: where it ends in the records array (it starts where the previous one ends)."""
+    """u32 per record: where it ends in the records (it starts where the previous one ends)."""
     record_digests: bytes
     """``RECORD_DIGEST`` bytes of SHA256 per record."""
     records_sha256: bytes
+    """SHA256 of the SHA256s of every record, in order."""
     tables: Tables
 
 
-_RECORD_DECODER = msgspec.msgpack.Decoder(PackageRecord)
-_RECORDS_DECODER = msgspec.msgpack.Decoder(list[PackageRecord])
 _HEADER_DECODER = msgspec.msgpack.Decoder(_Header)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-def array_header_length(count: int) -> int:
-    # msgpack array header: fixarray, array 16 or array 32.
-    return 1 if count < 16 else 3 if count < 1 << 16 else 5
+def write_index_file(
+    f: BinaryIO,
+    path: Path,
+    records: memoryview,
+    ends: Sequence[int],
+    tables: Tables,
+    component: str,
+) -> IndexFile:
+    """Write the cache file of ``records`` (ending at ``ends``) to ``f``, at ``path``.
 
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes([0x90 | count])
-    if count < 1 << 16:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-def write_index_file(f: BinaryIO, records: Sequence[PackageRecord], tables: Tables) -> None:
-    """Write the cache file of ``records`` to ``f``."""
-    encoded = [_ENCODER.encode(record) for record in records]
-    prefix = _array_header(len(records))
-    ends = list(itertools.accumulate(map(len, encoded), initial=len(prefix)))[1:]
-    everything = hashlib.sha256(prefix)
-    for item in encoded:
-        everything.update(item)
-    header = _ENCODER.encode(
-        _Header(
-            count=len(records),
-            record_ends=u32_bytes(ends),
-            record_digests=b"".join(hashlib.sha256(e).digest()[:RECORD_DIGEST] for e in encoded),
-            records_sha256=everything.digest(),
-            tables=tables,
-        )
+    Returns the file as written, over ``records`` in memory.
+    """
+    starts = itertools.chain((0,), ends)
+    digests = [hashlib.sha256(records[a:b]).digest() for a, b in zip(starts, ends, strict=False)]
+    header = _Header(
+        count=len(ends),
+        component=component,
+        record_ends=u32_bytes(ends),
+        record_digests=b"".join(d[:RECORD_DIGEST] for d in digests),
+        records_sha256=hashlib.sha256(b"".join(digests)).digest(),
+        tables=tables,
     )
-    f.write(len(header).to_bytes(_LENGTH, "little"))
-    f.write(hashlib.sha256(header).digest())
-    f.write(header)
-    f.write(prefix)
-    f.writelines(encoded)
+    encoded = _ENCODER.encode(header)
+    f.write(len(encoded).to_bytes(_LENGTH, "little"))
+    f.write(hashlib.sha256(encoded).digest())
+    f.write(encoded)
+    f.write(records)
+    return IndexFile(path, header, records, u32_array(header.record_ends))
 
 
 class DamagedIndex(Exception):
     """A record (or all of them) does not match what the header says."""
 
 
-@dataclass
 class IndexFile:
-    """A cache file whose header was checked; records are checked as they are decoded."""
+    """A cache file whose header was checked; records are checked as they are parsed.
 
-    path: Path
-    count: int
-    tables: Tables
-    blob: memoryview
-    ends: array[int]
-    digests: bytes
-    records_sha256: bytes
+    Every record is parsed each time it is asked for: ``PackageIndex`` keeps them.
+    """
+
+    def __init__(self, path: Path, header: _Header, blob: memoryview, ends: array[int]) -> None:
+        self.path = path
+        self.count = header.count
+        self.component = header.component
+        self.tables = header.tables
+        self._header = header
+        self._blob = blob
+        self._ends = ends
+
+    def _bytes_of(self, position: int) -> memoryview:
+        return self._blob[self._ends[position - 1] if position else 0 : self._ends[position]]
 
     def record(self, position: int) -> PackageRecord:
+        """Record ``position``, checked and parsed (``IntegrityError`` if its stanza is refused)."""
         if not 0 <= position < self.count:
             raise DamagedIndex(f"a table names record {position} of {self.count}")
-        start = self.ends[position - 1] if position else array_header_length(self.count)
-        data = self.blob[start : self.ends[position]]
-        want = self.digests[position * RECORD_DIGEST : (position + 1) * RECORD_DIGEST]
-        if hashlib.sha256(data).digest()[:RECORD_DIGEST] != want:
+        stanza = self._bytes_of(position)
+        want = self._header.record_digests[position * RECORD_DIGEST :][:RECORD_DIGEST]
+        if hashlib.sha256(stanza).digest()[:RECORD_DIGEST] != want:
             raise DamagedIndex(f"record {position} does not match its checksum")
-        try:
-            return _RECORD_DECODER.decode(data)
-        except (msgspec.DecodeError, ValueError) as exc:  # ValueError: bad UTF-8
-            raise DamagedIndex(f"record {position} cannot be decoded: {exc}") from None
+        return self._parsed(position, bytes(stanza))
 
     def records(self) -> list[PackageRecord]:
-        if hashlib.sha256(self.blob).digest() != self.records_sha256:
+        """Every record, all checked first, then parsed."""
+        stanzas = [self._bytes_of(i) for i in range(self.count)]
+        digests = b"".join(hashlib.sha256(stanza).digest() for stanza in stanzas)
+        if hashlib.sha256(digests).digest() != self._header.records_sha256:
             raise DamagedIndex("the records do not match their checksum")
-        try:
-            decoded = _RECORDS_DECODER.decode(self.blob)
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise DamagedIndex(f"the records cannot be decoded: {exc}") from None
-        if len(decoded) != self.count:
-            raise DamagedIndex(f"{len(decoded)} records, the header says {self.count}")
-        return decoded
+        return [self._parsed(i, bytes(stanza)) for i, stanza in enumerate(stanzas)]
+
+    def _parsed(self, position: int, stanza: bytes) -> PackageRecord:
+        record = parse_stanza(stanza, self.component)
+        if record is None:
+            raise DamagedIndex(f"record {position} is not a Packages stanza")
+        return record
 
 
 def read_index_file(path: Path, opened: BinaryIO) -> IndexFile | str:
@@ -255,11 +276,10 @@ def read_index_file(path: Path, opened: BinaryIO) -> IndexFile | str:
         and len(header.record_digests) == count * RECORD_DIGEST
         and len(virtuals) == len(tables.virtual_versions.ends)
         and len(virtuals) // 4 == len(tables.virtual_records) // 4
-        and bytes(blob[: array_header_length(count)]) == _array_header(count)
-        and (ends[-1] if count else array_header_length(count)) == len(blob)
+        and (ends[-1] if count else 0) == len(blob)
     ):
         return "its header does not describe its records"
-    return IndexFile(path, count, tables, blob, ends, header.record_digests, header.records_sha256)
+    return IndexFile(path, header, blob, ends)
 
 
 _UNSAFE_FILENAME = re.compile(r"(?:^/|(?:^|/)\.\.(?:/|$)|[\x00-\x1f])")
@@ -286,16 +306,12 @@ def check_index_file(path: Path, opened: BinaryIO) -> str:
         records = found.records()
     except DamagedIndex as exc:
         return str(exc)
-    tables, count = found.tables, found.count
-    strings = [StringTable(t) for t in (tables.names, tables.virtuals, tables.virtual_versions)]
-    if not all(t.well_formed() for t in strings):
-        return "its tables are not well formed"
-    positions = [*u32_array(tables.name_records), *u32_array(tables.virtual_records)]
-    if any(p >= count for p in positions):
-        return "its tables name records it does not have"
-    names = strings[0].all()
-    if [records[p].name for p in u32_array(tables.name_records)] != names or names != sorted(names):
-        return "its name table does not match its records"
-    if strings[1].all() != sorted(strings[1].all()):
-        return "its table of provided names is not sorted"
-    return next((p for p in map(record_problem, records) if p), "")
+    except IntegrityError as exc:
+        return f"a record cannot be parsed: {exc.message}"
+    problem = next((p for p in map(record_problem, records) if p), "")
+    if problem:
+        return problem
+    names, provides = [r.name for r in records], [r.provides for r in records]
+    if found.tables != build_tables(names, provides):
+        return "its tables do not match its records"
+    return ""

@@ -3,6 +3,7 @@
     python bench/layers.py [--json FILE] [--repetitions 1] [--tools bench/tools.txt]
                            [--scale-count 30] [--load fd-find:fdfind,ripgrep:rg,...]
                            [--update libssl3,libc6] [--add curl] [--cache DIR] [--work DIR]
+                           [--no-scale] [--engine-storage ext4|host]
 
 Both policies build the same containers from the same cache (``layering =
 "per-package"`` with ``max_layers = 100``, the defaults before, against the
@@ -12,8 +13,11 @@ defaults now), and each figure is measured for both in this one run:
   layer count, and the seconds of ``docker load`` and ``podman load`` of each
   image on this host's storage (vfs here: a dockerd and a podman store of
   the benchmark's own, so no layer is there before a load; the image is
-  removed after each). The policies alternate tool by tool; a third load,
-  ``shared-merged``, is ``polyarch load --merge-layers`` of the shared image
+  removed after each; their data on a new journaled ext4 of their own, see
+  bench/_storage.py, or with ``--engine-storage host`` on the host's). The
+  policies alternate tool by tool; ``shared-plain`` is what ``polyarch load``
+  hands the engine (the shared image, layers uncompressed; writing that
+  archive included), ``shared-merged`` ``polyarch load --merge-layers``
   (merging included);
 - scale set (the first ``--scale-count`` lines of bench/tools.txt, every
   system): bytes a docker-registry on 127.0.0.1 stores for all of them, and
@@ -60,6 +64,7 @@ from _common import (
     report,
     tree_bytes,
 )
+from _storage import STORAGES, engine_storage
 from scale import SYSTEMS, Tool, read_tools, write_config
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -67,12 +72,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from polyarch.cache import Cache, Kind
 from polyarch.image.docker_archive import write_docker_archive
 from polyarch.image.layout_reader import image_from_layout, read_oci_layout
+from polyarch.image.loadable import write_loadable_archive
 from polyarch.image.merged import merge_layers
 from polyarch.image.oci import Image
 from polyarch.platforms import System, native_system, parse_system
 
 POLICIES = {"before": 'layering = "per-package"\nmax_layers = 100\n', "shared": ""}
-LOADED = ("before", "shared", "shared-merged")  # the last: `load --merge-layers` of "shared"
+LOADED = ("before", "shared", "shared-plain", "shared-merged")
+"""Loads of the load set: "shared-plain" is what `polyarch load` hands the engine (the shared
+image with its layers uncompressed), "shared-merged" what `load --merge-layers` does."""
 LOAD_SET = "fd-find:fdfind,ripgrep:rg,r-cran-littler:r,emacs-gtk:emacs,guestfish:guestfish"
 LARGE = ("r-cran-littler", "emacs-gtk", "guestfish")
 
@@ -139,30 +147,40 @@ def loadable(
     out: Path, tool: Tool, policy: str, archive: Path, reference: str
 ) -> tuple[Image, float]:
     """Write the docker-archive a load of ``policy`` hands the engine: its image, and the
-    seconds polyarch spends before the engine starts (``*-merged``, what ``polyarch load
-    --merge-layers`` hands it: merging; else 0, the archive is in the build's outputs)."""
-    found, seconds = image(out, tool.package, native_system()), 0.0
+    seconds polyarch spends before the engine starts: for ``*-plain`` (what ``polyarch load``
+    hands it) writing the archive with uncompressed layers from the build's; for ``*-merged``
+    (``polyarch load --merge-layers``) merging; else 0, the archive is the build's."""
+    system = native_system()
+    found, seconds = image(out, tool.package, system), 0.0
     with tempfile.TemporaryDirectory(dir=archive.parent) as scratch:
         if policy.endswith("-merged"):
             started = time.perf_counter()
             found = merge_layers(found, Path(scratch))
             seconds = time.perf_counter() - started
-        write_docker_archive(archive, found, repo_tags=[reference])
-    return found, seconds
+        if not policy.endswith("-plain"):
+            write_docker_archive(archive, found, repo_tags=[reference])
+            return found, seconds
+        built = Path(scratch) / "built.tar"
+        write_docker_archive(built, found, repo_tags=[reference])
+        started = time.perf_counter()
+        found = write_loadable_archive(built, system, archive, Path(scratch))
+        return found, time.perf_counter() - started
 
 
 def measure_loads(
-    tools: Sequence[Tool], outs: dict[str, Path], repetitions: int, work: Path
+    tools: Sequence[Tool], outs: dict[str, Path], repetitions: int, work: Path, storage: str
 ) -> dict[str, Any]:
     """Layer counts and load seconds of each tool's native image, policy by policy in turn."""
     result: dict[str, Any] = {"system": native_system().name, "tools": {}}
-    with engines(work / "engines") as envs:
+    with engine_storage(work, storage) as (root, where), engines(root / "engines") as envs:
+        result["storage"] = where
+        say(f"the engines store on {where}")
         for tool in tools:
             entry: dict[str, Any] = {"layers": {}, "bytes": {}, "load": {}}
             for policy in LOADED:
                 reference = f"polyarch-bench-{uuid.uuid4().hex[:8]}:{policy}"
                 archive = work / f"{tool.package}-{policy}.tar"
-                out = outs[policy.removesuffix("-merged")]
+                out = outs[policy.split("-")[0]]
                 found, extra = loadable(out, tool, policy, archive, reference)
                 entry["layers"][policy] = len(found.layers)
                 entry["bytes"][policy] = found.size
@@ -363,6 +381,12 @@ def rows_of(result: dict[str, Any]) -> list[Row]:
                     samples["shared"], samples["before"], "one layer per package",
                     aim=Aim.ratio_at_least(3) if large else None,
                 ))  # fmt: skip
+                rows.append(Row(
+                    f"{engine}-load-plain-{name}",
+                    f"layers: `{engine} load` {name} (vfs), as `polyarch load` hands it",
+                    samples["shared-plain"], samples["before"], "one layer per package",
+                    aim=Aim.ratio_at_least(3) if large else None,
+                ))  # fmt: skip
                 rows.append(Row(f"{engine}-load-merged-{name}",
                                 f"layers: `{engine} load` {name} (vfs), --merge-layers",
                                 samples["shared-merged"], samples["before"], "one layer per package"))  # fmt: skip
@@ -416,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", help="a polyarch cache to reuse (.debs; default: a new one)")
     parser.add_argument("--work", help="keep the work here (default: a temp dir, removed)")
     parser.add_argument("--no-scale", action="store_true", help="measure loads only")
+    parser.add_argument("--engine-storage", choices=STORAGES, default="ext4",
+                        help="where the engines keep layers: a new ext4 of their own (default; "
+                        "see bench/_storage.py) or the host's file system")  # fmt: skip
     args = parser.parse_args(argv)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="polyarch-bench-layers-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -431,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build(config, cache, work / f"load-{policy}" / "out", log)
             outs[policy] = work / f"load-{policy}" / "out"
         result["load_average"].append(load_average())
-        result["loads"] = measure_loads(loaded, outs, args.repetitions, work)
+        result["loads"] = measure_loads(loaded, outs, args.repetitions, work, args.engine_storage)
         result["load_average"].append(load_average())
         if not args.no_scale:
             updates = [u for u in args.update.split(",") if u]

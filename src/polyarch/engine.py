@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from polyarch import cmd
 from polyarch.errors import EngineError, ToolMissingError, UsageError
@@ -246,6 +247,24 @@ class Engine:
             endpoint=self._environ().get("CONTAINER_HOST"),
             storage_driver=str(driver),
         )
+
+    def over_network(self) -> bool:
+        """Whether the client reaches the engine over a network: DOCKER_HOST (or the docker
+        context's endpoint) or CONTAINER_HOST naming tcp:// or ssh:// on another machine.
+
+        A unix socket (a local daemon, Docker Desktop's VM, ``podman machine``)
+        and a loopback address are not a network: bytes cost little there.
+        """
+        variable = "DOCKER_HOST" if self.name == "docker" else "CONTAINER_HOST"
+        endpoint = self._environ().get(variable)
+        if not endpoint and self.name == "docker":
+            endpoint = self._docker_context_endpoint()
+        if not endpoint:
+            return False
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("tcp", "ssh", "http", "https"):
+            return False
+        return not is_loopback(parts.hostname or "")
 
     def _json(self, argv: Sequence[str]) -> dict[str, object]:
         result = self._checked(argv, timeout=QUICK_TIMEOUT_SECONDS)

@@ -15,6 +15,7 @@ from polyarch.engine import Engine
 from polyarch.errors import ImageError
 from polyarch.image.docker_archive import embedded_tags, image_id_of, write_docker_archive
 from polyarch.image.layout_reader import image_from_layout, read_oci_layout
+from polyarch.image.loadable import write_loadable_archive
 from polyarch.image.merged import merge_layers
 from polyarch.outputs import Outputs
 from polyarch.platforms import System
@@ -32,6 +33,7 @@ def load_image(
 ) -> str:
     """Load ``system``'s docker-archive into ``engine`` as ``NAME:TAG``; return that reference.
 
+    The engine is handed the layers uncompressed (``image.loadable``);
     ``merge_layers`` loads the image as one layer (``image.merged``): what an
     engine on vfs storage loads fastest. The outputs keep their layers.
     """
@@ -44,7 +46,7 @@ def load_image(
         )
     if merge_layers:
         return load_from_layout(engine, container, system, out_dir=out_dir, tag=tag, merge=True)
-    return _load_as(engine, archive, f"{container.name}:{tag}")
+    return _load_as(engine, archive, system, f"{container.name}:{tag}")
 
 
 def _already_loaded(engine: Engine, archive: Path, reference: str) -> bool:
@@ -56,10 +58,20 @@ def _already_loaded(engine: Engine, archive: Path, reference: str) -> bool:
     return found is not None and found.removeprefix("sha256:") == image_id_of(archive)
 
 
-def _load_as(engine: Engine, archive: Path, reference: str) -> str:
+def _load_as(
+    engine: Engine, archive: Path, system: System, reference: str, *, plain: bool = False
+) -> str:
+    """Load ``archive`` as ``reference``; with its layers uncompressed (``image.loadable``)
+    unless they are already (``plain``) or the engine is reached over a network."""
     if _already_loaded(engine, archive, reference):
         return reference
-    loaded = engine.load(archive)
+    if plain or engine.over_network():  # on the wire, bytes cost more than the engine's gunzip
+        loaded = engine.load(archive)
+    else:
+        with tempfile.TemporaryDirectory(prefix="polyarch-load-") as tmp:
+            unpacked = Path(tmp) / f"{system.name}.tar"
+            write_loadable_archive(archive, system, unpacked, Path(tmp))
+            loaded = engine.load(unpacked)
     if loaded != reference and loaded != f"localhost/{reference}":
         engine.tag(loaded, reference)
     return reference
@@ -110,4 +122,4 @@ def load_from_layout(
             image = merge_layers(image, Path(tmp))
         archive = Path(tmp) / f"{system.name}.tar"
         write_docker_archive(archive, image, repo_tags=[f"{container.name}:{tag}"])
-        return _load_as(engine, archive, f"{container.name}:{tag}")
+        return _load_as(engine, archive, system, f"{container.name}:{tag}", plain=merge)

@@ -45,7 +45,9 @@ def engine_storage(work: Path, kind: str) -> Iterator[tuple[Path, str]]:
         with image.open("wb") as sparse:
             sparse.truncate(IMAGE_BYTES)
         _run("mkfs.ext4", "-q", "-F", str(image))
-        _run("mount", "-o", "loop", str(image), str(mount))
+        # discard: blocks freed in there (a removed image) are freed on the host's disk too,
+        # else the file keeps the largest image's size (emacs-gtk, 100 layers: 16 GB) to the end.
+        _run("mount", "-o", "loop,discard", str(image), str(mount))
     except (OSError, subprocess.CalledProcessError) as exc:
         image.unlink(missing_ok=True)
         yield work, f"the host's file system (no ext4 of its own: {exc})"
@@ -63,8 +65,12 @@ def _run(*argv: str) -> None:
 
 def _unmount(mount: Path) -> None:
     for _ in range(10):  # a daemon that just stopped may still hold a file for a moment
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
+        # --recursive: dockerd bind-mounts its data root onto itself.
+        if (
+            subprocess.run(["umount", "--recursive", str(mount)], capture_output=True).returncode
+            == 0
+        ):
             shutil.rmtree(mount, ignore_errors=True)
             return
         time.sleep(1)
-    subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
+    subprocess.run(["umount", "--recursive", "--lazy", str(mount)], capture_output=True)

@@ -236,8 +236,8 @@ def read_oci_layout(path: Path, *, label: str | None = None) -> OciLayout:
 
 
 @dataclass(frozen=True, slots=True)
-class _LayoutLayer:
-    """A layer blob of an OCI layout, seen as a ``LayerLike``."""
+class BlobLayer:
+    """A layer blob in a file (of an OCI layout, or unpacked for ``load``), as a ``LayerLike``."""
 
     digest: Digest
     diff_id: Digest
@@ -265,7 +265,7 @@ def image_from_layout(layout: OciLayout, tag: str, system: System) -> Image:
     layers = []
     for descriptor, diff_id in zip(found.layers, diff_ids, strict=True):
         path = layout.checked_blob(descriptor)
-        layers.append(_LayoutLayer(descriptor.digest, Digest(diff_id), descriptor.size, 0, path))
+        layers.append(BlobLayer(descriptor.digest, Digest(diff_id), descriptor.size, 0, path))
     return Image(system, found.config_bytes, found.manifest_bytes, tuple(layers))
 
 

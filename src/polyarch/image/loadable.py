@@ -36,6 +36,7 @@ from polyarch.image.docker_archive import (
     parse_archive_manifest,
     write_docker_archive,
 )
+from polyarch.image.layout_reader import BlobLayer
 from polyarch.image.oci import Image
 from polyarch.platforms import System
 
@@ -44,18 +45,6 @@ CHUNK = 1 << 20
 WORKERS = 4
 """Layers decompressed at once (at most; never more than the CPUs)."""
 _GZIP = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip stream
-
-
-@dataclass(frozen=True, slots=True)
-class PlainLayer:
-    """A layer as an uncompressed tar: its digest is its diff_id."""
-
-    digest: Digest
-    diff_id: Digest
-    size: int
-    uncompressed_size: int
-    blob: Path
-    packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +119,7 @@ def _json_object(data: bytes, archive: Path) -> dict[str, object]:
     return value
 
 
-def _decompress(archive: Path, member: _Member, work: Path) -> PlainLayer:
+def _decompress(archive: Path, member: _Member, work: Path) -> BlobLayer:
     """The layer ``member`` of ``archive`` as a plain tar under ``work``, checked against its diff_id.
 
     A layer that is already plain (no gzip magic) is copied as it is.
@@ -154,7 +143,7 @@ def _decompress(archive: Path, member: _Member, work: Path) -> PlainLayer:
             f"layer {member.name} of {archive} unpacks to {found}, its config says {member.diff_id}",
             hint=_REBUILD,
         )
-    return PlainLayer(found, found, size, size, target)
+    return BlobLayer(found, found, size, size, target)  # a plain tar: its digest is its diff_id
 
 
 def _plain_chunks(source: IO[bytes], size: int) -> Iterator[bytes]:

@@ -344,9 +344,11 @@ def _real_subdirs(base: Path) -> list[Path]:
 
 
 def open_regular(path: Path) -> io.BufferedReader | None:
-    """``path`` opened for reading if it is a regular file, not followed if it is a symlink."""
+    """``path`` opened for reading if it is a regular file, not followed if it is a symlink
+    (non-blocking: a FIFO in its place is refused, never waited on)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError:
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):

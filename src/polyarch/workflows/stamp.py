@@ -47,7 +47,7 @@ from pathlib import Path
 import msgspec
 
 from polyarch import __version__
-from polyarch.cache import Cache
+from polyarch.cache import Cache, open_regular
 from polyarch.checked import CheckedFiles
 from polyarch.config import Container
 from polyarch.determinism import COMPRESSOR, DIGEST_PATTERN, source_date_epoch
@@ -255,12 +255,11 @@ def _read(cache: Cache, root: Path) -> _Stamp | None:
     path = _stamp_path(cache, root)
     if path is None:
         return None
+    opened = open_regular(path)  # a FIFO put where a stamp belongs must not hang the build
+    if opened is None:
+        return None
     try:
-        # Non-blocking: a FIFO put where a stamp belongs must not hang the build.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
+        with opened as f:
             stamp = msgspec.json.decode(f.read(1 << 20), type=_Stamp)
     except (OSError, msgspec.ValidationError, msgspec.DecodeError):
         return None

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from debrepo import DebSpec, TestKey, TestRepo, serve
+from debrepo import DebSpec, File, TestKey, TestRepo, serve
 from engine_fixtures import docker_engine, emulation_ready, engine, podman_engine
+from engines import tiny_program
 from hypothesis import settings
 from registry_server import REGISTRY, RunningRegistry, run_registry
 
 from polyarch import cmd
 from polyarch.engine import Engine
+from polyarch.platforms import native_system
 
 __all__ = ["docker_engine", "emulation_ready", "engine", "podman_engine"]
 
@@ -183,6 +186,43 @@ def write_project(
         + containers
     )
     return path
+
+
+def build_native_hello(
+    cli: Callable[..., tuple[int, str, str]],
+    tmp_path: Path,
+    make_repo: RepoFactory,
+    *,
+    message: bytes,
+    library: bytes,
+    tag_prefix: str,
+) -> tuple[Path, str, Path]:
+    """Build a runnable ``hello`` (one layer per package) for this machine's system under a
+    fresh tag: (containers.toml, the tag, its ``OUT/hello``)."""
+    arch = native_system().debian_arch
+    specs = [
+        DebSpec("libgreet1", "1.0", arch, files={"/usr/lib/libgreet.so.1": library}),
+        DebSpec(
+            "hello",
+            "1.0",
+            arch,
+            depends="libc6, libgreet1",
+            files={"/usr/bin/hello": File(tiny_program(arch, message), 0o755)},
+        ),
+    ]
+    repo, url = make_repo(specs, arches=(arch,))
+    system = native_system().name
+    body = (
+        f'[containers.hello]\npackage = "hello"\nsystems = ["{system}"]\nlayering = "per-package"\n'
+    )
+    project = write_project(tmp_path / "p", url, repo.key.keyring, body)
+    tag = f"{tag_prefix}{uuid.uuid4().hex[:10]}"
+    code, _, err = cli(
+        "-f", project, "--cache-dir", tmp_path / "c", "build", "hello",
+        "--out", tmp_path / "result", "--tag", tag,
+    )  # fmt: skip
+    assert code == 0, err
+    return project, tag, tmp_path / "result" / "hello"
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import tarfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RepoFactory, Tool, write_project
-from debrepo import DebSpec, File
-from engines import tiny_program
+from conftest import RepoFactory, Tool, build_native_hello
 
 from polyarch.config import load_config
 from polyarch.determinism import gzip_member, sha256_digest
@@ -37,30 +34,15 @@ Cli = Callable[..., tuple[int, str, str]]
 @pytest.fixture
 def built(cli: Cli, tmp_path: Path, make_repo: RepoFactory) -> tuple[Path, str, Path]:
     """A built tool container of several gzip layers: (containers.toml, its tag, its archive)."""
-    arch = native_system().debian_arch
-    specs = [
-        DebSpec("libgreet1", "1.0", arch, files={"/usr/lib/libgreet.so.1": b"lib" * 1000}),
-        DebSpec(
-            "hello",
-            "1.0",
-            arch,
-            depends="libc6, libgreet1",
-            files={"/usr/bin/hello": File(tiny_program(arch, b"hello, unpacked\n"), 0o755)},
-        ),
-    ]
-    repo, url = make_repo(specs, arches=(arch,))
-    system = native_system().name
-    body = (
-        f'[containers.hello]\npackage = "hello"\nsystems = ["{system}"]\nlayering = "per-package"\n'
+    project, tag, result = build_native_hello(
+        cli,
+        tmp_path,
+        make_repo,
+        message=b"hello, unpacked\n",
+        library=b"lib" * 1000,
+        tag_prefix="plain",
     )
-    project = write_project(tmp_path / "p", url, repo.key.keyring, body)
-    tag = f"plain{uuid.uuid4().hex[:10]}"
-    code, _, err = cli(
-        "-f", project, "--cache-dir", tmp_path / "c", "build", "hello",
-        "--out", tmp_path / "result", "--tag", tag,
-    )  # fmt: skip
-    assert code == 0, err
-    return project, tag, tmp_path / "result" / "hello" / f"{system}.tar"
+    return project, tag, result / f"{native_system().name}.tar"
 
 
 def layer_members(archive: Path) -> dict[str, bytes]:

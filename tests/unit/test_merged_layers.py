@@ -9,14 +9,11 @@ import json
 import os
 import stat
 import tarfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RepoFactory, Tool, write_project
-from debrepo import DebSpec, File
-from engines import tiny_program
+from conftest import RepoFactory, Tool, build_native_hello
 
 from polyarch.config import load_config
 from polyarch.determinism import TAR_FORMAT, gzip_bytes, normalise_tarinfo, sha256_digest
@@ -179,29 +176,14 @@ def test_skopeo_reads_the_merged_docker_archive_and_umoci_unpacks_the_same_tree(
 
 @pytest.fixture
 def built(cli: Cli, tmp_path: Path, make_repo: RepoFactory) -> tuple[Path, str]:
-    arch = native_system().debian_arch
-    specs = [
-        DebSpec("libgreet1", "1.0", arch, files={"/usr/lib/libgreet.so.1": b"lib"}),
-        DebSpec(
-            "hello",
-            "1.0",
-            arch,
-            depends="libc6, libgreet1",
-            files={"/usr/bin/hello": File(tiny_program(arch, b"hello from polyarch\n"), 0o755)},
-        ),
-    ]
-    repo, url = make_repo(specs, arches=(arch,))
-    system = native_system().name
-    body = (
-        f'[containers.hello]\npackage = "hello"\nsystems = ["{system}"]\nlayering = "per-package"\n'
+    project, tag, _ = build_native_hello(
+        cli,
+        tmp_path,
+        make_repo,
+        message=b"hello from polyarch\n",
+        library=b"lib",
+        tag_prefix="merge",
     )
-    project = write_project(tmp_path / "p", url, repo.key.keyring, body)
-    tag = f"merge{uuid.uuid4().hex[:10]}"
-    code, _, err = cli(
-        "-f", project, "--cache-dir", tmp_path / "c", "build", "hello",
-        "--out", tmp_path / "result", "--tag", tag,
-    )  # fmt: skip
-    assert code == 0, err
     return project, tag
 
 

@@ -413,3 +413,20 @@ def test_what_does_not_change_the_outputs_does_not_unstamp_them(
     monkeypatch.setenv("POLYARCH_ENGINE", "podman")  # read by engine commands, not builds
     build_systems("aarch64-linux,x86_64-linux")
     assert full_builds == ["hello"]
+
+
+def test_a_keyring_changed_behind_its_link_builds_in_full(
+    cli: Cli, project: Project, full_builds: list[str], tmp_path: Path
+) -> None:
+    original = project.repo.key.keyring
+    target = tmp_path / "keyring.gpg"
+    target.write_bytes(original.read_bytes())
+    link = tmp_path / "keyring-link.gpg"
+    link.symlink_to(target)
+    project.config.write_text(project.config.read_text().replace(str(original), str(link)))
+    build(cli, project)
+    build(cli, project)
+    assert full_builds == ["hello"]
+    target.write_bytes(original.read_bytes() * 2)  # the same key twice: still verifies
+    build(cli, project)
+    assert full_builds == ["hello", "hello"]

@@ -50,7 +50,7 @@ from polyarch import __version__
 from polyarch.cache import Cache, open_regular
 from polyarch.checked import CheckedFiles
 from polyarch.config import Container
-from polyarch.determinism import COMPRESSOR, DIGEST_PATTERN, source_date_epoch
+from polyarch.determinism import COMPRESSOR, DIGEST_PATTERN, sha256_file, source_date_epoch
 from polyarch.errors import HostError
 from polyarch.outputs import Outputs
 from polyarch.platforms import SYSTEMS, System
@@ -123,7 +123,7 @@ def build_inputs(
     feed(_FORMAT, __version__, _code_fingerprint(), sys.version, COMPRESSOR)
     feed(str(session.config.path.resolve()), session.config.digest)
     for source, release in zip(session.sources, releases, strict=True):
-        feed(source, _file_sha256(source.keyring), release.file_name, release.file_sha256)
+        feed(source, _keyring_digest(source.keyring), release.file_name, release.file_sha256)
     feed(container.name, tuple(s.name for s in _ordered(systems)), tag, epoch)
     feed(out, _host_files(session, container))
     return digest.hexdigest()
@@ -363,12 +363,20 @@ def _stream_is(expected: str, f: io.BufferedReader) -> bool:
 
 
 def _file_sha256(path: Path) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    """An output's content (never through a link: outputs hold none)."""
+    opened = open_regular(path)
+    if opened is None:
         return None
-    with os.fdopen(fd, "rb") as f:
+    with opened as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _keyring_digest(path: Path) -> str | None:
+    """A keyring's content, through any link to it (verifying it reads the same file)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None  # unreadable: the signature check says so
 
 
 @functools.cache
